@@ -1,0 +1,100 @@
+"""``latfarm profile``: measure configs on one phone without the service, one JSON line per measurement.
+
+    latfarm profile --device 127.0.0.1:5555 --family conv \\
+        --config '{"kernel": 3, "cin": 16, "cout": 16, "height": 56, "width": 56}' \\
+        --frequency 787200 --frequency 2995200 --cluster big --runs 10 --warmup 2
+
+Exit status: 0 all measured; 2 bad arguments (nothing measured); 1 a device error (records already
+printed stay valid; the error goes to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``latfarm profile``."""
+    parser.add_argument(
+        "--device", required=True, help="HOST:PORT of an adb-over-TCP phone (or a USB serial)"
+    )
+    parser.add_argument("--transport", choices=["tcp", "usb"], default="tcp")
+    parser.add_argument("--family", required=True, help="block family: sr_block, conv, mbconv")
+    parser.add_argument(
+        "--config", action="append", required=True, metavar="JSON", help="a config as JSON (repeatable)"
+    )
+    parser.add_argument(
+        "--frequency",
+        action="append",
+        type=int,
+        default=[],
+        metavar="KHZ",
+        help="pin the cluster to this frequency in kHz (repeatable; none: measure unpinned)",
+    )
+    parser.add_argument("--cluster", default="big", help="little/mid/big, clusterN or policyN (default big)")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--key", type=Path, default=None, help="ADB RSA key (default $LATFARM_STATE_DIR/adbkey)"
+    )
+    parser.add_argument(
+        "--binary",
+        type=Path,
+        default=None,
+        help="onnxruntime_perf_test to push (default: the virtual phone's marker)",
+    )
+    parser.add_argument("--cooldown-celsius", type=float, default=45.0)
+    parser.add_argument("--cooldown-timeout", type=float, default=120.0, metavar="SECONDS")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="per-command timeout")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every (config, frequency) pair and print one JSON line per measurement."""
+    from pydantic import ValidationError
+
+    from profilers.adb.errors import ProfilerError
+    from profilers.adb.profiler import Profiler, ProfileRequest, RuntimeSettings
+    from profilers.adb.session import DeviceSession
+
+    try:
+        configs = [json.loads(text) for text in args.config]
+        runtime = RuntimeSettings(runs=args.runs, warmup=args.warmup, threads=args.threads)
+        frequencies = args.frequency or [None]
+        requests = [
+            ProfileRequest(family=args.family, config=config, cluster=args.cluster, frequency_khz=khz)
+            for config in configs
+            for khz in frequencies
+        ]
+    except json.JSONDecodeError as exc:
+        print(f"latfarm profile: --config is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "request"
+            print(f"latfarm profile: {where}: {err['msg']}", file=sys.stderr)
+        return 2
+    try:
+        session = DeviceSession.connect(
+            args.device,
+            args.transport,
+            key_path=args.key,
+            command_timeout_s=args.timeout,
+        )
+        with session:
+            profiler = Profiler(
+                session,
+                runtime,
+                benchmark_binary=args.binary,
+                cooldown_celsius=args.cooldown_celsius,
+                cooldown_timeout_s=args.cooldown_timeout,
+            )
+            for record in profiler.measure(requests):
+                print(record.model_dump_json(), flush=True)
+    except ProfilerError as exc:
+        print(f"latfarm profile: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0

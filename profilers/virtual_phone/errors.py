@@ -1,0 +1,19 @@
+"""The virtual phone's exception hierarchy: everything it raises derives from `VirtualPhoneError`."""
+
+from __future__ import annotations
+
+
+class VirtualPhoneError(Exception):
+    """Base class of every error the virtual phone raises."""
+
+
+class ProfileError(VirtualPhoneError):
+    """A device profile is missing or malformed."""
+
+
+class ProtocolError(VirtualPhoneError):
+    """A client sent a message that breaks the ADB wire protocol; its connection is closed."""
+
+
+class PhoneStateError(VirtualPhoneError):
+    """The phone was used in the wrong state (e.g. `port` before `start()`)."""

@@ -1,0 +1,182 @@
+"""The Profiler against virtual phones: pinning, cache, grouping, validity and every failure mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from pydantic import ValidationError
+
+from profilers.adb import (
+    DeviceConnectionError,
+    DeviceSession,
+    DeviceTimeoutError,
+    FrequencyPinError,
+    MeasurementRecord,
+    OutputParseError,
+    Profiler,
+    ProfileRequest,
+    RuntimeSettings,
+)
+from profilers.adb.sysfs import read_file
+from profilers.blocks import config_hash
+from profilers.virtual_phone import VirtualPhone
+
+CONV_A = {"kernel": 3, "cin": 16, "cout": 16, "height": 24, "width": 24}
+CONV_B = {"kernel": 1, "cin": 16, "cout": 32, "height": 24, "width": 24}
+FAST = RuntimeSettings(runs=5, warmup=1, threads=1)
+
+
+def _little(session: DeviceSession) -> tuple[int, int]:
+    profiler = Profiler(session)
+    table = next(c for c in profiler.facts.clusters if c.name == "little").frequencies_khz
+    return table[0], table[-1]
+
+
+def _governor(session: DeviceSession, policy: str = "policy0") -> str | None:
+    return read_file(session, f"/sys/devices/system/cpu/cpufreq/{policy}/scaling_governor")
+
+
+def _collect(profiler: Profiler, requests: list[ProfileRequest]) -> tuple[list[MeasurementRecord], Exception]:
+    records: list[MeasurementRecord] = []
+    try:
+        for record in profiler.measure(requests):
+            records.append(record)
+    except Exception as exc:  # noqa: BLE001 - returned for the test to assert on
+        return records, exc
+    raise AssertionError("measure() did not fail")
+
+
+def test_lowest_frequency_is_slower_than_highest(session: DeviceSession) -> None:
+    low, high = _little(session)
+    profiler = Profiler(session, FAST, cooldown_celsius=None)
+    requests = [
+        ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=k) for k in (low, high)
+    ]
+    slow, fast = list(profiler.measure(requests))
+    for record, khz in ((slow, low), (fast, high)):
+        assert record.pinned and record.valid and record.invalid_reason is None
+        assert record.frequency_khz == record.observed_frequency_khz == khz
+        assert record.runs == 5 and len(record.raw_runs_ms) == 5 and record.warmup == 1
+        assert record.min_ms <= record.median_ms <= record.max_ms
+        assert record.virtual is True
+        assert record.config_hash == config_hash("conv", CONV_A)
+        assert record.config["stride"] == 1  # defaults are filled in
+        assert record.started_at <= record.finished_at
+    assert slow.median_ms > fast.median_ms
+    assert _governor(session) == "schedutil"  # restored after the pins
+
+
+def test_grouping_and_content_addressed_cache(session: DeviceSession) -> None:
+    low, high = _little(session)
+    profiler = Profiler(session, RuntimeSettings(runs=2, warmup=0), cooldown_celsius=None)
+    requests = [
+        ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=high),
+        ProfileRequest(family="conv", config=CONV_B, cluster="little", frequency_khz=low),
+        ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=low),
+        ProfileRequest(family="conv", config=CONV_B, cluster="little", frequency_khz=high),
+    ]
+    records = list(profiler.measure(requests))
+    assert [r.frequency_khz for r in records] == [high, high, low, low]
+    assert profiler.pushes == 2 and profiler.cache_hits == 2
+    # A fresh profiler (another process, say) finds the model in the device cache and does not push it.
+    again = Profiler(session, RuntimeSettings(runs=2, warmup=0), cooldown_celsius=None)
+    list(again.measure(requests[:1]))
+    assert again.pushes == 0 and again.cache_hits == 1
+
+
+def test_garbage_output_raises_and_emits_nothing(phone: VirtualPhone, session: DeviceSession) -> None:
+    low, _ = _little(session)
+    phone.set_fault(garbage_benchmark=True)
+    profiler = Profiler(session, FAST, cooldown_celsius=None)
+    records, error = _collect(
+        profiler, [ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=low)]
+    )
+    assert records == []
+    assert isinstance(error, OutputParseError)
+    assert _governor(session) == "schedutil"
+
+
+def test_hang_times_out_and_restores_the_governor(
+    phone: VirtualPhone, connect: Callable[..., DeviceSession]
+) -> None:
+    session = connect(phone, command_timeout_s=1.0)
+    low, _ = _little(session)
+    phone.set_fault(hang_commands=["onnxruntime_perf_test -e"])
+    profiler = Profiler(session, FAST, cooldown_celsius=None)
+    records, error = _collect(
+        profiler, [ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=low)]
+    )
+    assert records == []
+    assert isinstance(error, DeviceTimeoutError)
+    phone.clear_faults()
+    assert _governor(session) == "schedutil"
+
+
+def test_dropped_connection_raises_and_emits_nothing(phone: VirtualPhone, session: DeviceSession) -> None:
+    profiler = Profiler(session, FAST, cooldown_celsius=None)
+    assert profiler.facts.rooted
+    phone.set_fault(offline=True)
+    records, error = _collect(profiler, [ProfileRequest(family="conv", config=CONV_A, cluster="little")])
+    assert records == []
+    assert isinstance(error, DeviceConnectionError)
+
+
+def test_unrooted_phone_is_measured_unpinned(
+    start_phone: Callable[..., VirtualPhone], connect: Callable[..., DeviceSession]
+) -> None:
+    session = connect(start_phone("virtual-midrange", rooted=False))
+    profiler = Profiler(session, FAST, cooldown_celsius=None)
+    big = profiler.facts.clusters[-1]
+    [record] = profiler.measure(
+        [ProfileRequest(family="conv", config=CONV_A, cluster="big", frequency_khz=big.frequencies_khz[0])]
+    )
+    assert record.pinned is False
+    assert record.frequency_khz == big.frequencies_khz[0]
+    assert record.observed_frequency_khz in big.frequencies_khz
+    assert record.valid
+
+
+def test_hot_phone_gives_an_invalid_record_with_reasons(phone: VirtualPhone, session: DeviceSession) -> None:
+    _, high = _little(session)
+    profiler = Profiler(session, FAST, cooldown_celsius=None)
+    phone.set_temperature(95.0)
+    [record] = profiler.measure(
+        [ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=high)]
+    )
+    assert record.valid is False
+    assert "trip point" in (record.invalid_reason or "")
+    # Throttling caps the pinned frequency, which is a reason of its own.
+    assert record.observed_frequency_khz is not None and record.observed_frequency_khz < high
+    assert f"pinned {high} kHz" in (record.invalid_reason or "")
+
+
+def test_unknown_frequency_fails_before_measuring(session: DeviceSession) -> None:
+    profiler = Profiler(session, FAST, cooldown_celsius=None)
+    records, error = _collect(
+        profiler, [ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=999)]
+    )
+    assert records == [] and isinstance(error, FrequencyPinError)
+    assert profiler.pushes == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "text"),
+    [
+        ({"family": "conv", "config": {**CONV_A, "kernel": 4}}, "config", "kernel"),
+        ({"family": "conv", "config": {**CONV_A, "groups": 3}}, "config", "groups"),
+        (
+            {"family": "sr_block", "config": {"scale": 2, "height": 8, "width": 8, "widths": [0]}},
+            "config",
+            "widths",
+        ),
+        ({"family": "resnet", "config": {}}, "family", "known families"),
+        ({"family": "conv", "config": CONV_A, "frequency_khz": -5}, "frequency_khz", ""),
+    ],
+)
+def test_invalid_requests_name_the_field(data: dict, field: str, text: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ProfileRequest(**data)
+    [error] = info.value.errors()
+    assert error["loc"] == (field,)
+    assert text in error["msg"]
