@@ -1,0 +1,51 @@
+"""`create_app(settings)`: routers, error handlers and middleware — nothing else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import operations
+from service.dashboard.routes import router as dashboard_router
+from service.db import make_engine, make_sessionmaker
+from service.devices.routes import router as devices_router
+from service.jobs.routes import router as jobs_router
+from service.measurements.routes import router as measurements_router
+from service.predictors.routes import router as predictors_router
+from service.problems import BodySizeLimit, install_handlers
+from service.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The latfarm API for `settings` (default: from the environment), on its own engine and metrics."""
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="latfarm",
+        version="0.1.0",
+        description="Latency-profiling device farm and latency-predictor service",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.metrics = operations.RequestMetrics()
+
+    install_handlers(app)
+    app.include_router(operations.router)
+    for router in (devices_router, jobs_router, measurements_router, predictors_router, dashboard_router):
+        app.include_router(router)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)
+    return app

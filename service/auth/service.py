@@ -1,0 +1,78 @@
+"""API tokens: created with a random secret shown once, stored as its sha256, checked in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.auth.models import ApiToken, Scope
+from service.db import utcnow
+from service.problems import ConflictError, InvalidInputError, NotFoundError
+
+TOKEN_PREFIX = "lf_"
+
+
+def hash_secret(secret: str) -> str:
+    """The sha256 hex digest under which a secret is stored (the secret itself never is)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_scopes(scopes: Iterable[str]) -> list[Scope]:
+    """Validated, de-duplicated scopes; an unknown one is an `InvalidInputError` naming it."""
+    parsed: list[Scope] = []
+    for raw in scopes:
+        name = raw.strip()
+        if not name:
+            continue
+        try:
+            scope = Scope(name)
+        except ValueError:
+            known = ", ".join(s.value for s in Scope)
+            raise InvalidInputError.at(["scopes"], f"unknown scope {name!r} (known: {known})") from None
+        if scope not in parsed:
+            parsed.append(scope)
+    if not parsed:
+        raise InvalidInputError.at(["scopes"], "at least one scope is needed")
+    return parsed
+
+
+def create_token(session: Session, name: str, scopes: Iterable[str]) -> tuple[ApiToken, str]:
+    """Create a token; returns the row and the secret, which is never stored and cannot be shown again."""
+    parsed = parse_scopes(scopes)
+    if session.scalar(select(ApiToken).where(ApiToken.name == name)) is not None:
+        raise ConflictError(f"a token named {name!r} exists already")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(name=name, secret_sha256=hash_secret(secret), scopes=[s.value for s in parsed])
+    session.add(token)
+    session.commit()
+    return token, secret
+
+
+def authenticate(session: Session, secret: str) -> ApiToken | None:
+    """The live token whose secret this is, or None."""
+    digest = hash_secret(secret)
+    token = session.scalar(select(ApiToken).where(ApiToken.secret_sha256 == digest))
+    # The lookup is by digest; the constant-time compare keeps the final check free of timing leaks.
+    if token is None or not hmac.compare_digest(token.secret_sha256, digest) or token.revoked_at:
+        return None
+    return token
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    """Every token, oldest first (secrets are not there to list)."""
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+def revoke_token(session: Session, name: str) -> ApiToken:
+    """Revoke a token by name; later requests with its secret get 401."""
+    token = session.scalar(select(ApiToken).where(ApiToken.name == name))
+    if token is None:
+        raise NotFoundError(f"no token named {name!r}")
+    token.revoked_at = token.revoked_at or utcnow()
+    session.commit()
+    return token

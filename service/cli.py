@@ -1,0 +1,164 @@
+"""`latfarm` commands: thin wrappers over the domain functions (argparse, one sub-command each)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from service.settings import get_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service import schema
+    from service.app import create_app
+    from service.db import make_engine
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        if settings.auto_migrate:
+            schema.upgrade(settings.database_url)
+        schema.check_current(engine)
+    except schema.SchemaNotCurrentError as exc:
+        print(f"latfarm serve: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    app = create_app(settings)
+    if args.with_worker:
+        from service.jobs.worker import attach_background_worker
+
+        attach_background_worker(app, settings)
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from service import schema
+
+    url = get_settings().database_url
+    if args.action == "upgrade":
+        schema.upgrade(url, args.revision or "head")
+    elif args.action == "downgrade":
+        schema.downgrade(url, args.revision or "base")
+    else:
+        from service.db import make_engine
+
+        engine = make_engine(url)
+        print(f"current: {schema.current_revision(engine)}  head: {schema.head_revision(url)}")
+        engine.dispose()
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from service.auth import service as tokens
+    from service.db import make_engine, make_sessionmaker
+    from service.problems import LatfarmError
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            if args.action == "create":
+                token, secret = tokens.create_token(session, args.name, args.scopes.split(","))
+                print(f"created token {token.name!r} with scopes {','.join(token.scopes)}; its secret:")
+                print(secret)
+            elif args.action == "revoke":
+                tokens.revoke_token(session, args.name)
+                print(f"revoked {args.name!r}")
+            else:
+                for token in tokens.list_tokens(session):
+                    state = "revoked" if token.revoked_at else "active"
+                    print(f"{token.name}\t{','.join(token.scopes)}\t{state}\t{token.created_at:%Y-%m-%d}")
+    except LatfarmError as exc:
+        print(f"latfarm token: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _delegate(module: str, function: str = "run") -> Callable[[argparse.Namespace], int]:
+    """A handler that imports its module only when the command runs (keeps `latfarm --help` fast)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), function)(args) or 0)
+
+    return handler
+
+
+def _add_delegated(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    module: str,
+    prefix: str,
+) -> None:
+    add_arguments = getattr(importlib.import_module(module), f"add_{prefix}arguments")
+    parser = commands.add_parser(name, help=help_text)
+    add_arguments(parser)
+    parser.set_defaults(handler=_delegate(module, f"run{'_' + prefix.rstrip('_') if prefix else ''}"))
+
+
+#: Commands whose arguments and body live with the code they drive:
+#: name → (help, module, prefix); the module has `add_<prefix>arguments(parser)` and `run[_<prefix>](args)`.
+DELEGATED_COMMANDS = {
+    "worker": ("a worker process that claims tasks and drives phones", "service.jobs.cli", ""),
+    "phone": ("virtual phones (ADB device servers) on 127.0.0.1", "profilers.virtual_phone.cli", ""),
+    "profile": ("one-off profiling of configs on a device, JSON lines out", "profilers.adb.cli", ""),
+    "demo": ("the whole loop on SQLite with virtual phones", "service.demo", ""),
+    "predict": ("ask the service's predictor for latencies", "service.client_cli", "predict_"),
+    "jobs": ("list, submit, watch or cancel profiling jobs", "service.client_cli", "jobs_"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `latfarm` argument parser with every sub-command.
+
+    With `only`, the other delegated commands are listed but their modules are not imported: a worker
+    starts (and installs its signal handlers) without loading the client, the phone or the demo.
+    """
+    parser = argparse.ArgumentParser(prog="latfarm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the API")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--with-worker", action="store_true", help="run a worker in-process (SQLite)")
+    serve.set_defaults(handler=_serve)
+
+    db = commands.add_parser("db", help="database schema migrations")
+    db.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    db.add_argument("revision", nargs="?", default=None)
+    db.set_defaults(handler=_db)
+
+    token = commands.add_parser("token", help="API tokens (the secret is printed once, on the last line)")
+    token.add_argument("action", choices=["create", "list", "revoke"])
+    token.add_argument("--name", required=False, default=None)
+    token.add_argument("--scopes", default="read", help="comma-separated: admin,profile,predict,read")
+    token.set_defaults(handler=_token)
+
+    for name, (help_text, module, prefix) in DELEGATED_COMMANDS.items():
+        if only is None or name == only:
+            _add_delegated(commands, name, help_text, module, prefix)
+        else:
+            commands.add_parser(name, help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `latfarm` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(command if command in DELEGATED_COMMANDS else None).parse_args(argv)
+    if args.command == "token" and args.action in ("create", "revoke") and not args.name:
+        print("latfarm token: --name is required", file=sys.stderr)
+        return 2
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""FastAPI dependencies shared by every router: the DB session, the settings and scoped access.
+
+Route signatures read like sentences: `def get_device(device_id: int, session: SessionDep, _: ReadAccess)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from service.auth.models import Scope
+from service.auth.service import authenticate
+from service.problems import ForbiddenError, UnauthorizedError
+from service.settings import Settings
+
+#: The cookie the dashboard's login form sets (HttpOnly); it carries the same token secret as the header.
+TOKEN_COOKIE = "latfarm_token"
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings (one object, made at start-up)."""
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session for one request; domain functions commit what they write, the rest is rolled back."""
+    session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's name and scopes, or the anonymous public reader."""
+
+    name: str
+    scopes: frozenset[Scope]
+
+    def has(self, scope: Scope) -> bool:
+        """`admin` holds every scope."""
+        return scope in self.scopes or Scope.admin in self.scopes
+
+
+ANONYMOUS = Principal(name="anonymous", scopes=frozenset())
+
+
+def _secret_from(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        kind, _, secret = header.partition(" ")
+        if kind.lower() != "bearer" or not secret.strip():
+            raise UnauthorizedError("the Authorization header must be `Bearer <token>`")
+        return secret.strip()
+    return request.cookies.get(TOKEN_COOKIE)
+
+
+def current_principal(request: Request, session: SessionDep) -> Principal:
+    """The caller, authenticated by bearer token (or the dashboard cookie); anonymous when none is given."""
+    secret = _secret_from(request)
+    if secret is None:
+        return ANONYMOUS
+    token = authenticate(session, secret)
+    if token is None:
+        raise UnauthorizedError("the token is unknown or revoked")
+    return Principal(name=token.name, scopes=frozenset(Scope(s) for s in token.scopes))
+
+
+def require_scope(scope: Scope) -> Callable[..., Principal]:
+    """A dependency that admits callers holding `scope` (or anonymous readers when public read is on)."""
+
+    def check(
+        principal: Annotated[Principal, Depends(current_principal)], settings: SettingsDep
+    ) -> Principal:
+        if principal is ANONYMOUS:
+            if scope is Scope.read and settings.public_read:
+                return principal
+            raise UnauthorizedError(f"this needs a token with the {scope.value!r} scope")
+        if not principal.has(scope):
+            raise ForbiddenError(
+                f"token {principal.name!r} lacks the {scope.value!r} scope "
+                f"(it has: {', '.join(sorted(s.value for s in principal.scopes)) or 'none'})"
+            )
+        return principal
+
+    return check
+
+
+ReadAccess = Annotated[Principal, Depends(require_scope(Scope.read))]
+AdminAccess = Annotated[Principal, Depends(require_scope(Scope.admin))]
+ProfileAccess = Annotated[Principal, Depends(require_scope(Scope.profile))]
+PredictAccess = Annotated[Principal, Depends(require_scope(Scope.predict))]

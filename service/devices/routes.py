@@ -1,0 +1,72 @@
+"""`/v1/devices`: the registry over HTTP (thin: parse, call the domain, shape the answer)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from service.deps import AdminAccess, ReadAccess, SessionDep, SettingsDep
+from service.devices import probing, service
+from service.devices.models import DeviceStatus
+from service.devices.schemas import DeviceCreate, DeviceOut, DevicePatch
+from service.jobs.runner import default_runner
+from service.pagination import Page
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+
+@router.post("", status_code=201, response_model=DeviceOut)
+def register_device(
+    body: DeviceCreate, session: SessionDep, settings: SettingsDep, _: AdminAccess
+) -> DeviceOut:
+    device = service.register_device(session, body)
+    # Probed at once; a phone that does not answer stays registered, offline, with the reason.
+    runner = default_runner(settings)
+    try:
+        probing.probe_device(session, device, runner)
+    finally:
+        runner.close()
+    return DeviceOut.model_validate(device)
+
+
+@router.get("", response_model=Page[DeviceOut])
+def list_devices(
+    session: SessionDep,
+    settings: SettingsDep,
+    _: ReadAccess,
+    status: DeviceStatus | None = None,
+    tag: str | None = None,
+    cursor: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page[DeviceOut]:
+    rows, next_cursor = service.list_devices(
+        session, status=status, tag=tag, cursor=cursor, limit=min(limit, settings.page_size_max)
+    )
+    return Page[DeviceOut](items=[DeviceOut.model_validate(d) for d in rows], next_cursor=next_cursor)
+
+
+@router.get("/{device_id}", response_model=DeviceOut)
+def get_device(device_id: int, session: SessionDep, _: ReadAccess) -> DeviceOut:
+    return DeviceOut.model_validate(service.get_device(session, device_id))
+
+
+@router.patch("/{device_id}", response_model=DeviceOut)
+def update_device(device_id: int, body: DevicePatch, session: SessionDep, _: AdminAccess) -> DeviceOut:
+    return DeviceOut.model_validate(service.update_device(session, device_id, body))
+
+
+@router.post("/{device_id}/probe", response_model=DeviceOut)
+def probe_device(device_id: int, session: SessionDep, settings: SettingsDep, _: AdminAccess) -> DeviceOut:
+    runner = default_runner(settings)
+    try:
+        device = probing.probe_device(session, service.get_device(session, device_id), runner)
+    finally:
+        runner.close()
+    return DeviceOut.model_validate(device)
+
+
+@router.delete("/{device_id}", status_code=204)
+def delete_device(device_id: int, session: SessionDep, _: AdminAccess) -> Response:
+    service.delete_device(session, device_id)
+    return Response(status_code=204)

@@ -1,0 +1,98 @@
+"""Request and response bodies of `/v1/devices`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.devices.models import DeviceStatus
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_TAG = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+def _check_tags(tags: list[str]) -> list[str]:
+    for tag in tags:
+        if not _TAG.match(tag):
+            raise ValueError(f"tag {tag!r} must be 1-64 characters of letters, digits, _ . : -")
+    return sorted(set(tags))
+
+
+class DeviceCreate(BaseModel):
+    """Register a phone: `serial` as adb names it (`host:port` for TCP); `address` defaults to the serial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    serial: str = Field(min_length=1, max_length=200)
+    transport: Literal["tcp", "usb"]
+    address: str | None = Field(None, max_length=255)
+    name: str | None = Field(None, max_length=200)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+
+    _tags = field_validator("tags")(_check_tags)
+
+    @model_validator(mode="after")
+    def _tcp_needs_host_port(self) -> DeviceCreate:
+        if self.transport == "tcp":
+            address = self.address or self.serial
+            if not _HOST_PORT.match(address):
+                raise ValueError(f"a tcp device needs a host:port address, got {address!r}")
+            self.address = address
+        return self
+
+
+class DevicePatch(BaseModel):
+    """Fields an admin may change; absent fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    tags: list[str] | None = Field(None, max_length=50)
+    enabled: bool | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, tags: list[str] | None) -> list[str] | None:
+        return None if tags is None else _check_tags(tags)
+
+
+class ClusterOut(BaseModel):
+    name: str
+    cpus: list[int] = Field(default_factory=list)
+    frequencies_khz: list[int] = Field(default_factory=list)
+    model_config = ConfigDict(extra="allow")
+
+
+class DeviceOut(BaseModel):
+    """A device with its probed facts and live status."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    serial: str
+    transport: str
+    address: str | None
+    name: str | None
+    tags: list[str]
+    enabled: bool
+    status: DeviceStatus
+    model: str | None
+    manufacturer: str | None
+    board: str | None
+    soc: str | None
+    abi: str | None
+    android_version: str | None
+    clusters: list[ClusterOut]
+    gpu_frequencies_khz: list[int]
+    rooted: bool | None
+    thermal_zones: list[dict[str, Any]]
+    is_virtual: bool
+    probed_at: dt.datetime | None
+    last_seen_at: dt.datetime | None
+    last_error: str | None
+    temperature_c: float | None
+    current_frequencies_khz: dict[str, int]
+    created_at: dt.datetime

@@ -1,0 +1,87 @@
+"""Operations endpoints: `/healthz` (the database answers) and `/metrics` (Prometheus text)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.deps import SessionDep
+from service.problems import UnavailableError
+
+router = APIRouter(tags=["operations"])
+
+
+class RequestMetrics:
+    """Per-app Prometheus collectors (a registry of its own, so several apps in one process don't clash)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "latfarm_http_requests_total",
+            "HTTP requests by route template, method and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "latfarm_http_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+
+class MetricsMiddleware:
+    """ASGI middleware timing each request under its route template (`/v1/devices/{device_id}`)."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = _route_template(scope)
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+
+
+def _route_template(scope: Scope) -> str:
+    # The router records the matched route in the scope; unmatched paths share one label.
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+@router.get("/healthz")
+def healthz(session: SessionDep) -> dict[str, str]:
+    """200 when the database answers a query, 503 otherwise."""
+    try:
+        session.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise UnavailableError(f"the database does not answer: {type(exc).__name__}") from None
+    return {"status": "ok", "database": session.get_bind().dialect.name}
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus exposition of request counts and latency histograms."""
+    body = generate_latest(request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
