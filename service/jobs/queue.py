@@ -1,0 +1,549 @@
+"""The task queue in the database: device leases, task leases, completion, retries, expiry.
+
+The one module with dialect-specific SQL. Invariants it keeps, on both engines:
+
+- **One benchmark per phone.** A worker first leases a *device* (`device.lease_owner/lease_expires_at`);
+  only the holder of a live device lease claims that device's tasks. On PostgreSQL the device row is
+  picked with `SELECT … FOR UPDATE SKIP LOCKED` (workers on other hosts skip it instead of queueing
+  behind it); on SQLite every claim runs in a `BEGIN IMMEDIATE` transaction (`write_session`), so claims
+  are serialised by the single writer lock. Either way the lease is then taken with a compare-and-set
+  `UPDATE … WHERE lease expired`, so a stale read can never hand one phone to two workers.
+- **A batch is one pin.** A claim takes up to `batch_size` queued tasks of the device that share the
+  head task's cluster, frequency and runtime settings, by priority, then round-robin across jobs
+  (`row_number() over (partition by job)`), then FIFO; every claim gets a fresh `lease_token`.
+- **Results are accepted once.** Completion updates the task `WHERE lease_token = :token AND status =
+  'leased'` and inserts the measurement in the same transaction; a worker whose lease expired (and
+  whose task was requeued or re-claimed) matches no row and its result is discarded.
+  `measurement.task_id` is UNIQUE as the last line of defence.
+- **Nothing is stranded.** Expired task leases go back to the queue (or fail once attempts are used up);
+  device errors retry with exponential backoff (`not_before`); a phone with repeated errors goes
+  `offline` and is held (`lease_expires_at` in the future, no owner) until its next re-probe is due; each
+  failed re-probe counts an attempt against its queued tasks, so a phone that never returns ends them
+  `failed` with the reason and its jobs finish.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import utcnow, write_session
+from service.devices.models import Device, DeviceStatus
+from service.jobs.models import Job, JobStatus, Task, TaskStatus
+from service.measurements.models import Measurement, MeasurementSource
+
+#: First retry waits this long; each further attempt doubles it, up to `RETRY_BACKOFF_MAX_S`.
+RETRY_BACKOFF_BASE_S = 1.0
+RETRY_BACKOFF_MAX_S = 60.0
+
+#: Measurement fields a runner reports (the rest — device, job, task, config identity — come from the task).
+RECORD_FIELDS = (
+    "observed_frequency_khz",
+    "pinned",
+    "runtime_name",
+    "runtime_version",
+    "median_ms",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "max_ms",
+    "p90_ms",
+    "raw_runs_ms",
+    "temperature_before_c",
+    "temperature_after_c",
+    "valid",
+    "invalid_reason",
+    "virtual",
+)
+
+
+@dataclass(frozen=True)
+class LeasedDevice:
+    """A device this worker holds the lease of; `offline` ones are due for a re-probe."""
+
+    id: int
+    serial: str
+    transport: str
+    address: str | None
+    offline: bool
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """One task of a claimed batch."""
+
+    id: int
+    job_id: int
+    family: str
+    config: dict[str, Any]
+    config_hash: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """Tasks of one device sharing one pin (cluster, frequency) and runtime, under one lease token."""
+
+    device_id: int
+    token: str
+    cluster: str
+    frequency_khz: int | None
+    runs: int
+    warmup: int
+    threads: int
+    tasks: list[ClaimedTask]
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _skip_locked(session: Session, query: Select[Any], *of: Any) -> Select[Any]:
+    """Row locks that other workers skip, on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises us."""
+    if _is_postgres(session):
+        return query.with_for_update(skip_locked=True, of=of or None)
+    return query
+
+
+def _ready(now: dt.datetime) -> Any:
+    """Queued tasks whose backoff has passed."""
+    return and_(Task.status == TaskStatus.queued, or_(Task.not_before.is_(None), Task.not_before <= now))
+
+
+def _active_job() -> Any:
+    return Task.job_id.in_(select(Job.id).where(Job.status.in_((JobStatus.queued, JobStatus.running))))
+
+
+def acquire_device(
+    factory: sessionmaker[Session],
+    owner: str,
+    lease_seconds: float,
+    device_ids: Collection[int] | None = None,
+) -> LeasedDevice | None:
+    """Lease one device that has ready tasks (or is offline and due for a re-probe); None when none is free.
+
+    Least recently leased first, so a worker serving several phones visits each in turn.
+    """
+    now = utcnow()
+    with write_session(factory) as session:
+        has_work = select(Task.id).where(Task.device_id == Device.id, _ready(now), _active_job()).exists()
+        query = (
+            select(Device)
+            .where(
+                Device.enabled.is_(True),
+                Device.status != DeviceStatus.disabled,
+                or_(Device.lease_expires_at.is_(None), Device.lease_expires_at < now),
+                or_(Device.status == DeviceStatus.offline, has_work),
+            )
+            .order_by(Device.lease_expires_at.asc().nulls_first(), Device.id)
+            .limit(1)
+        )
+        if device_ids is not None:
+            query = query.where(Device.id.in_(list(device_ids)))
+        device = session.scalars(_skip_locked(session, query, Device)).first()
+        if device is None:
+            session.rollback()
+            return None
+        offline = device.status == DeviceStatus.offline
+        taken = session.execute(
+            update(Device)
+            .where(
+                Device.id == device.id,
+                or_(Device.lease_expires_at.is_(None), Device.lease_expires_at < now),
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                status=DeviceStatus.offline if offline else DeviceStatus.busy,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:
+            session.rollback()
+            return None
+        leased = LeasedDevice(
+            device.id, device.serial, device.transport.value, device.address, offline=offline
+        )
+        session.commit()
+        return leased
+
+
+def release_device(
+    factory: sessionmaker[Session],
+    device_id: int,
+    owner: str,
+    status: DeviceStatus = DeviceStatus.online,
+    hold_seconds: float | None = None,
+) -> None:
+    """Give a device lease back; `hold_seconds` keeps anyone from leasing it until then (re-probe wait)."""
+    now = utcnow()
+    # An expired-now lease (rather than NULL) records when the phone was last used: the LRU order.
+    until = now + dt.timedelta(seconds=hold_seconds) if hold_seconds else now
+    with write_session(factory) as session:
+        session.execute(
+            update(Device)
+            .where(Device.id == device_id, Device.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=until, status=status)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+
+
+def _renew_device_lease(session: Session, device_id: int, owner: str, expires: dt.datetime) -> bool:
+    """Push our device lease to `expires`; False when `owner` no longer holds it (renewing proves holding)."""
+    renewed = session.execute(
+        update(Device)
+        .where(Device.id == device_id, Device.lease_owner == owner)
+        .values(lease_expires_at=expires)
+        .execution_options(synchronize_session=False)
+    )
+    return renewed.rowcount == 1
+
+
+def claim_batch(
+    factory: sessionmaker[Session], device_id: int, owner: str, batch_size: int, lease_seconds: float
+) -> ClaimedBatch | None:
+    """Lease up to `batch_size` ready tasks of a device this worker holds, sharing one pin and runtime."""
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    with write_session(factory) as session:
+        if not _renew_device_lease(session, device_id, owner, expires):
+            session.rollback()
+            return None
+        eligible = (Task.device_id == device_id, _ready(now), _active_job())
+        head = session.execute(
+            select(Task.cluster, Task.frequency_khz, Task.runs, Task.warmup, Task.threads)
+            .where(*eligible)
+            .order_by(Task.priority.desc(), Task.id)
+            .limit(1)
+        ).first()
+        if head is None:
+            session.rollback()
+            return None
+        cluster, khz, runs, warmup, threads = head
+        same_pin = (
+            Task.cluster == cluster,
+            Task.frequency_khz.is_(None) if khz is None else Task.frequency_khz == khz,
+            Task.runs == runs,
+            Task.warmup == warmup,
+            Task.threads == threads,
+        )
+        turn = func.row_number().over(partition_by=Task.job_id, order_by=(Task.priority.desc(), Task.id))
+        ranked = select(Task.id, Task.priority, turn.label("turn")).where(*eligible, *same_pin).subquery()
+        ordered = list(
+            session.scalars(
+                select(ranked.c.id)
+                .order_by(ranked.c.priority.desc(), ranked.c.turn, ranked.c.id)
+                .limit(batch_size)
+            )
+        )
+        # Rows a concurrent cancel holds are skipped rather than waited for.
+        lockable = set(
+            session.scalars(_skip_locked(session, select(Task.id).where(Task.id.in_(ordered)), Task))
+        )
+        ids = [task_id for task_id in ordered if task_id in lockable]
+        token = uuid.uuid4().hex
+        session.execute(
+            update(Task)
+            .where(Task.id.in_(ids), Task.status == TaskStatus.queued)
+            .values(
+                status=TaskStatus.leased,
+                lease_owner=owner,
+                lease_token=token,
+                lease_expires_at=expires,
+                attempts=Task.attempts + 1,
+                started_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        rows = session.execute(
+            select(Task.id, Task.job_id, Task.family, Task.config, Task.config_hash, Task.attempts)
+            .where(Task.lease_token == token)
+            .order_by(Task.priority.desc(), Task.id)
+        ).all()
+        if not rows:
+            session.rollback()
+            return None
+        tasks = [ClaimedTask(*row) for row in rows]
+        # Keep the fair interleaving chosen above.
+        order = {task_id: i for i, task_id in enumerate(ids)}
+        tasks.sort(key=lambda t: order[t.id])
+        session.execute(
+            update(Job)
+            .where(Job.id.in_({t.job_id for t in tasks}), Job.status == JobStatus.queued)
+            .values(status=JobStatus.running, started_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return ClaimedBatch(device_id, token, cluster, khz, runs, warmup, threads, tasks)
+
+
+def extend_leases(
+    factory: sessionmaker[Session], device_id: int, owner: str, token: str, lease_seconds: float
+) -> bool:
+    """Heartbeat: push the device lease and the batch's task leases forward; False when the device is lost."""
+    expires = utcnow() + dt.timedelta(seconds=lease_seconds)
+    with write_session(factory) as session:
+        held = _renew_device_lease(session, device_id, owner, expires)
+        session.execute(
+            update(Task)
+            .where(Task.lease_token == token, Task.status == TaskStatus.leased)
+            .values(lease_expires_at=expires)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return held
+
+
+def complete_task(
+    factory: sessionmaker[Session], task_id: int, token: str, record: dict[str, Any], duration_s: float
+) -> bool:
+    """Store a task's measurement and mark it done, atomically, if `token` still holds its lease.
+
+    Returns False (and writes nothing) for a result that arrives after the lease moved on.
+    """
+    now = utcnow()
+    with write_session(factory) as session:
+        if _is_postgres(session):
+            # Don't wait for the WAL flush (~7 ms here, most of a completion's cost). A PostgreSQL crash
+            # can only lose the last completions whole (task row and measurement revert together): the
+            # task is then leased with an expiring lease and simply measured again. Claims stay synchronous.
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        # One round trip marks the task done and returns what the measurement row needs.
+        task = session.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.lease_token == token, Task.status == TaskStatus.leased)
+            .values(
+                status=TaskStatus.done,
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+                finished_at=now,
+                duration_s=duration_s,
+                last_error=None,
+            )
+            .returning(
+                Task.device_id,
+                Task.job_id,
+                Task.family,
+                Task.config,
+                Task.config_hash,
+                Task.cluster,
+                Task.frequency_khz,
+                Task.runs,
+                Task.warmup,
+                Task.threads,
+            )
+            .execution_options(synchronize_session=False)
+        ).first()
+        if task is None:
+            session.rollback()
+            return False
+        fields = {name: record.get(name) for name in RECORD_FIELDS}
+        fields["raw_runs_ms"] = list(fields["raw_runs_ms"] or [])
+        session.execute(
+            insert(Measurement.__table__).values(
+                device_id=task.device_id,
+                family=task.family,
+                config=task.config,
+                config_hash=task.config_hash,
+                cluster=task.cluster,
+                frequency_khz=task.frequency_khz,
+                threads=task.threads,
+                runs=int(record.get("runs") or task.runs),
+                warmup=task.warmup,
+                source=MeasurementSource.measured,
+                job_id=task.job_id,
+                task_id=task_id,
+                measured_at=record.get("finished_at") or now,
+                created_at=now,
+                **fields,
+            )
+        )
+        observed = record.get("observed_frequency_khz")
+        session.execute(
+            update(Device)
+            .where(Device.id == task.device_id)
+            .values(
+                consecutive_failures=0,
+                last_seen_at=now,
+                last_error=None,
+                temperature_c=record.get("temperature_after_c"),
+                current_frequencies_khz={task.cluster: observed} if observed else {},
+            )
+            .execution_options(synchronize_session=False)
+        )
+        try:
+            session.commit()
+        except IntegrityError:
+            # measurement.task_id is unique: a second result for one task is never stored.
+            session.rollback()
+            return False
+        return True
+
+
+def retry_delay_s(attempts: int) -> float:
+    """Backoff before attempt `attempts + 1`: 1 s, 2 s, 4 s … capped at a minute."""
+    return min(RETRY_BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), RETRY_BACKOFF_MAX_S)
+
+
+def fail_task(
+    factory: sessionmaker[Session], task_id: int, token: str, reason: str, max_attempts: int
+) -> TaskStatus | None:
+    """A task's attempt failed: back to the queue after a backoff, or `failed` once attempts are used up."""
+    now = utcnow()
+    with write_session(factory) as session:
+        attempts = session.scalar(
+            select(Task.attempts).where(
+                Task.id == task_id, Task.lease_token == token, Task.status == TaskStatus.leased
+            )
+        )
+        if attempts is None:
+            session.rollback()
+            return None
+        final = attempts >= max_attempts
+        status = TaskStatus.failed if final else TaskStatus.queued
+        message = f"attempt {attempts} of {max_attempts}: {reason}"
+        session.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.lease_token == token)
+            .values(
+                status=status,
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+                last_error=message,
+                finished_at=now if final else None,
+                not_before=None if final else now + dt.timedelta(seconds=retry_delay_s(attempts)),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return status
+
+
+def release_tasks(factory: sessionmaker[Session], task_ids: Sequence[int], token: str) -> int:
+    """Put claimed tasks that never ran back in the queue, without counting an attempt."""
+    if not task_ids:
+        return 0
+    with write_session(factory) as session:
+        result = session.execute(
+            update(Task)
+            .where(Task.id.in_(list(task_ids)), Task.lease_token == token, Task.status == TaskStatus.leased)
+            .values(
+                status=TaskStatus.queued,
+                attempts=Task.attempts - 1,
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return result.rowcount
+
+
+def requeue_expired(factory: sessionmaker[Session], max_attempts: int) -> int:
+    """Return tasks whose lease expired (their worker died or hung) to the queue; returns how many."""
+    now = utcnow()
+    expired = (Task.status == TaskStatus.leased, Task.lease_expires_at < now)
+    with write_session(factory) as session:
+        failed = session.execute(
+            update(Task)
+            .where(*expired, Task.attempts >= max_attempts)
+            .values(
+                status=TaskStatus.failed,
+                finished_at=now,
+                last_error=func.coalesce(Task.last_error, "")
+                + f" lease expired on attempt {max_attempts} of {max_attempts} (worker lost)",
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        requeued = session.execute(
+            update(Task)
+            .where(*expired)
+            .values(
+                status=TaskStatus.queued,
+                last_error="the lease expired (worker lost); requeued",
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        # A phone whose worker vanished is not busy any more.
+        session.execute(
+            update(Device)
+            .where(Device.status == DeviceStatus.busy, Device.lease_expires_at < now)
+            .values(status=DeviceStatus.online, lease_owner=None)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return failed.rowcount + requeued.rowcount
+
+
+def record_device_failure(
+    factory: sessionmaker[Session], device_id: int, reason: str, failures_offline: int
+) -> bool:
+    """Count a device error; True when it reached `failures_offline` in a row and the phone is now offline."""
+    with write_session(factory) as session:
+        session.execute(
+            update(Device)
+            .where(Device.id == device_id)
+            .values(consecutive_failures=Device.consecutive_failures + 1, last_error=reason)
+            .execution_options(synchronize_session=False)
+        )
+        failures = session.scalar(select(Device.consecutive_failures).where(Device.id == device_id)) or 0
+        offline = failures >= failures_offline
+        if offline:
+            session.execute(
+                update(Device)
+                .where(Device.id == device_id)
+                .values(
+                    status=DeviceStatus.offline,
+                    last_error=f"{failures} failures in a row, marked offline; last: {reason}",
+                )
+                .execution_options(synchronize_session=False)
+            )
+        session.commit()
+        return offline
+
+
+def charge_offline_device(
+    factory: sessionmaker[Session], device_id: int, reason: str, max_attempts: int
+) -> int:
+    """A re-probe of an offline phone failed: count an attempt on its queued tasks, failing exhausted ones.
+
+    Returns how many tasks failed now. This is what ends the jobs of a phone that never comes back.
+    """
+    now = utcnow()
+    queued = (Task.device_id == device_id, Task.status == TaskStatus.queued)
+    with write_session(factory) as session:
+        session.execute(
+            update(Task)
+            .where(*queued)
+            .values(attempts=Task.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        failed = session.execute(
+            update(Task)
+            .where(*queued, Task.attempts >= max_attempts)
+            .values(
+                status=TaskStatus.failed,
+                finished_at=now,
+                last_error=f"device offline, gave up after {max_attempts} attempts: {reason}",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return failed.rowcount

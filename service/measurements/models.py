@@ -1,0 +1,65 @@
+"""The `measurement` table: one benchmark of one configuration on one device at one frequency.
+
+Every row keeps its statistics and the conditions it was taken under (observed frequency, pinning,
+temperatures, runtime), and says whether it came from a virtual phone, so no number is mistaken for a
+real phone's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base, JSONType, UTCDateTime, utcnow
+
+
+class MeasurementSource(enum.StrEnum):
+    measured = "measured"
+    imported = "imported"
+
+
+class Measurement(Base):
+    __tablename__ = "measurement"
+    __table_args__ = (
+        # Reuse lookups and predictor training: one device, one family, by config and frequency.
+        Index("ix_measurement_lookup", "device_id", "family", "config_hash", "cluster", "frequency_khz"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"), index=True)
+    family: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    cluster: Mapped[str] = mapped_column(String(32))
+    frequency_khz: Mapped[int | None] = mapped_column(Integer)
+    observed_frequency_khz: Mapped[int | None] = mapped_column(Integer)
+    pinned: Mapped[bool] = mapped_column(Boolean)
+    runtime_name: Mapped[str] = mapped_column(String(64))
+    runtime_version: Mapped[str | None] = mapped_column(String(64))
+    threads: Mapped[int] = mapped_column(Integer)
+    runs: Mapped[int] = mapped_column(Integer)
+    warmup: Mapped[int] = mapped_column(Integer)
+    median_ms: Mapped[float] = mapped_column()
+    mean_ms: Mapped[float] = mapped_column()
+    std_ms: Mapped[float | None] = mapped_column()
+    min_ms: Mapped[float] = mapped_column()
+    max_ms: Mapped[float] = mapped_column()
+    p90_ms: Mapped[float] = mapped_column()
+    raw_runs_ms: Mapped[list[float]] = mapped_column(JSONType, default=list)
+    temperature_before_c: Mapped[float | None] = mapped_column()
+    temperature_after_c: Mapped[float | None] = mapped_column()
+    valid: Mapped[bool] = mapped_column(Boolean, default=True)
+    invalid_reason: Mapped[str | None] = mapped_column(Text)
+    virtual: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[MeasurementSource] = mapped_column(
+        Enum(MeasurementSource, native_enum=False, length=16), default=MeasurementSource.measured
+    )
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"), index=True)
+    # Unique: a task yields at most one measurement, whatever happens to its leases.
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("task.id", ondelete="SET NULL"), unique=True)
+    measured_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,0 +1,76 @@
+"""`/v1/measurements`: query (JSON pages, streamed CSV/Parquet) and import (thin: parse, call, shape)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep
+from service.measurements import service
+from service.measurements.models import MeasurementSource
+from service.measurements.schemas import ImportResult, MeasurementImport, MeasurementOut
+from service.pagination import Page
+
+router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
+
+_MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+
+
+@router.get("", response_model=Page[MeasurementOut])
+def list_measurements(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: ReadAccess,
+    device: int | None = None,
+    family: str | None = None,
+    job: int | None = None,
+    cluster: str | None = None,
+    frequency_khz: int | None = None,
+    config_hash: str | None = None,
+    valid: bool | None = None,
+    source: MeasurementSource | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    cursor: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    format: Literal["json", "csv", "parquet"] = "json",
+) -> Page[MeasurementOut] | StreamingResponse:
+    filters = service.MeasurementFilter(
+        device_id=device,
+        family=family,
+        job_id=job,
+        cluster=cluster,
+        frequency_khz=frequency_khz,
+        config_hash=config_hash,
+        valid=valid,
+        source=source,
+        since=_aware(since),
+        until=_aware(until),
+    )
+    if format != "json":
+        stream = service.stream_csv if format == "csv" else service.stream_parquet
+        return StreamingResponse(
+            stream(request.app.state.sessionmaker, filters),
+            media_type=_MEDIA[format],
+            headers={"Content-Disposition": f'attachment; filename="measurements.{format}"'},
+        )
+    rows, next_cursor = service.query_measurements(
+        session, filters, cursor=cursor, limit=min(limit, settings.page_size_max)
+    )
+    return Page[MeasurementOut](
+        items=[MeasurementOut.model_validate(m) for m in rows], next_cursor=next_cursor
+    )
+
+
+@router.post("/import", status_code=201, response_model=ImportResult)
+def import_measurements(body: MeasurementImport, session: SessionDep, _: ProfileAccess) -> ImportResult:
+    return service.import_measurements(session, body.rows)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """Query times without a zone are read as UTC."""
+    return value if value is None or value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,97 @@
+"""Request and response bodies of `/v1/measurements`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.measurements.models import MeasurementSource
+
+#: Rows one import request may carry (bigger sets: several requests, each all-or-nothing).
+MAX_IMPORT_ROWS = 200_000
+
+
+class MeasurementOut(BaseModel):
+    """One stored measurement."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    device_id: int
+    family: str
+    config: dict[str, Any]
+    config_hash: str
+    cluster: str
+    frequency_khz: int | None
+    observed_frequency_khz: int | None
+    pinned: bool
+    runtime_name: str
+    runtime_version: str | None
+    threads: int
+    runs: int
+    warmup: int
+    median_ms: float
+    mean_ms: float
+    std_ms: float | None
+    min_ms: float
+    max_ms: float
+    p90_ms: float
+    raw_runs_ms: list[float]
+    temperature_before_c: float | None
+    temperature_after_c: float | None
+    valid: bool
+    invalid_reason: str | None
+    virtual: bool
+    source: MeasurementSource
+    job_id: int | None
+    task_id: int | None
+    measured_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class MeasurementImportRow(BaseModel):
+    """An externally measured row: the measurement schema without ids; `config_hash` is computed here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: int
+    family: str = Field(min_length=1, max_length=64)
+    config: dict[str, Any]
+    cluster: str = Field(min_length=1, max_length=32)
+    frequency_khz: int | None = Field(None, gt=0)
+    observed_frequency_khz: int | None = Field(None, gt=0)
+    pinned: bool = False
+    runtime_name: str = Field(min_length=1, max_length=64)
+    runtime_version: str | None = Field(None, max_length=64)
+    threads: int = Field(1, ge=1, le=64)
+    runs: int = Field(ge=1)
+    warmup: int = Field(0, ge=0)
+    median_ms: float = Field(gt=0)
+    mean_ms: float = Field(gt=0)
+    std_ms: float | None = Field(None, ge=0)
+    min_ms: float = Field(gt=0)
+    max_ms: float = Field(gt=0)
+    p90_ms: float = Field(gt=0)
+    raw_runs_ms: list[float] = Field(default_factory=list)
+    temperature_before_c: float | None = None
+    temperature_after_c: float | None = None
+    valid: bool = True
+    invalid_reason: str | None = None
+    virtual: bool = False
+    measured_at: dt.datetime | None = None
+
+
+class MeasurementImport(BaseModel):
+    """Rows to import, all or nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[MeasurementImportRow] = Field(min_length=1, max_length=MAX_IMPORT_ROWS)
+
+
+class ImportResult(BaseModel):
+    """How many rows were stored."""
+
+    imported: int
