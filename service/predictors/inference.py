@@ -1,0 +1,136 @@
+"""`LatencyModel`: a trained predictor in memory — three boosters, the featuriser and the training ranges.
+
+The server's registry and the offline `Snapshot` both build a `LatencyModel` from the same bytes and call
+the same `predict`, which is why an exported snapshot answers bit for bit like the service. Prediction:
+features → margin = log(physics prior) + trees → exp; a predictor trained before the prior (no "prior" in
+its schema) uses its log-log baseline of FLOPs/MHz as margin, exactly as it did. Models are read from
+XGBoost's UBJSON, never pickled. No database code here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydantic_core
+import xgboost as xgb
+
+from service.predictors.features import PRIOR_TERMS, Featurizer
+
+#: Floor of the prior (ms) before its logarithm: a row whose non-negative terms all vanish stays finite.
+PRIOR_FLOOR_MS = 1e-6
+
+
+def prior_log_ms(design: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """log of the physics prior (ms) of each row of `Featurizer.prior_design` (float64)."""
+    return np.log(np.maximum(design @ coefficients, PRIOR_FLOOR_MS))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Arrays in request order (config-major when several frequencies): ms and the extrapolation flag."""
+
+    latency_ms: np.ndarray
+    p10_ms: np.ndarray
+    p90_ms: np.ndarray
+    extrapolated: np.ndarray
+
+    def to_json(self, predictor_id: int) -> bytes:
+        """The `/v1/predict` answer `{predictor_id, predictions: [...]}` as JSON bytes (one serialiser call).
+
+        pydantic-core's serialiser is ~4× faster than `json.dumps` here; its floats are shortest round-trip
+        (a client parses back exactly the float64 computed) and non-finite values would become null.
+        """
+        return pydantic_core.to_json({"predictor_id": predictor_id, "predictions": self.as_dicts()})
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """One `{latency_ms, p10_ms, p90_ms, extrapolated}` per row."""
+        return [
+            {"latency_ms": m, "p10_ms": lo, "p90_ms": hi, "extrapolated": e}
+            for m, lo, hi, e in zip(
+                self.latency_ms.tolist(),
+                self.p10_ms.tolist(),
+                self.p90_ms.tolist(),
+                self.extrapolated.tolist(),
+                strict=True,
+            )
+        ]
+
+
+#: Threads one prediction call uses. One: a request's batch (≤ 10⁵ rows of shallow trees) is too small to
+#: repay OpenMP's fork/join, and on a shared machine a spinning second thread made 1,000-row calls 3–6×
+#: slower; concurrent requests get their parallelism from the server's worker threads instead. Thread
+#: count never changes a prediction (rows are split between threads, trees are summed in the same order).
+PREDICT_THREADS = 1
+
+
+def load_booster(raw: bytes) -> xgb.Booster:
+    """A booster from UBJSON (or JSON) bytes as saved by `Booster.save_raw`, set up for serving."""
+    booster = xgb.Booster()
+    booster.load_model(bytearray(raw))
+    booster.set_param({"nthread": PREDICT_THREADS})
+    return booster
+
+
+class LatencyModel:
+    """The mean model and the p10/p90 quantile models of one predictor, ready to answer batches."""
+
+    def __init__(self, schema: Mapping[str, Any], model: bytes, model_p10: bytes, model_p90: bytes) -> None:
+        self.schema = dict(schema)
+        self.featurizer = Featurizer.from_schema(schema)
+        self.family = self.featurizer.family
+        self.booster = load_booster(model)
+        self.booster_p10 = load_booster(model_p10)
+        self.booster_p90 = load_booster(model_p90)
+        self.baseline = (float(schema["baseline"][0]), float(schema["baseline"][1]))
+        # A predictor trained before the physics prior has none; it keeps its log-log baseline margin.
+        prior = schema.get("prior")
+        self.prior = None if prior is None else np.asarray(prior["coefficients"], dtype=np.float64)
+        if self.prior is not None and list(prior["terms"]) != list(PRIOR_TERMS):
+            raise ValueError("the prior terms of the schema differ from the ones this build computes")
+        ranges = schema["ranges"]
+        self.low = np.asarray(ranges["min"], dtype=np.float32)
+        self.high = np.asarray(ranges["max"], dtype=np.float32)
+        self.default_cluster = str(schema["default_cluster"])
+        self.default_threads = int(schema["default_threads"])
+
+    def margins(self, x: np.ndarray) -> np.ndarray:
+        """The prior's log-latency per row (float32, as XGBoost takes base margins)."""
+        if self.prior is not None:
+            return prior_log_ms(self.featurizer.prior_design(x), self.prior).astype(np.float32)
+        c0, c1 = self.baseline
+        return (c0 + c1 * self.featurizer.baseline_input(x)).astype(np.float32)
+
+    def predict_matrix(self, x: np.ndarray) -> Predictions:
+        """Predict featurised rows."""
+        margin = self.margins(x)
+        log_mean = self.booster.inplace_predict(x, base_margin=margin)
+        log_p10 = self.booster_p10.inplace_predict(x, base_margin=margin)
+        log_p90 = self.booster_p90.inplace_predict(x, base_margin=margin)
+        mean = np.exp(np.asarray(log_mean, dtype=np.float64))
+        # Separately trained quantile models may cross the mean; the band is made to contain it.
+        p10 = np.minimum(np.exp(np.asarray(log_p10, dtype=np.float64)), mean)
+        p90 = np.maximum(np.exp(np.asarray(log_p90, dtype=np.float64)), mean)
+        outside = ((x < self.low) | (x > self.high)).any(axis=1)
+        return Predictions(mean, p10, p90, outside)
+
+    def predict(
+        self,
+        configs: Sequence[Mapping[str, Any]],
+        frequencies_khz: Sequence[int],
+        *,
+        cluster: str | None = None,
+        threads: int | None = None,
+    ) -> Predictions:
+        """Every config at every frequency, config-major (row i·F + j: config i, frequency j)."""
+        rows = self.featurizer.config_rows(configs)
+        x = self.featurizer.matrix(
+            rows,
+            np.asarray(frequencies_khz, dtype=np.float64),
+            self.default_threads if threads is None else threads,
+            self.default_cluster if cluster is None else cluster,
+            broadcast=True,
+        )
+        return self.predict_matrix(x)

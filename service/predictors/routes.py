@@ -1,0 +1,195 @@
+"""`/v1/predictors` and `/v1/predict` over HTTP (thin: parse, call the domain, shape the answer)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+import msgspec
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from service.auth.models import Scope
+from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep, current_principal, require_scope
+from service.pagination import Page
+from service.predictors import service
+from service.predictors.features import JsonConfigs
+from service.predictors.registry import PredictorRegistry
+from service.predictors.schemas import PredictorCreate, PredictorOut, PredictRequest, PredictResponse
+from service.problems import InvalidInputError
+
+router = APIRouter(tags=["predictors"])
+
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _registry_of(request: Request) -> PredictorRegistry:
+    registry = getattr(request.app.state, "predictor_registry", None)
+    if registry is None:
+        with _REGISTRY_LOCK:
+            registry = getattr(request.app.state, "predictor_registry", None)
+            if registry is None:
+                registry = PredictorRegistry(request.app.state.settings.predictor_refresh_ms)
+                request.app.state.predictor_registry = registry
+    return registry
+
+
+async def get_registry(request: Request) -> PredictorRegistry:
+    """The app's predictor cache, made on first use (one per app, so apps on other databases don't mix).
+
+    Async so FastAPI resolves it on the loop rather than in a worker thread (a thread hop per request).
+    """
+    return _registry_of(request)
+
+
+RegistryDep = Annotated[PredictorRegistry, Depends(get_registry)]
+
+
+async def snapshot_body(request: Request) -> bytes:
+    """The archive: the raw body, or the first file of a multipart form."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        for value in form.values():
+            if not isinstance(value, str):
+                return await value.read()
+        raise InvalidInputError.at(["body"], "the multipart form holds no file; attach the snapshot archive")
+    data = await request.body()
+    if not data:
+        raise InvalidInputError.at(["body"], "send the snapshot archive (.tar) as the request body")
+    return data
+
+
+_BODY_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_CONFIG_TEXTS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def parse_predict_body(data: bytes) -> PredictRequest:
+    """The `/v1/predict` body, validated from its bytes; configs stay JSON texts (`JsonConfigs`).
+
+    Fast path: split the body into its fields and each config's text (no dicts built), validate every
+    field but `configs` with `PredictRequest` itself and require each config to be a JSON object. Anything
+    that path does not accept goes through `PredictRequest.model_validate_json` on the whole body, so
+    errors keep FastAPI's shape (422 naming `body.<field>`) and wording whatever the input.
+    """
+    try:
+        return _parse_fast(data)
+    except (msgspec.DecodeError, ValidationError, ValueError, KeyError):
+        pass
+    try:
+        return PredictRequest.model_validate_json(data)
+    except ValidationError as exc:
+        errors = [{**err, "loc": ("body", *err.get("loc", ()))} for err in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def _parse_fast(data: bytes) -> PredictRequest:
+    fields = _BODY_FIELDS.decode(data)
+    texts = [bytes(raw) for raw in _CONFIG_TEXTS.decode(fields.pop("configs"))]
+    if not all(text.startswith(b"{") for text in texts):
+        raise ValueError("a config is not a JSON object")
+    # The other fields, re-assembled from their own texts, meet the very validator of the full body.
+    rest = b"".join(msgspec.json.encode(name) + b":" + bytes(raw) + b"," for name, raw in fields.items())
+    body = PredictRequest.model_validate_json(b"{" + rest + b'"configs":[]}')
+    body.configs = JsonConfigs.checked(body.family, texts)  # type: ignore[assignment]
+    return body
+
+
+_PREDICT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/v1/predictors", status_code=202, response_model=PredictorOut)
+def train(
+    body: PredictorCreate, request: Request, session: SessionDep, settings: SettingsDep, who: ProfileAccess
+) -> PredictorOut:
+    """Start training a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
+    predictor = service.create_predictor(session, body, settings, created_by=who.name)
+    service.start_training(request.app.state.sessionmaker, predictor.id, settings)
+    return PredictorOut.model_validate(predictor)
+
+
+@router.get("/v1/predictors", response_model=Page[PredictorOut])
+def list_predictors(
+    session: SessionDep,
+    settings: SettingsDep,
+    _: ReadAccess,
+    family: str | None = None,
+    device: Annotated[int | None, Query()] = None,
+    cursor: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page[PredictorOut]:
+    rows, next_cursor = service.list_predictors(
+        session, family=family, device_id=device, cursor=cursor, limit=min(limit, settings.page_size_max)
+    )
+    return Page[PredictorOut](items=[PredictorOut.model_validate(p) for p in rows], next_cursor=next_cursor)
+
+
+@router.post("/v1/predictors/import", status_code=201, response_model=PredictorOut)
+def import_predictor(
+    data: Annotated[bytes, Depends(snapshot_body)],
+    session: SessionDep,
+    who: ProfileAccess,
+    device: Annotated[int | None, Query()] = None,
+) -> PredictorOut:
+    """Store a verified snapshot as a new, inactive version (for `device`, default the snapshot's)."""
+    predictor = service.import_snapshot(session, data, device_id=device, created_by=who.name)
+    return PredictorOut.model_validate(predictor)
+
+
+@router.get("/v1/predictors/{predictor_id}", response_model=PredictorOut)
+def get_predictor(predictor_id: int, session: SessionDep, _: ReadAccess) -> PredictorOut:
+    return PredictorOut.model_validate(service.get_predictor(session, predictor_id))
+
+
+@router.post("/v1/predictors/{predictor_id}/activate", response_model=PredictorOut)
+def activate(predictor_id: int, session: SessionDep, registry: RegistryDep, _: ProfileAccess) -> PredictorOut:
+    return PredictorOut.model_validate(service.activate_predictor(session, predictor_id, registry))
+
+
+@router.get("/v1/predictors/{predictor_id}/snapshot", response_class=Response)
+def snapshot(predictor_id: int, session: SessionDep, _: ReadAccess) -> Response:
+    filename, archive = service.export_snapshot(session, predictor_id)
+    return Response(
+        archive,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+_PREDICT_ACCESS = require_scope(Scope.predict)
+
+
+@router.post(
+    "/v1/predict",
+    response_model=PredictResponse,
+    openapi_extra=_PREDICT_OPENAPI,
+    responses={
+        409: {"description": "no active predictor for (device, family); the detail says how to train one"},
+        413: {"description": "more configs × frequencies than `max_predict_configs`"},
+        422: {"description": "invalid body or config; `errors[].loc` names the index and field"},
+    },
+)
+async def predict(request: Request) -> Response:
+    """Latency of each config at each frequency, config-major (config 0 at every frequency, then 1, …)."""
+    data = await request.body()
+    # One worker-thread hop for access, validation, prediction and serialisation: declared as sync
+    # dependencies, session, principal, scope check and settings would each take their own hop, which cost
+    # more than the prediction of a single config. The loop itself only receives the body.
+    return await run_in_threadpool(_predict_in_thread, request, data)
+
+
+def _predict_in_thread(request: Request, data: bytes) -> Response:
+    settings = request.app.state.settings
+    with request.app.state.sessionmaker() as session:
+        # Access first, as the dependency order would: a caller without a token gets 401/403, never 422.
+        _PREDICT_ACCESS(current_principal(request, session), settings)
+        body = parse_predict_body(data)
+        predictor_id, result = service.predict(session, _registry_of(request), body, settings)
+    # Serialised directly: re-validating 10⁵ rows through the response model would cost more than predicting.
+    return Response(result.to_json(predictor_id), media_type="application/json")

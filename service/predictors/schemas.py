@@ -1,0 +1,124 @@
+"""Request and response bodies of `/v1/predictors` and `/v1/predict`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.predictors.models import PredictorStatus
+
+
+class TrainParams(BaseModel):
+    """Overrides of the training defaults (`service.predictors.training.DEFAULT_PARAMS`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_estimators: int | None = Field(None, ge=1, le=20_000, description="most boosting rounds")
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    max_depth: int | None = Field(None, ge=1, le=16)
+    min_child_weight: float | None = Field(None, ge=0)
+    subsample: float | None = Field(None, gt=0, le=1)
+    colsample_bytree: float | None = Field(None, gt=0, le=1)
+    reg_lambda: float | None = Field(None, ge=0)
+    early_stopping_rounds: int | None = Field(None, ge=1, le=1000)
+    holdout_fraction: float | None = Field(None, gt=0, lt=0.9)
+    validation_fraction: float | None = Field(None, gt=0, lt=0.9)
+    seed: int | None = Field(None, ge=0)
+
+    def overrides(self) -> dict[str, Any]:
+        """Only the parameters given."""
+        return self.model_dump(exclude_none=True)
+
+
+class TrainFilters(BaseModel):
+    """Which valid measurements to train on (all of the device and family by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frequencies_khz: list[int] | None = Field(
+        None, min_length=1, description="only these frequencies; several ask for a multi-frequency model"
+    )
+    cluster: str | None = None
+    threads: int | None = Field(None, ge=1)
+    runtime_name: str | None = None
+    include_virtual: bool = True
+
+
+class PredictorCreate(BaseModel):
+    """Train a predictor of `family` for device `device` (its id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = Field(min_length=1, max_length=64)
+    device: int
+    params: TrainParams = Field(default_factory=TrainParams)
+    filters: TrainFilters = Field(default_factory=TrainFilters)
+
+
+class PredictorOut(BaseModel):
+    """A predictor's status, metrics and provenance (never the model bytes)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    family: str
+    device_id: int | None
+    version: int
+    status: PredictorStatus
+    active: bool
+    params: dict[str, Any]
+    filters: dict[str, Any]
+    metrics: dict[str, Any]
+    feature_schema: dict[str, Any]
+    training_data_hash: str | None
+    row_count: int | None
+    library_versions: dict[str, str]
+    error: str | None
+    created_by: str | None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    activated_at: dt.datetime | None
+
+
+class PredictRequest(BaseModel):
+    """Configs to predict at one frequency or several (answers are config-major: all frequencies of
+    config 0, then of config 1, …). `cluster`/`threads` default to the training data's most common."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: int
+    family: str = Field(min_length=1, max_length=64)
+    frequency_khz: int | None = Field(None, gt=0)
+    frequencies_khz: list[int] | None = Field(None, min_length=1)
+    configs: list[dict[str, Any]]
+    cluster: str | None = None
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_frequency_field(self) -> PredictRequest:
+        if (self.frequency_khz is None) == (self.frequencies_khz is None):
+            raise ValueError("give exactly one of frequency_khz or frequencies_khz")
+        if self.frequencies_khz is not None and any(f <= 0 for f in self.frequencies_khz):
+            raise ValueError("frequencies_khz must all be positive")
+        return self
+
+    @property
+    def frequencies(self) -> list[int]:
+        """The requested frequencies as a list."""
+        return [self.frequency_khz] if self.frequency_khz is not None else list(self.frequencies_khz or [])
+
+
+class PredictionOut(BaseModel):
+    latency_ms: float
+    p10_ms: float
+    p90_ms: float
+    extrapolated: bool
+
+
+class PredictResponse(BaseModel):
+    """Predictions in request order (config-major over frequencies) and the predictor that made them."""
+
+    predictor_id: int
+    predictions: list[PredictionOut]

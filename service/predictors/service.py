@@ -1,0 +1,406 @@
+"""Predictors as plain functions over a `Session`: train, list, activate, predict, export, import, sample.
+
+Training runs outside the request (`start_training` → a thread running `train_predictor`, which a worker or
+CLI may call directly): it opens its own sessions from a session factory and always leaves the predictor
+`ready` or `failed` with an error that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, defer, sessionmaker
+
+from profilers.blocks import BlockConfigError, get_family
+from service.db import session_scope, utcnow
+from service.devices.models import Device
+from service.measurements.models import Measurement
+from service.pagination import keyset_page
+from service.predictors.features import FeatureError
+from service.predictors.inference import Predictions
+from service.predictors.models import Predictor, PredictorStatus
+from service.predictors.registry import NoActivePredictorError, PredictorRegistry, load_latency_model
+from service.predictors.schemas import PredictorCreate, PredictRequest, TrainFilters
+from service.predictors.snapshot import Snapshot, SnapshotError, build_snapshot, read_snapshot
+from service.predictors.training import TrainingError, TrainingRows, fit_predictor
+from service.problems import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from service.settings import Settings
+
+_log = logging.getLogger("latfarm.predictors")
+
+
+# -- training ---------------------------------------------------------------------------------------------
+def check_family(family: str, loc: list[str | int]) -> None:
+    """422 at `loc` unless `family` is a known block family."""
+    try:
+        get_family(family)
+    except BlockConfigError as exc:
+        raise InvalidInputError.at(loc, str(exc)) from None
+
+
+def _measurement_query(family: str, device_id: int, filters: TrainFilters) -> Any:
+    frequency = func.coalesce(Measurement.frequency_khz, Measurement.observed_frequency_khz)
+    query = select(
+        Measurement.id,
+        Measurement.config,
+        Measurement.config_hash,
+        frequency,
+        Measurement.threads,
+        Measurement.cluster,
+        Measurement.median_ms,
+    ).where(
+        Measurement.device_id == device_id,
+        Measurement.family == family,
+        Measurement.valid.is_(True),
+        frequency.is_not(None),
+        Measurement.median_ms > 0,
+    )
+    if filters.frequencies_khz:
+        query = query.where(frequency.in_(filters.frequencies_khz))
+    if filters.cluster is not None:
+        query = query.where(Measurement.cluster == filters.cluster)
+    if filters.threads is not None:
+        query = query.where(Measurement.threads == filters.threads)
+    if filters.runtime_name is not None:
+        query = query.where(Measurement.runtime_name == filters.runtime_name)
+    if not filters.include_virtual:
+        query = query.where(Measurement.virtual.is_(False))
+    return query.order_by(Measurement.id)
+
+
+def count_training_rows(session: Session, family: str, device_id: int, filters: TrainFilters) -> int:
+    """How many valid measurements a predictor of (family, device) with `filters` would train on."""
+    sub = _measurement_query(family, device_id, filters).subquery()
+    return int(session.scalar(select(func.count()).select_from(sub)) or 0)
+
+
+def load_training_rows(session: Session, family: str, device_id: int, filters: TrainFilters) -> TrainingRows:
+    """The valid measurements matching `filters`, as parallel columns."""
+    result = session.execute(_measurement_query(family, device_id, filters)).all()
+    return TrainingRows(
+        family=family,
+        ids=[r[0] for r in result],
+        configs=[r[1] for r in result],
+        config_hashes=[r[2] for r in result],
+        frequencies_khz=[int(r[3]) for r in result],
+        threads=[int(r[4]) for r in result],
+        clusters=[str(r[5]) for r in result],
+        median_ms=[float(r[6]) for r in result],
+    )
+
+
+def create_predictor(
+    session: Session, data: PredictorCreate, settings: Settings, created_by: str | None = None
+) -> Predictor:
+    """Record a new predictor version in `training` state, after checking there is enough data for it."""
+    check_family(data.family, ["body", "family"])
+    if session.get(Device, data.device) is None:
+        raise InvalidInputError.at(["body", "device"], f"device {data.device} does not exist")
+    available = count_training_rows(session, data.family, data.device, data.filters)
+    if available < settings.min_training_rows:
+        raise InvalidInputError.at(
+            ["body", "device"],
+            f"{available} valid {data.family} measurements of device {data.device} match; at least "
+            f"{settings.min_training_rows} are needed ({settings.min_training_rows - available} more) — "
+            "run a profiling job (POST /v1/jobs) first",
+        )
+    predictor = Predictor(
+        family=data.family,
+        device_id=data.device,
+        version=_next_version(session, data.family, data.device),
+        status=PredictorStatus.training,
+        params=data.params.overrides(),
+        filters=data.filters.model_dump(exclude_none=True),
+        created_by=created_by,
+    )
+    session.add(predictor)
+    session.commit()
+    return predictor
+
+
+def _next_version(session: Session, family: str, device_id: int | None) -> int:
+    latest = session.scalar(
+        select(func.max(Predictor.version)).where(
+            Predictor.family == family, Predictor.device_id == device_id
+        )
+    )
+    return int(latest or 0) + 1
+
+
+def train_predictor(session_factory: sessionmaker[Session], predictor_id: int, settings: Settings) -> None:
+    """Train a `training` predictor and store the result; any failure is recorded on the predictor."""
+    with session_factory() as session:
+        predictor = session.get(Predictor, predictor_id)
+        if predictor is None:
+            raise LookupError(f"predictor {predictor_id} does not exist")
+        family, device_id = predictor.family, predictor.device_id
+        params, filters = dict(predictor.params), TrainFilters.model_validate(predictor.filters)
+    try:
+        if device_id is None:
+            raise TrainingError("fleet predictors (no device) are trained per device in this version")
+        with session_factory() as session:
+            rows = load_training_rows(session, family, device_id, filters)
+        if filters.frequencies_khz and len(filters.frequencies_khz) > 1:
+            seen = sorted(set(rows.frequencies_khz))
+            if len(seen) < 2:
+                raise TrainingError(
+                    f"{len(filters.frequencies_khz)} frequencies were asked for but the measurements "
+                    f"hold only {seen or 'none'}; measure the others first"
+                )
+        result = fit_predictor(rows, params, min_rows=settings.min_training_rows)
+    except TrainingError as exc:
+        _finish_failed(session_factory, predictor_id, str(exc))
+        return
+    except Exception as exc:  # the predictor must never stay `training` forever
+        _log.exception("training predictor %s crashed", predictor_id)
+        _finish_failed(session_factory, predictor_id, f"training crashed: {type(exc).__name__}: {exc}")
+        return
+    with session_scope(session_factory) as session:
+        predictor = session.get(Predictor, predictor_id)
+        if predictor is None:
+            return
+        predictor.model = result.model
+        predictor.model_p10 = result.model_p10
+        predictor.model_p90 = result.model_p90
+        predictor.feature_schema = result.feature_schema
+        predictor.metrics = result.metrics
+        predictor.holdout = result.holdout
+        predictor.training_data_hash = result.training_data_hash
+        predictor.row_count = result.row_count
+        predictor.library_versions = result.library_versions
+        predictor.params = result.params
+        predictor.status = PredictorStatus.ready
+        predictor.finished_at = utcnow()
+
+
+def _finish_failed(session_factory: sessionmaker[Session], predictor_id: int, error: str) -> None:
+    with session_scope(session_factory) as session:
+        predictor = session.get(Predictor, predictor_id)
+        if predictor is not None:
+            predictor.status = PredictorStatus.failed
+            predictor.error = error
+            predictor.finished_at = utcnow()
+
+
+def start_training(session_factory: sessionmaker[Session], predictor_id: int, settings: Settings) -> None:
+    """Run `train_predictor` in a background thread (the request answers 202 at once)."""
+    threading.Thread(
+        target=train_predictor,
+        args=(session_factory, predictor_id, settings),
+        name=f"train-predictor-{predictor_id}",
+        daemon=True,
+    ).start()
+
+
+# -- reading and activation -------------------------------------------------------------------------------
+def get_predictor(session: Session, predictor_id: int) -> Predictor:
+    """The predictor with this id, or NotFoundError."""
+    predictor = session.get(Predictor, predictor_id)
+    if predictor is None:
+        raise NotFoundError(f"predictor {predictor_id} does not exist")
+    return predictor
+
+
+def list_predictors(
+    session: Session,
+    *,
+    family: str | None = None,
+    device_id: int | None = None,
+    cursor: int | None = None,
+    limit: int = 100,
+) -> tuple[list[Predictor], int | None]:
+    """A page of predictors, newest first, optionally of one family and/or device, and the next cursor.
+
+    The model bytes are not loaded: a listing never needs them.
+    """
+    query = select(Predictor).options(
+        defer(Predictor.model), defer(Predictor.model_p10), defer(Predictor.model_p90)
+    )
+    if family is not None:
+        query = query.where(Predictor.family == family)
+    if device_id is not None:
+        query = query.where(Predictor.device_id == device_id)
+    return keyset_page(session, query, Predictor.id, cursor=cursor, limit=limit, newest_first=True)
+
+
+def activate_predictor(
+    session: Session, predictor_id: int, registry: PredictorRegistry | None = None
+) -> Predictor:
+    """Make a ready predictor the one active for its (device, family), deactivating the previous in the
+    same transaction."""
+    predictor = get_predictor(session, predictor_id)
+    if predictor.status is not PredictorStatus.ready:
+        raise ConflictError(
+            f"predictor {predictor_id} is {predictor.status.value}; only a ready predictor can be activated"
+        )
+    # Lock the (device, family) group (PostgreSQL) so two activations serialise; SQLite has one writer.
+    session.execute(
+        select(Predictor.id)
+        .where(Predictor.family == predictor.family, Predictor.device_id == predictor.device_id)
+        .order_by(Predictor.id)
+        .with_for_update()
+    ).all()
+    session.execute(
+        update(Predictor)
+        .where(
+            Predictor.family == predictor.family,
+            Predictor.device_id == predictor.device_id,
+            Predictor.id != predictor_id,
+            Predictor.active.is_(True),
+        )
+        .values(active=False)
+    )
+    predictor.active = True
+    predictor.activated_at = utcnow()
+    session.commit()
+    if registry is not None:
+        registry.invalidate(predictor.device_id, predictor.family)
+    return predictor
+
+
+# -- serving ----------------------------------------------------------------------------------------------
+def predict(
+    session: Session, registry: PredictorRegistry, request: PredictRequest, settings: Settings
+) -> tuple[int, Predictions]:
+    """Predict every config at every requested frequency (config-major) with the active predictor."""
+    frequencies = request.frequencies
+    total = len(request.configs) * len(frequencies)
+    if total > settings.max_predict_configs:
+        raise PayloadTooLargeError(
+            f"{len(request.configs)} configs × {len(frequencies)} frequencies = {total} predictions; "
+            f"at most {settings.max_predict_configs} per request — split it into several requests"
+        )
+    check_family(request.family, ["body", "family"])
+    try:
+        predictor_id, model = registry.active(session, request.device, request.family)
+    except NoActivePredictorError as exc:
+        raise ConflictError(
+            f'{exc}: train one with POST /v1/predictors {{"family": "{request.family}", '
+            f'"device": {request.device}}} and, once it is ready, POST /v1/predictors/{{id}}/activate'
+        ) from None
+    try:
+        return predictor_id, model.predict(
+            request.configs, frequencies, cluster=request.cluster, threads=request.threads
+        )
+    except FeatureError as exc:
+        loc: list[str | int] = ["body", "configs", exc.index]
+        if exc.field:
+            loc.append(exc.field)
+        raise InvalidInputError.at(loc, exc.msg) from None
+
+
+def select_uncertain(
+    session: Session,
+    device_id: int,
+    family: str,
+    candidates: Sequence[Mapping[str, Any]],
+    n: int,
+    frequency_khz: int,
+) -> list[dict[str, Any]]:
+    """The `n` candidates with the widest p10–p90 band (relative to the latency) under the active
+    predictor, widest first: where the next measurements teach the predictor most."""
+    predictor_id = session.scalar(
+        select(Predictor.id).where(
+            Predictor.device_id == device_id, Predictor.family == family, Predictor.active.is_(True)
+        )
+    )
+    if predictor_id is None:
+        raise ConflictError(
+            f"uncertainty sampling needs an active {family} predictor for device {device_id}; "
+            "train and activate one first (POST /v1/predictors, then /v1/predictors/{id}/activate)"
+        )
+    model = load_latency_model(session, predictor_id)
+    try:
+        result = model.predict(candidates, [frequency_khz])
+    except FeatureError as exc:
+        raise InvalidInputError.at(["candidates", exc.index, exc.field or "config"], exc.msg) from None
+    width = (result.p90_ms - result.p10_ms) / result.latency_ms
+    # Stable sort: equal widths keep the candidates' order, so a seeded draw gives a reproducible pick.
+    order = np.argsort(-width, kind="stable")[: max(n, 0)]
+    return [dict(candidates[i]) for i in order]
+
+
+# -- snapshots --------------------------------------------------------------------------------------------
+def export_snapshot(session: Session, predictor_id: int) -> tuple[str, bytes]:
+    """The snapshot archive of a ready predictor and its file name."""
+    predictor = get_predictor(session, predictor_id)
+    if predictor.status is not PredictorStatus.ready or not (
+        predictor.model and predictor.model_p10 and predictor.model_p90
+    ):
+        raise ConflictError(f"predictor {predictor_id} is {predictor.status.value}; only ready ones export")
+    manifest = {
+        "family": predictor.family,
+        "device_id": predictor.device_id,
+        "library_versions": predictor.library_versions,
+        "predictor": {
+            "id": predictor.id,
+            "version": predictor.version,
+            "params": predictor.params,
+            "filters": predictor.filters,
+            "training_data_hash": predictor.training_data_hash,
+            "row_count": predictor.row_count,
+            "created_at": predictor.created_at.isoformat(),
+            "finished_at": predictor.finished_at.isoformat() if predictor.finished_at else None,
+        },
+    }
+    archive = build_snapshot(
+        manifest=manifest,
+        model=predictor.model,
+        model_p10=predictor.model_p10,
+        model_p90=predictor.model_p90,
+        feature_schema=predictor.feature_schema,
+        metrics=predictor.metrics,
+        holdout=predictor.holdout,
+        mtime=(predictor.finished_at or predictor.created_at).timestamp(),
+    )
+    device = predictor.device_id if predictor.device_id is not None else "fleet"
+    return f"{predictor.family}-device{device}-v{predictor.version}.tar", archive
+
+
+def import_snapshot(
+    session: Session, data: bytes, *, device_id: int | None = None, created_by: str | None = None
+) -> Predictor:
+    """Verify a snapshot fully, then store it as a new ready (inactive) version; nothing is written when
+    verification fails. `device_id` overrides the device named in the snapshot."""
+    try:
+        contents = read_snapshot(data)
+        Snapshot(contents)  # the models and feature schema must load, not just hash correctly
+    except SnapshotError as exc:
+        raise InvalidInputError.at(["body"], f"snapshot refused: {exc}") from None
+    manifest = contents.manifest
+    family = str(manifest["family"])
+    check_family(family, ["body", "manifest", "family"])
+    target = device_id if device_id is not None else manifest.get("device_id")
+    if not isinstance(target, int) or session.get(Device, target) is None:
+        raise InvalidInputError.at(
+            ["query", "device"],
+            f"device {target!r} of the snapshot does not exist here; pass ?device=<id> to import it for one",
+        )
+    facts = manifest.get("predictor", {})
+    predictor = Predictor(
+        family=family,
+        device_id=target,
+        version=_next_version(session, family, target),
+        status=PredictorStatus.ready,
+        params=dict(facts.get("params") or {}),
+        filters={**dict(facts.get("filters") or {}), "imported_from": facts.get("id")},
+        metrics=contents.metrics,
+        feature_schema=contents.feature_schema,
+        holdout=contents.holdout,
+        training_data_hash=facts.get("training_data_hash"),
+        row_count=facts.get("row_count"),
+        model=contents.model,
+        model_p10=contents.model_p10,
+        model_p90=contents.model_p90,
+        library_versions=dict(manifest.get("library_versions") or {}),
+        created_by=created_by,
+        finished_at=utcnow(),
+    )
+    session.add(predictor)
+    session.commit()
+    return predictor

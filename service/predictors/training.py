@@ -1,0 +1,326 @@
+"""Fitting a latency predictor from measurement rows: pure numpy + XGBoost, no database.
+
+Recipe (why each step):
+- split by *configuration* (sha256 of the canonical config): a config's rows at several frequencies are
+  near-duplicates, so letting one config sit in both train and holdout would flatter the metrics;
+- target log(median ms): latency spans orders of magnitude and errors that matter are relative;
+- a physics prior — a non-negative mix of FLOPs/f, bytes/f, layers/f, 1/f, bytes, layers and a constant,
+  fitted for least relative error (`fit_prior`) — gives the base margin log(prior) the trees correct, so the
+  trees learn a smooth residual and the model extrapolates sanely in FLOPs and frequency (the older log-log
+  baseline `c0 + c1·log(FLOPs/MHz)` is still stored, and serves predictors trained before the prior);
+- XGBoost with early stopping on a validation split of the training configs, then p10/p90 models with
+  `reg:quantileerror` on the same features for the uncertainty band;
+- metrics on the holdout configs: RMSE (ms), MAPE, share within ±5 / ±10 %, Spearman ρ, also per frequency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy
+import xgboost as xgb
+from scipy.optimize import nnls
+from scipy.stats import spearmanr
+
+from service.predictors.features import FEATURES_VERSION, PRIOR_TERMS, FeatureError, Featurizer
+from service.predictors.inference import LatencyModel, prior_log_ms
+
+#: Defaults of `params`; a request may override any of them.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "n_estimators": 800,
+    # Shallow trees at a brisker rate: with the physics prior as base margin the residual is smooth, and
+    # depth 4 / 0.1 beat depth 6 / 0.05 on measured data with fewer, cheaper trees to serve.
+    "learning_rate": 0.1,
+    "max_depth": 4,
+    "min_child_weight": 1.0,
+    "subsample": 0.9,
+    "colsample_bytree": 0.9,
+    "reg_lambda": 1.0,
+    "early_stopping_rounds": 50,
+    "holdout_fraction": 0.2,
+    "validation_fraction": 0.15,
+    "seed": 0,
+}
+
+#: Fewest distinct configurations: at least one each for holdout and validation, the rest to train on.
+MIN_CONFIGS = 5
+
+#: Holdout rows kept with a predictor for the dashboard's predicted-vs-measured plot.
+MAX_HOLDOUT_ROWS = 5000
+
+
+class TrainingError(ValueError):
+    """Training cannot proceed; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """Measurement rows of one family (parallel sequences)."""
+
+    family: str
+    ids: Sequence[int]
+    configs: Sequence[Mapping[str, Any]]
+    config_hashes: Sequence[str]
+    frequencies_khz: Sequence[int]
+    threads: Sequence[int]
+    clusters: Sequence[str]
+    median_ms: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def data_hash(self) -> str:
+        """sha256 over the rows (sorted by id): two predictors with the same hash saw the same data."""
+        digest = hashlib.sha256()
+        order = sorted(range(len(self.ids)), key=lambda i: self.ids[i])
+        for i in order:
+            line = (
+                f"{self.ids[i]},{self.config_hashes[i]},{self.clusters[i]},{self.frequencies_khz[i]},"
+                f"{self.threads[i]},{float(self.median_ms[i])!r}\n"
+            )
+            digest.update(line.encode())
+        return digest.hexdigest()
+
+
+@dataclass
+class TrainingResult:
+    """Everything a predictor row stores, plus the split for inspection."""
+
+    model: bytes
+    model_p10: bytes
+    model_p90: bytes
+    feature_schema: dict[str, Any]
+    metrics: dict[str, Any]
+    holdout: list[dict[str, Any]]
+    training_data_hash: str
+    row_count: int
+    library_versions: dict[str, str]
+    params: dict[str, Any]
+    train_config_hashes: set[str] = field(default_factory=set)
+    validation_config_hashes: set[str] = field(default_factory=set)
+    holdout_config_hashes: set[str] = field(default_factory=set)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that shape a model's numbers (stored with each predictor and snapshot)."""
+    return {
+        "xgboost": xgb.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+        "features": str(FEATURES_VERSION),
+    }
+
+
+def accuracy_metrics(measured_ms: np.ndarray, predicted_ms: np.ndarray) -> dict[str, float | int]:
+    """RMSE (ms), MAPE (%), share within ±5 % and ±10 %, Spearman ρ and the row count."""
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    predicted = np.asarray(predicted_ms, dtype=np.float64)
+    rel = np.abs(predicted - measured) / measured
+    if len(measured) > 1 and np.ptp(measured) > 0 and np.ptp(predicted) > 0:
+        rho = float(spearmanr(measured, predicted).statistic)
+    else:
+        rho = float("nan")
+    return {
+        "rows": int(len(measured)),
+        "rmse_ms": float(np.sqrt(np.mean((predicted - measured) ** 2))),
+        "mape": float(100.0 * np.mean(rel)),
+        "within_5": float(np.mean(rel <= 0.05)),
+        "within_10": float(np.mean(rel <= 0.10)),
+        # NaN is not JSON: a constant series has no rank correlation.
+        "spearman": rho if np.isfinite(rho) else None,  # type: ignore[dict-item]
+    }
+
+
+def _split_configs(
+    hashes: Sequence[str], holdout_fraction: float, validation_fraction: float, seed: int
+) -> tuple[set[str], set[str], set[str]]:
+    unique = sorted(set(hashes))
+    rng = np.random.default_rng(seed)
+    order = [unique[i] for i in rng.permutation(len(unique))]
+    n_hold = max(1, round(holdout_fraction * len(unique)))
+    n_val = max(1, round(validation_fraction * len(unique)))
+    if len(unique) - n_hold - n_val < 3:
+        raise TrainingError(
+            f"{len(unique)} distinct configs leave fewer than 3 to train on after holdout "
+            f"({n_hold}) and validation ({n_val}); measure more configs or lower the fractions"
+        )
+    holdout = set(order[:n_hold])
+    validation = set(order[n_hold : n_hold + n_val])
+    return set(order[n_hold + n_val :]), validation, holdout
+
+
+def fit_prior(design: np.ndarray, measured_ms: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients of the physics prior minimising its *relative* squared error.
+
+    Each row is divided by its measured latency so a 0.1 ms block counts as much as a 20 ms one (the trees
+    then correct a log residual); columns are scaled to unit maximum for a well-conditioned NNLS.
+    """
+    relative = design / measured_ms[:, None]
+    scale = np.abs(relative).max(axis=0)
+    scale[scale == 0] = 1.0
+    coefficients, _ = nnls(relative / scale, np.ones(len(measured_ms)))
+    return coefficients / scale
+
+
+def _xgb_params(params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "eta": params["learning_rate"],
+        "max_depth": int(params["max_depth"]),
+        "min_child_weight": params["min_child_weight"],
+        "subsample": params["subsample"],
+        "colsample_bytree": params["colsample_bytree"],
+        "lambda": params["reg_lambda"],
+        "seed": int(params["seed"]),
+        "tree_method": "hist",
+        **extra,
+    }
+
+
+def _boost(
+    params: Mapping[str, Any], dtrain: xgb.DMatrix, dval: xgb.DMatrix, **objective: Any
+) -> tuple[bytes, int]:
+    booster = xgb.train(
+        _xgb_params(params, **objective),
+        dtrain,
+        num_boost_round=int(params["n_estimators"]),
+        evals=[(dval, "validation")],
+        early_stopping_rounds=int(params["early_stopping_rounds"]),
+        verbose_eval=False,
+    )
+    best = int(booster.best_iteration)
+    # Keep only the trees up to the best round, so every loader predicts with exactly those.
+    return bytes(booster[: best + 1].save_raw("ubj")), best + 1
+
+
+def fit_predictor(
+    rows: TrainingRows, params: Mapping[str, Any] | None = None, *, min_rows: int = 40
+) -> TrainingResult:
+    """Train the mean and quantile models on `rows`; raises TrainingError with what to do when it can't."""
+    merged = {**DEFAULT_PARAMS, **(params or {})}
+    if len(rows) < min_rows:
+        raise TrainingError(
+            f"{len(rows)} valid measurements match; at least {min_rows} are needed "
+            f"({min_rows - len(rows)} more) — run a profiling job (POST /v1/jobs) for this device and family"
+        )
+    n_configs = len(set(rows.config_hashes))
+    if n_configs < MIN_CONFIGS:
+        raise TrainingError(
+            f"the measurements cover {n_configs} distinct configs; at least {MIN_CONFIGS} are needed "
+            "so that whole configs can be held out"
+        )
+    train_h, val_h, hold_h = _split_configs(
+        rows.config_hashes,
+        float(merged["holdout_fraction"]),
+        float(merged["validation_fraction"]),
+        int(merged["seed"]),
+    )
+
+    # Featurise each distinct config once, then expand to its rows.
+    first_index: dict[str, int] = {}
+    for i, h in enumerate(rows.config_hashes):
+        first_index.setdefault(h, i)
+    unique_hashes = list(first_index)
+    featurizer = Featurizer(rows.family, sorted(set(rows.clusters)))
+    try:
+        config_rows = featurizer.config_rows([rows.configs[first_index[h]] for h in unique_hashes])
+    except FeatureError as exc:
+        bad = rows.ids[first_index[unique_hashes[exc.index]]]
+        raise TrainingError(
+            f"measurement {bad} holds a config that is not a valid {rows.family}: {exc.msg}"
+        ) from None
+    position = {h: k for k, h in enumerate(unique_hashes)}
+    row_of = np.fromiter((position[h] for h in rows.config_hashes), dtype=np.int64, count=len(rows))
+    x = featurizer.matrix(
+        config_rows[row_of],
+        np.asarray(rows.frequencies_khz, dtype=np.float64),
+        np.asarray(rows.threads, dtype=np.float64),
+        np.asarray(rows.clusters),
+        broadcast=False,
+    )
+    measured = np.asarray(rows.median_ms, dtype=np.float64)
+    if not np.all(measured > 0):
+        raise TrainingError("every median_ms must be positive to take its logarithm")
+    y = np.log(measured)
+
+    hashes = np.asarray(rows.config_hashes)
+    is_train = np.isin(hashes, list(train_h))
+    is_val = np.isin(hashes, list(val_h))
+    is_hold = np.isin(hashes, list(hold_h))
+
+    z = featurizer.baseline_input(x)
+    design = np.column_stack([np.ones(int(is_train.sum())), z[is_train]])
+    (c0, c1), *_ = np.linalg.lstsq(design, y[is_train], rcond=None)
+    baseline = [float(c0), float(c1)]
+    prior_x = featurizer.prior_design(x)
+    prior = fit_prior(prior_x[is_train], measured[is_train])
+    margin = prior_log_ms(prior_x, prior).astype(np.float32)
+
+    dtrain = xgb.DMatrix(x[is_train], label=y[is_train], base_margin=margin[is_train])
+    dval = xgb.DMatrix(x[is_val], label=y[is_val], base_margin=margin[is_val])
+    model, rounds = _boost(merged, dtrain, dval, objective="reg:squarederror")
+    model_p10, rounds_p10 = _boost(merged, dtrain, dval, objective="reg:quantileerror", quantile_alpha=0.1)
+    model_p90, rounds_p90 = _boost(merged, dtrain, dval, objective="reg:quantileerror", quantile_alpha=0.9)
+
+    x_train = x[is_train]
+    freqs = np.asarray(rows.frequencies_khz, dtype=np.int64)
+    schema = {
+        **featurizer.to_schema(),
+        "baseline": baseline,
+        "prior": {"terms": list(PRIOR_TERMS), "coefficients": prior.tolist()},
+        "ranges": {"min": x_train.min(axis=0).tolist(), "max": x_train.max(axis=0).tolist()},
+        "frequencies_khz": sorted({int(f) for f in freqs[is_train]}),
+        "default_cluster": Counter(rows.clusters).most_common(1)[0][0],
+        "default_threads": int(Counter(rows.threads).most_common(1)[0][0]),
+    }
+
+    # Score the holdout through the very object the server and snapshots use.
+    served = LatencyModel(schema, model, model_p10, model_p90)
+    predicted = served.predict_matrix(x[is_hold]).latency_ms
+    hold_measured = measured[is_hold]
+    hold_freqs = freqs[is_hold]
+    metrics: dict[str, Any] = accuracy_metrics(hold_measured, predicted)
+    metrics["per_frequency"] = {
+        str(int(f)): accuracy_metrics(hold_measured[hold_freqs == f], predicted[hold_freqs == f])
+        for f in np.unique(hold_freqs)
+    }
+    metrics["split"] = {
+        "train_configs": len(train_h),
+        "validation_configs": len(val_h),
+        "holdout_configs": len(hold_h),
+        "train_rows": int(is_train.sum()),
+        "validation_rows": int(is_val.sum()),
+        "holdout_rows": int(is_hold.sum()),
+    }
+    metrics["boost_rounds"] = {"mean": rounds, "p10": rounds_p10, "p90": rounds_p90}
+    hold_hashes = hashes[is_hold]
+    holdout = [
+        {
+            "config_hash": str(h),
+            "frequency_khz": int(f),
+            "measured_ms": float(m),
+            "predicted_ms": float(p),
+        }
+        for h, f, m, p in zip(hold_hashes, hold_freqs, hold_measured, predicted, strict=True)
+    ][:MAX_HOLDOUT_ROWS]
+    return TrainingResult(
+        model=model,
+        model_p10=model_p10,
+        model_p90=model_p90,
+        feature_schema=schema,
+        metrics=metrics,
+        holdout=holdout,
+        training_data_hash=rows.data_hash(),
+        row_count=len(rows),
+        library_versions=library_versions(),
+        params=merged,
+        train_config_hashes=train_h,
+        validation_config_hashes=val_h,
+        holdout_config_hashes=hold_h,
+    )
