@@ -1,0 +1,320 @@
+"""`latfarm predict` and `latfarm jobs …`: the search-job client for shell users.
+
+Both talk to a running service: `--url` (or `LATFARM_URL`, default http://127.0.0.1:8000) and `--token`
+(or `LATFARM_TOKEN`). Configs are JSON: `--config '{…}'` (repeatable) or `--configs-file F` holding a JSON
+list or JSON lines (`-` reads stdin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from service.client import Job, LatfarmClient, LatfarmClientError, LatfarmTimeoutError
+
+
+class CommandLineError(Exception):
+    """An argument that cannot be used; the message says which and why."""
+
+
+class JobProgressBar:
+    """A `wait(progress=…)` callback drawing a tqdm bar of a job's finished tasks (one bar per job)."""
+
+    def __init__(self, file: TextIO | None = None, disable: bool | None = None) -> None:
+        self._bar: Any = None
+        self._job_id: int | None = None
+        self._file = file or sys.stderr
+        # tqdm's own rule: no bar when the stream is not a terminal, unless asked for.
+        self._disable = disable
+
+    def __call__(self, job: Job) -> None:
+        if self._bar is None or self._job_id != job.id:
+            self.close()
+            self._bar = tqdm(
+                total=job.tasks,
+                desc=f"job {job.id}",
+                unit="task",
+                file=self._file,
+                disable=self._disable,
+                dynamic_ncols=True,
+            )
+            self._job_id = job.id
+        counts = job.counts
+        self._bar.total = job.tasks
+        self._bar.n = job.completed_tasks
+        postfix = f"{job.status}"
+        if counts.get("reused"):
+            postfix += f", {counts['reused']} reused"
+        if counts.get("failed"):
+            postfix += f", {counts['failed']} failed"
+        if job.eta_seconds is not None and not job.finished:
+            postfix += f", eta {job.eta_seconds:.0f}s"
+        self._bar.set_postfix_str(postfix, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        """Close the current bar (leaves its last state on screen)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("LATFARM_URL", "http://127.0.0.1:8000"),
+        help="service base URL (env LATFARM_URL)",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("LATFARM_TOKEN"), help="API token (env LATFARM_TOKEN)"
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+
+
+def _add_configs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="JSON", help="one config (repeatable)"
+    )
+    parser.add_argument(
+        "--configs-file", metavar="FILE", help="a JSON list or JSON lines of configs; - is stdin"
+    )
+
+
+def read_configs(inline: Sequence[str], path: str | None) -> list[dict[str, Any]]:
+    """Configs from `--config` strings and a `--configs-file` (JSON list or JSON lines)."""
+    configs: list[dict[str, Any]] = []
+    for i, text in enumerate(inline):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CommandLineError(f"--config #{i + 1} is not JSON: {exc}") from None
+        configs.extend(_as_config_list(value, f"--config #{i + 1}"))
+    if path:
+        text = sys.stdin.read() if path == "-" else _read_file(path)
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                configs.extend(_as_config_list(json.loads(stripped), path))
+            except json.JSONDecodeError as exc:
+                raise CommandLineError(f"{path} is not a JSON list: {exc}") from None
+        else:
+            for n, line in enumerate(stripped.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    configs.extend(_as_config_list(json.loads(line), f"{path}:{n}"))
+                except json.JSONDecodeError as exc:
+                    raise CommandLineError(f"{path}:{n} is not JSON: {exc}") from None
+    if not configs:
+        raise CommandLineError("no configs: give --config JSON or --configs-file FILE")
+    return configs
+
+
+def _read_file(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise CommandLineError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _as_config_list(value: Any, where: str) -> list[dict[str, Any]]:
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if not isinstance(item, dict):
+            raise CommandLineError(f"{where}: a config must be a JSON object, got {type(item).__name__}")
+    return items
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CommandLineError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+# --- latfarm predict ----------------------------------------------------------------------------------
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `latfarm predict`."""
+    _add_connection(parser)
+    parser.add_argument("--device", required=True, type=int, help="device id")
+    parser.add_argument("--family", default="sr_block")
+    parser.add_argument(
+        "--frequency", required=True, metavar="KHZ[,KHZ…]", help="one frequency or several, comma-separated"
+    )
+    _add_configs(parser)
+    parser.add_argument("--json", action="store_true", help="JSON lines out instead of a table")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Predict the latencies of the configs and print them (a table, or JSON lines with --json)."""
+    try:
+        configs = read_configs(args.config, args.configs_file)
+        freqs = _int_list(args.frequency, "--frequency")
+        if not freqs:
+            raise CommandLineError("--frequency needs at least one value")
+        with LatfarmClient(args.url, args.token, timeout=args.timeout) as client:
+            prediction = client.predict(args.device, args.family, configs, frequencies_khz=freqs)
+    except (CommandLineError, LatfarmClientError) as exc:
+        print(f"latfarm predict: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, CommandLineError) else 1
+    out = sys.stdout
+    if not args.json:
+        out.write(f"predictor {prediction.predictor_id}\n")
+        out.write(f"{'#':>4} {'MHz':>7} {'latency':>10} {'p10':>9} {'p90':>9}  note\n")
+    for i, config in enumerate(configs):
+        for j, freq in enumerate(freqs):
+            row = {
+                "config": config,
+                "frequency_khz": freq,
+                "latency_ms": float(prediction.latency_ms[i, j]),
+                "p10_ms": float(prediction.p10_ms[i, j]),
+                "p90_ms": float(prediction.p90_ms[i, j]),
+                "extrapolated": bool(prediction.extrapolated[i, j]),
+                "predictor_id": prediction.predictor_id,
+            }
+            if args.json:
+                out.write(json.dumps(row) + "\n")
+            else:
+                note = "extrapolated" if row["extrapolated"] else ""
+                out.write(
+                    f"{i:>4} {freq / 1000:>7.0f} {row['latency_ms']:>8.2f}ms {row['p10_ms']:>7.2f}ms "
+                    f"{row['p90_ms']:>7.2f}ms  {note}\n"
+                )
+    return 0
+
+
+# --- latfarm jobs -------------------------------------------------------------------------------------
+
+
+def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `latfarm jobs list|show|submit|watch|cancel`."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", help="jobs, newest first")
+    _add_connection(listing)
+    listing.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
+
+    show = actions.add_parser("show", help="one job as JSON")
+    _add_connection(show)
+    show.add_argument("job_id", type=int)
+
+    submit = actions.add_parser("submit", help="submit a profiling job")
+    _add_connection(submit)
+    submit.add_argument("--family", default="sr_block")
+    _add_configs(submit)
+    submit.add_argument(
+        "--sample", type=int, metavar="N", help="draw N configs from the family's example space"
+    )
+    submit.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    submit.add_argument("--devices", required=True, metavar="ID[,ID…]", help="device ids")
+    submit.add_argument(
+        "--frequencies",
+        default="min-mid-max",
+        metavar="all|min-mid-max|KHZ[,KHZ…]",
+        help="default min-mid-max",
+    )
+    submit.add_argument("--runs", type=int, default=10)
+    submit.add_argument("--warmup", type=int, default=2)
+    submit.add_argument("--threads", type=int, default=1)
+    submit.add_argument("--cluster", default=None, help="default: each device's fastest cluster")
+    submit.add_argument("--priority", type=int, default=0)
+    submit.add_argument("--force", action="store_true", help="measure again even when measurements exist")
+    submit.add_argument("--watch", action="store_true", help="then wait with a progress bar")
+
+    watch = actions.add_parser("watch", help="a progress bar until the job finishes")
+    _add_connection(watch)
+    watch.add_argument("job_id", type=int)
+    watch.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
+    watch.add_argument("--max-wait", type=float, default=None, metavar="S", help="give up after S seconds")
+
+    cancel = actions.add_parser("cancel", help="cancel a job's remaining tasks")
+    _add_connection(cancel)
+    cancel.add_argument("job_id", type=int)
+
+
+def _job_line(job: Job) -> str:
+    counts = " ".join(f"{k}={v}" for k, v in sorted(job.counts.items()) if v)
+    return f"{job.id:>5}  {job.status:<9} {job.family:<10} {job.completed_tasks:>6}/{job.tasks:<6} {counts}"
+
+
+def _frequencies(text: str) -> list[int] | str:
+    return text if text in ("all", "min-mid-max") else _int_list(text, "--frequencies")
+
+
+def _submit(client: LatfarmClient, args: argparse.Namespace) -> Job:
+    sampler = None
+    configs = None
+    if args.sample:
+        if args.config or args.configs_file:
+            raise CommandLineError("give configs (--config/--configs-file) or --sample, not both")
+        from profilers.blocks import get_family
+
+        space = get_family(args.family).search_space_example()
+        sampler = {"strategy": "random", "n": args.sample, "space": space, "seed": args.seed}
+    else:
+        configs = read_configs(args.config, args.configs_file)
+    runtime = {"runs": args.runs, "warmup": args.warmup, "threads": args.threads}
+    if args.cluster:
+        runtime["cluster"] = args.cluster
+    return client.submit_job(
+        args.family,
+        configs=configs,
+        sampler=sampler,
+        devices=_int_list(args.devices, "--devices"),
+        frequencies=_frequencies(args.frequencies),
+        runtime=runtime,
+        priority=args.priority,
+        force=args.force,
+    )
+
+
+def _watch(client: LatfarmClient, job_id: int, poll_s: float, timeout_s: float | None) -> Job:
+    bar = JobProgressBar()
+    try:
+        return client.wait(job_id, progress=bar, poll_s=poll_s, timeout_s=timeout_s)
+    finally:
+        bar.close()
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    """Run one `latfarm jobs` action; exit status 1 when a watched job did not finish `done`."""
+    try:
+        with LatfarmClient(args.url, args.token, timeout=args.timeout) as lf:
+            if args.action == "list":
+                for job in lf.list_jobs(status=args.status):
+                    print(_job_line(job))
+                return 0
+            if args.action == "show":
+                print(json.dumps(lf.get_job(args.job_id).model_dump(mode="json"), indent=2))
+                return 0
+            if args.action == "cancel":
+                print(_job_line(lf.cancel_job(args.job_id)))
+                return 0
+            if args.action == "submit":
+                job = _submit(lf, args)
+                print(_job_line(job))
+                if not args.watch:
+                    return 0
+                job = _watch(lf, job.id, 1.0, None)
+            else:
+                job = _watch(lf, args.job_id, args.poll, args.max_wait)
+            print(_job_line(job))
+            return 0 if job.status == "done" else 1
+    except CommandLineError as exc:
+        print(f"latfarm jobs {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except LatfarmTimeoutError as exc:
+        print(f"latfarm jobs {args.action}: {exc}", file=sys.stderr)
+        return 3
+    except LatfarmClientError as exc:
+        print(f"latfarm jobs {args.action}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,319 @@
+"""`/dashboard`: server-rendered pages over the read queries of `service.dashboard.service`.
+
+Thin: each route parses its query or form, calls the domain, and renders a template (or redirects after a
+form post). Pages carry a strict Content-Security-Policy (`'self'` only): scripts, styles and plotly come
+from `/dashboard/static`, and the browser itself refuses any request that would leave the machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import plotly
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from service.auth.models import Scope
+from service.auth.service import authenticate
+from service.dashboard import service
+from service.dashboard.access import AdminForm, PageReader, ProfileForm, SessionForm, safe_next
+from service.dashboard.csrf import FIELD, csrf_token
+from service.deps import ANONYMOUS, TOKEN_COOKIE, Principal, ReadAccess, SessionDep, SettingsDep
+from service.devices import probing
+from service.devices import service as devices
+from service.devices.models import Device, DeviceStatus
+from service.devices.schemas import DeviceCreate, DevicePatch
+from service.jobs import service as jobs_service
+from service.jobs.runner import default_runner
+from service.predictors import service as predictors_service
+from service.predictors.routes import RegistryDep
+from service.problems import LatfarmError, NotFoundError
+from service.settings import Settings
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+
+_HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=_HERE / "templates")
+
+#: The files `/dashboard/static/{name}` serves: ours, and plotly's bundle from the installed package.
+STATIC_FILES: dict[str, Path] = {
+    path.name: path for path in (_HERE / "static").iterdir() if path.suffix in {".css", ".js", ".svg"}
+} | {"plotly.min.js": Path(plotly.__file__).parent / "package_data" / "plotly.min.js"}
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def _render(
+    request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any
+) -> Response:
+    secret = request.cookies.get(TOKEN_COOKIE)
+    base = {
+        "principal": principal,
+        "anonymous": principal is None or principal is ANONYMOUS,
+        "can_admin": principal is not None and principal is not ANONYMOUS and principal.has(Scope.admin),
+        "can_profile": principal is not None and principal is not ANONYMOUS and principal.has(Scope.profile),
+        "csrf_field": FIELD,
+        "csrf": csrf_token(secret),
+        "notice": request.query_params.get("notice"),
+        "error": context.pop("error", None) or request.query_params.get("error"),
+    }
+    response = templates.TemplateResponse(request, name, base | context, status_code=status_code)
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def _back(path: str, notice: str) -> RedirectResponse:
+    return RedirectResponse(f"{path}?{urlencode({'notice': notice})}", status_code=303)
+
+
+@router.get("", include_in_schema=False)
+def index() -> RedirectResponse:
+    return RedirectResponse("/dashboard/farm", status_code=303)
+
+
+@router.get("/static/{name}")
+def static_file(name: str) -> FileResponse:
+    path = STATIC_FILES.get(name)
+    if path is None:
+        raise NotFoundError(f"no static file {name!r}")
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+
+# --- login -------------------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:
+    return _render(request, "login.html", None, next=safe_next(next))
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str, Form(max_length=500)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    secret = token.strip()
+    if not secret or authenticate(session, secret) is None:
+        return _render(
+            request, "login.html", None, 401, next=safe_next(next), error="token: unknown, revoked or empty"
+        )
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.set_cookie(
+        TOKEN_COOKIE,
+        secret,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+        max_age=12 * 3600,
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(_: SessionForm) -> RedirectResponse:
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+# --- farm --------------------------------------------------------------------------------------
+
+
+def _farm(
+    request: Request, session: SessionDep, principal: Principal, status: int = 200, **extra: Any
+) -> Response:
+    return _render(request, "farm.html", principal, status, cards=service.farm_cards(session), **extra)
+
+
+@router.get("/farm")
+def farm(request: Request, session: SessionDep, principal: PageReader) -> Response:
+    return _farm(request, session, principal)
+
+
+@router.post("/devices")
+def register_device(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: AdminForm,
+    serial: Annotated[str, Form(max_length=200)] = "",
+    transport: Annotated[str, Form(max_length=8)] = "tcp",
+    address: Annotated[str, Form(max_length=255)] = "",
+    name: Annotated[str, Form(max_length=200)] = "",
+    tags: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    try:
+        body = DeviceCreate(
+            serial=serial.strip(),
+            transport=transport,  # type: ignore[arg-type]  # validated by the model
+            address=address.strip() or None,
+            name=name.strip() or None,
+            tags=[t.strip() for t in tags.split(",") if t.strip()],
+        )
+        device = devices.register_device(session, body)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()
+        )
+        return _farm(request, session, principal, 422, error=errors)
+    except LatfarmError as exc:
+        return _farm(request, session, principal, exc.status, error=exc.detail)
+    # Probed at once, as `POST /v1/devices` does; a phone that does not answer stays registered, offline.
+    return _probe_and_report(session, settings, device, "registered")
+
+
+def _probe_and_report(session: Session, settings: Settings, device: Device, verb: str) -> RedirectResponse:
+    runner = default_runner(settings)
+    try:
+        device = probing.probe_device(session, device, runner)
+    finally:
+        runner.close()
+    outcome = device.last_error if device.status is DeviceStatus.offline else device.status.value
+    return _back("/dashboard/farm", f"{verb} device {device.id} ({device.serial}): {outcome}")
+
+
+@router.post("/devices/{device_id}/enabled")
+def set_device_enabled(
+    request: Request,
+    device_id: int,
+    session: SessionDep,
+    principal: AdminForm,
+    enabled: Annotated[bool, Form()],
+) -> Response:
+    try:
+        device = devices.update_device(session, device_id, DevicePatch(enabled=enabled))
+    except LatfarmError as exc:
+        return _farm(request, session, principal, exc.status, error=exc.detail)
+    return _back("/dashboard/farm", f"device {device.id} {'enabled' if enabled else 'disabled'}")
+
+
+@router.post("/devices/{device_id}/probe")
+def probe_device(
+    request: Request, device_id: int, session: SessionDep, settings: SettingsDep, principal: AdminForm
+) -> Response:
+    try:
+        device = devices.get_device(session, device_id)
+    except LatfarmError as exc:
+        return _farm(request, session, principal, exc.status, error=exc.detail)
+    return _probe_and_report(session, settings, device, "probed")
+
+
+# --- latency tables ----------------------------------------------------------------------------
+
+
+@router.get("/latency")
+def latency(
+    request: Request,
+    session: SessionDep,
+    principal: PageReader,
+    query: Annotated[service.PivotQuery, Query()],
+) -> Response:
+    pairs = service.measured_pairs(session)
+    if query.device is None and pairs:
+        query = query.model_copy(update={"device": pairs[0].device_id, "family": pairs[0].family})
+    page = service.latency_pivot(session, query) if query.device is not None and query.family else None
+    return _render(request, "latency.html", principal, pairs=pairs, page=page, query=query)
+
+
+@router.get("/latency.csv")
+def latency_csv(
+    session: SessionDep, _: PageReader, query: Annotated[service.PivotQuery, Query()]
+) -> Response:
+    page = service.latency_pivot(session, query)
+    filename = f"latency-{query.family}-device{query.device}-page{query.page}.csv"
+    return Response(
+        service.pivot_csv(page),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+@router.get("/plots")
+def plots(
+    request: Request, session: SessionDep, principal: PageReader, query: Annotated[service.PlotQuery, Query()]
+) -> Response:
+    pairs = service.measured_pairs(session)
+    if query.device is None and pairs:
+        query = query.model_copy(update={"device": pairs[0].device_id, "family": pairs[0].family})
+    predictors = service.list_predictors(session)
+    if query.predictor is None and predictors:
+        active = [p for p, _ in predictors if p.active] or [p for p, _ in predictors]
+        query = query.model_copy(update={"predictor": active[0].id})
+    data = service.plot_data(session, query)
+    return _render(
+        request, "plots.html", principal, pairs=pairs, predictors=predictors, query=query, data=data
+    )
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+def _jobs(
+    request: Request, session: SessionDep, principal: Principal, status: int = 200, **extra: Any
+) -> Response:
+    progress = service.job_progress(session)
+    failures = service.failed_tasks(session, [p.id for p in progress])
+    return _render(request, "jobs.html", principal, status, jobs=progress, failures=failures, **extra)
+
+
+@router.get("/jobs")
+def jobs(request: Request, session: SessionDep, principal: PageReader) -> Response:
+    return _jobs(request, session, principal)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(request: Request, job_id: int, session: SessionDep, principal: ProfileForm) -> Response:
+    try:
+        jobs_service.cancel_job(session, job_id)
+    except LatfarmError as exc:
+        return _jobs(request, session, principal, exc.status, error=exc.detail)
+    return _back("/dashboard/jobs", f"job {job_id} cancelled")
+
+
+@router.get("/jobs/progress.json")
+def jobs_progress(session: SessionDep, _: ReadAccess) -> list[service.JobProgress]:
+    return service.job_progress(session)
+
+
+# --- predictors --------------------------------------------------------------------------------
+
+
+def _predictors(
+    request: Request, session: SessionDep, principal: Principal, status: int = 200, **extra: Any
+) -> Response:
+    rows = [
+        (p, device, service.scalar_metrics(p.metrics or {})) for p, device in service.list_predictors(session)
+    ]
+    return _render(request, "predictors.html", principal, status, predictors=rows, **extra)
+
+
+@router.get("/predictors")
+def predictors(request: Request, session: SessionDep, principal: PageReader) -> Response:
+    return _predictors(request, session, principal)
+
+
+@router.post("/predictors/{predictor_id}/activate")
+def activate_predictor(
+    request: Request, predictor_id: int, session: SessionDep, registry: RegistryDep, principal: ProfileForm
+) -> Response:
+    try:
+        predictor = predictors_service.activate_predictor(session, predictor_id, registry)
+    except LatfarmError as exc:
+        return _predictors(request, session, principal, exc.status, error=exc.detail)
+    return _back("/dashboard/predictors", f"predictor {predictor.id} (v{predictor.version}) is now active")
