@@ -1,0 +1,127 @@
+"""The device registry over HTTP, on both engines."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from service.devices.models import Device
+from service.jobs.models import Job, Task, TaskStatus
+
+PROBLEM = "application/problem+json"
+
+
+def _register(client: TestClient, headers: dict[str, str], serial: str, **extra: object) -> dict:
+    response = client.post(
+        "/v1/devices", json={"serial": serial, "transport": "tcp", **extra}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_register_get_list_patch_delete(client: TestClient, admin_headers: dict[str, str]) -> None:
+    created = _register(client, admin_headers, "127.0.0.1:5555", name="pixel", tags=["flagship", "lab1"])
+    assert created["address"] == "127.0.0.1:5555"
+    assert created["status"] == "offline"
+    assert created["tags"] == ["flagship", "lab1"]
+    for field in ("model", "soc", "abi", "clusters", "rooted", "thermal_zones", "last_seen_at", "last_error"):
+        assert field in created
+
+    got = client.get(f"/v1/devices/{created['id']}", headers=admin_headers).json()
+    assert got["serial"] == "127.0.0.1:5555"
+
+    patched = client.patch(
+        f"/v1/devices/{created['id']}", json={"enabled": False, "tags": ["x"]}, headers=admin_headers
+    ).json()
+    assert patched["enabled"] is False and patched["status"] == "disabled" and patched["tags"] == ["x"]
+
+    assert client.delete(f"/v1/devices/{created['id']}", headers=admin_headers).status_code == 204
+    gone = client.get(f"/v1/devices/{created['id']}", headers=admin_headers)
+    assert gone.status_code == 404 and gone.headers["content-type"] == PROBLEM
+
+
+def test_list_filters_and_paginates(client: TestClient, admin_headers: dict[str, str]) -> None:
+    ids = [
+        _register(client, admin_headers, f"10.0.0.{i}:5555", tags=["even"] if i % 2 == 0 else [])["id"]
+        for i in range(5)
+    ]
+    client.patch(f"/v1/devices/{ids[0]}", json={"enabled": False}, headers=admin_headers)
+
+    first = client.get("/v1/devices?limit=2", headers=admin_headers).json()
+    assert [d["id"] for d in first["items"]] == ids[:2]
+    second = client.get(f"/v1/devices?limit=2&cursor={first['next_cursor']}", headers=admin_headers).json()
+    assert [d["id"] for d in second["items"]] == ids[2:4]
+    last = client.get(f"/v1/devices?limit=2&cursor={second['next_cursor']}", headers=admin_headers).json()
+    assert [d["id"] for d in last["items"]] == ids[4:] and last["next_cursor"] is None
+
+    even = client.get("/v1/devices?tag=even", headers=admin_headers).json()["items"]
+    assert [d["id"] for d in even] == [ids[0], ids[2], ids[4]]
+    disabled = client.get("/v1/devices?status=disabled", headers=admin_headers).json()["items"]
+    assert [d["id"] for d in disabled] == [ids[0]]
+
+
+def test_duplicate_serial_is_409(client: TestClient, admin_headers: dict[str, str]) -> None:
+    _register(client, admin_headers, "127.0.0.1:5556")
+    again = client.post(
+        "/v1/devices", json={"serial": "127.0.0.1:5556", "transport": "tcp"}, headers=admin_headers
+    )
+    assert again.status_code == 409
+    assert again.headers["content-type"] == PROBLEM
+    assert "127.0.0.1:5556" in again.json()["detail"]
+
+
+def test_bad_bodies_are_422_naming_the_field(client: TestClient, admin_headers: dict[str, str]) -> None:
+    cases = [
+        ({"serial": "a:1", "transport": "bluetooth"}, ["body", "transport"]),
+        ({"transport": "tcp"}, ["body", "serial"]),
+        ({"serial": 12, "transport": "tcp"}, ["body", "serial"]),
+        ({"serial": "a:1", "transport": "tcp", "tags": "nope"}, ["body", "tags"]),
+        ({"serial": "a:1", "transport": "tcp", "colour": "red"}, ["body", "colour"]),
+    ]
+    for body, loc in cases:
+        response = client.post("/v1/devices", json=body, headers=admin_headers)
+        assert response.status_code == 422, body
+        assert response.headers["content-type"] == PROBLEM
+        problem = response.json()
+        assert problem["status"] == 422 and problem["title"]
+        assert any(err["loc"][: len(loc)] == loc for err in problem["errors"]), (body, problem)
+
+
+def test_tcp_device_needs_host_port(client: TestClient, admin_headers: dict[str, str]) -> None:
+    response = client.post(
+        "/v1/devices", json={"serial": "emulator", "transport": "tcp"}, headers=admin_headers
+    )
+    assert response.status_code == 422
+    assert "host:port" in response.json()["detail"]
+    usb = client.post("/v1/devices", json={"serial": "R58M123ABC", "transport": "usb"}, headers=admin_headers)
+    assert usb.status_code == 201 and usb.json()["address"] is None
+
+
+def test_delete_is_409_while_a_task_runs(
+    client: TestClient, admin_headers: dict[str, str], db_session: Session
+) -> None:
+    device_id = _register(client, admin_headers, "127.0.0.1:5557")["id"]
+    job = Job(family="sr_block", spec={})
+    db_session.add(job)
+    db_session.flush()
+    db_session.add(
+        Task(
+            job_id=job.id,
+            device_id=device_id,
+            family="sr_block",
+            config={},
+            config_hash="0" * 64,
+            cluster="big",
+            frequency_khz=1000,
+            runs=1,
+            warmup=0,
+            threads=1,
+            status=TaskStatus.leased,
+        )
+    )
+    db_session.commit()
+    response = client.delete(f"/v1/devices/{device_id}", headers=admin_headers)
+    assert response.status_code == 409
+    assert "task" in response.json()["detail"]
+    db_session.expire_all()
+    assert db_session.get(Device, device_id) is not None

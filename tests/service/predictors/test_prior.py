@@ -1,0 +1,107 @@
+"""The physics prior under the trees: fitted on a known law, stored with the schema, absent from old ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from service.predictors.features import PRIOR_TERMS, Featurizer
+from service.predictors.inference import LatencyModel
+from service.predictors.snapshot import Snapshot, build_snapshot
+from service.predictors.training import TrainingResult, fit_predictor, fit_prior, library_versions
+from tests.service.predictors.synthetic import (
+    FAST_PARAMS,
+    FREQUENCIES,
+    law_ms,
+    sample_configs,
+    synthetic_rows,
+)
+
+
+@pytest.fixture(scope="module")
+def result() -> TrainingResult:
+    return fit_predictor(synthetic_rows(60, seed=7), FAST_PARAMS)
+
+
+def _features(featurizer: Featurizer, configs: list[dict], freqs: list[int]) -> np.ndarray:
+    rows = featurizer.config_rows(configs)
+    return featurizer.matrix(rows, np.asarray(freqs, dtype=np.float64), 1, "big", broadcast=True)
+
+
+def test_prior_recovers_the_known_law(result: TrainingResult) -> None:
+    prior = result.feature_schema["prior"]
+    assert prior["terms"] == list(PRIOR_TERMS)
+    coefficients = dict(zip(PRIOR_TERMS, prior["coefficients"], strict=True))
+    assert all(c >= 0.0 for c in coefficients.values())
+    # law_ms = FLOPs / (4 · kHz) + 0.5 = FLOPs/MHz · 2.5e-4 + 0.5 (1 % noise).
+    assert coefficients["flops_per_mhz"] == pytest.approx(2.5e-4, rel=0.03)
+    assert coefficients["constant"] == pytest.approx(0.5, rel=0.15)
+    # On unseen configs the prior alone is already within ±3 % of the law.
+    model = LatencyModel(result.feature_schema, result.model, result.model_p10, result.model_p90)
+    configs = sample_configs(30, seed=99)
+    x = _features(model.featurizer, configs, FREQUENCIES)
+    law = np.array(
+        [
+            law_ms(float(row[model.featurizer.names.index("flops")]), f)
+            for row, f in zip(x, np.tile(FREQUENCIES, len(configs)), strict=True)
+        ]
+    )
+    prior_ms = np.exp(model.margins(x).astype(np.float64))
+    assert np.max(np.abs(prior_ms - law) / law) < 0.03
+
+
+def test_fit_prior_weighs_rows_by_relative_error() -> None:
+    # Two rows of a pure constant-plus-compute law: both are matched exactly, whatever their scale.
+    design = np.array([[1.0, 0, 0, 0, 0, 0, 1.0], [1000.0, 0, 0, 0, 0, 0, 1.0]])
+    measured = np.array([0.3, 100.2])
+    coefficients = fit_prior(design, measured)
+    np.testing.assert_allclose(design @ coefficients, measured, rtol=1e-9)
+
+
+def test_schema_without_prior_predicts_exactly_as_before(result: TrainingResult) -> None:
+    old_schema = {k: v for k, v in result.feature_schema.items() if k != "prior"}
+    old = LatencyModel(old_schema, result.model, result.model_p10, result.model_p90)
+    new = LatencyModel(result.feature_schema, result.model, result.model_p10, result.model_p90)
+    configs = sample_configs(20, seed=11)
+    x = _features(old.featurizer, configs, FREQUENCIES)
+    # The former computation, spelled out: margin c0 + c1·log(FLOPs/MHz), trees, exp.
+    c0, c1 = result.feature_schema["baseline"]
+    flops_per_mhz = x[:, old.featurizer.names.index("flops_per_mhz")].astype(np.float64)
+    margin = (c0 + c1 * np.log(np.maximum(flops_per_mhz, 1.0))).astype(np.float32)
+    booster = xgb.Booster()
+    booster.load_model(bytearray(result.model))
+    expected = np.exp(booster.inplace_predict(x, base_margin=margin).astype(np.float64))
+    np.testing.assert_array_equal(old.predict(configs, FREQUENCIES).latency_ms, expected)
+    # With the prior present it is the prior's margin that is used.
+    assert not np.array_equal(new.predict(configs, FREQUENCIES).latency_ms, expected)
+
+
+@pytest.mark.parametrize("with_prior", [True, False])
+def test_snapshot_reproduces_the_prior_bit_for_bit(result: TrainingResult, with_prior: bool) -> None:
+    schema = dict(result.feature_schema)
+    if not with_prior:
+        del schema["prior"]
+    archive = build_snapshot(
+        manifest={"family": "sr_block", "library_versions": library_versions()},
+        model=result.model,
+        model_p10=result.model_p10,
+        model_p90=result.model_p90,
+        feature_schema=schema,
+        metrics=result.metrics,
+        holdout=result.holdout,
+    )
+    offline = Snapshot.from_bytes(archive)
+    served = LatencyModel(schema, result.model, result.model_p10, result.model_p90)
+    configs = sample_configs(25, seed=5)
+    got = offline.predict("sr_block", configs, frequencies_khz=FREQUENCIES)
+    want = served.predict(configs, FREQUENCIES)
+    for name in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+
+
+def test_schema_with_other_prior_terms_is_refused(result: TrainingResult) -> None:
+    schema = dict(result.feature_schema)
+    schema["prior"] = {"terms": ["flops"], "coefficients": [1.0]}
+    with pytest.raises(ValueError, match="prior terms"):
+        LatencyModel(schema, result.model, result.model_p10, result.model_p90)

@@ -1,0 +1,127 @@
+"""Training on a known latency law: accuracy, split by config, metrics, failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from profilers.blocks import get_family
+from service.predictors.features import Featurizer
+from service.predictors.models import PredictorStatus
+from service.predictors.schemas import PredictorCreate, TrainFilters
+from service.predictors.service import create_predictor, train_predictor
+from service.predictors.training import TrainingError, fit_predictor
+from service.problems import InvalidInputError
+from service.settings import Settings
+from tests.service.predictors.synthetic import (
+    FAST_PARAMS,
+    FREQUENCIES,
+    insert_rows,
+    synthetic_rows,
+)
+
+
+def test_known_law_is_learnt_within_ten_percent() -> None:
+    rows = synthetic_rows(200, seed=3)
+    result = fit_predictor(rows, {"n_estimators": 300})
+    metrics = result.metrics
+    assert metrics["within_10"] >= 0.95, metrics
+    assert metrics["spearman"] > 0.95
+    assert set(metrics["per_frequency"]) == {str(f) for f in FREQUENCIES}
+    for per in metrics["per_frequency"].values():
+        assert per["rows"] > 0 and per["within_10"] >= 0.9
+    # The stored holdout pairs are the ones the metrics were computed from.
+    measured = np.array([h["measured_ms"] for h in result.holdout])
+    predicted = np.array([h["predicted_ms"] for h in result.holdout])
+    assert np.mean(np.abs(predicted - measured) / measured <= 0.10) == pytest.approx(metrics["within_10"])
+
+
+def test_split_is_by_configuration() -> None:
+    rows = synthetic_rows(40, seed=5)
+    result = fit_predictor(rows, FAST_PARAMS)
+    train, val, hold = (
+        result.train_config_hashes,
+        result.validation_config_hashes,
+        result.holdout_config_hashes,
+    )
+    assert train and val and hold
+    assert not (train & hold) and not (train & val) and not (val & hold)
+    assert train | val | hold == set(rows.config_hashes)
+    held_rows = {h["config_hash"] for h in result.holdout}
+    assert held_rows == hold
+    # Every frequency of a held-out config is held out with it.
+    assert len(result.holdout) == len(hold) * len(FREQUENCIES)
+
+
+def test_training_data_hash_tracks_the_rows() -> None:
+    rows = synthetic_rows(10, seed=1)
+    again = synthetic_rows(10, seed=1)
+    other = synthetic_rows(10, seed=2)
+    assert rows.data_hash() == again.data_hash() != other.data_hash()
+
+
+def test_too_few_rows_says_how_many_are_needed() -> None:
+    rows = synthetic_rows(5, frequencies=[1_000_000])
+    with pytest.raises(
+        TrainingError, match=r"5 valid measurements match; at least 40 are needed \(35 more\)"
+    ):
+        fit_predictor(rows, FAST_PARAMS, min_rows=40)
+
+
+def test_features_are_broadcast_config_major() -> None:
+    featurizer = Featurizer("sr_block", ["big", "little"])
+    configs = synthetic_rows(3, frequencies=[1]).configs
+    rows = featurizer.config_rows(configs)
+    x = featurizer.matrix(rows, np.array([500_000, 1_000_000]), 2, "little", broadcast=True)
+    names = featurizer.names
+    assert x.shape == (6, len(names))
+    mhz = x[:, names.index("frequency_mhz")]
+    assert mhz.tolist() == [500.0, 1000.0] * 3
+    flops = get_family("sr_block").costs(configs[1]).flops
+    assert x[2, names.index("flops")] == np.float32(flops)
+    assert x[3, names.index("flops_per_mhz")] == np.float32(flops / 1000.0)
+    assert (x[:, names.index("cluster=little")] == 1).all() and (x[:, names.index("threads")] == 2).all()
+    assert x[0, names.index("widths.len")] == len(configs[0]["widths"])
+
+
+def test_service_refuses_too_few_measurements(
+    db_session: Session, settings: Settings, device_id: int
+) -> None:
+    insert_rows(db_session, device_id, synthetic_rows(4, frequencies=[1_000_000]))
+    with pytest.raises(InvalidInputError, match="4 valid sr_block measurements .* at least 40 are needed"):
+        create_predictor(db_session, PredictorCreate(family="sr_block", device=device_id), settings)
+
+
+def test_single_frequency_when_several_asked_fails_clearly(
+    db_session: Session, session_factory: sessionmaker[Session], settings: Settings, device_id: int
+) -> None:
+    insert_rows(db_session, device_id, synthetic_rows(50, frequencies=[800_000]))
+    data = PredictorCreate(
+        family="sr_block",
+        device=device_id,
+        filters=TrainFilters(frequencies_khz=[800_000, 1_600_000]),
+        params=FAST_PARAMS,
+    )
+    predictor_id = create_predictor(db_session, data, settings).id
+    train_predictor(session_factory, predictor_id, settings)
+    with session_factory() as session:
+        from service.predictors.models import Predictor
+
+        predictor = session.get(Predictor, predictor_id)
+        assert predictor is not None
+        assert predictor.status is PredictorStatus.failed
+        assert "2 frequencies were asked for but the measurements hold only [800000]" in (
+            predictor.error or ""
+        )
+
+
+def test_trained_predictor_is_stored_with_provenance(trained, device_id: int) -> None:  # noqa: ANN001
+    assert trained.device_id == device_id and trained.version == 1 and not trained.active
+    assert trained.row_count == 180 and len(trained.training_data_hash or "") == 64
+    assert trained.model and trained.model_p10 and trained.model_p90
+    assert trained.library_versions["xgboost"] and trained.library_versions["features"] == "1"
+    assert set(trained.metrics["per_frequency"]) == {str(f) for f in FREQUENCIES}
+    assert trained.feature_schema["default_cluster"] == "big"
+    # Holdout rows follow the law closely (sanity of what the dashboard will plot).
+    assert all(h["measured_ms"] > 0.5 and h["predicted_ms"] > 0 for h in trained.holdout)

@@ -1,0 +1,47 @@
+"""docker-compose.yml and the Dockerfile run `latfarm` commands the CLI really has, with valid arguments."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _compose_commands() -> dict[str, list[str]]:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return {
+        name: spec["command"] if isinstance(spec["command"], list) else shlex.split(spec["command"])
+        for name, spec in compose["services"].items()
+        if "command" in spec and spec.get("build")
+    }
+
+
+def test_compose_has_the_farm() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "api", "worker"} <= set(services)
+    assert "healthcheck" in services["postgres"] and compose["volumes"]
+    phones = [c for c in _compose_commands().values() if c[1:2] == ["phone"]]
+    assert len(phones) >= 2
+
+
+@pytest.mark.parametrize("service_name", sorted(_compose_commands()))
+def test_compose_command_parses_with_the_cli(service_name: str) -> None:
+    command = _compose_commands()[service_name]
+    assert command[0] == "latfarm"
+    build_parser().parse_args(command[1:])  # exits (SystemExit) on an unknown command or argument
+
+
+def test_dockerfile_default_command_parses_with_the_cli() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd_line = next(line for line in dockerfile.splitlines() if line.startswith("CMD "))
+    command = yaml.safe_load(cmd_line.removeprefix("CMD "))
+    assert command[:2] == ["latfarm", "serve"]
+    build_parser().parse_args(command[1:])
+    assert "USER latfarm" in dockerfile and dockerfile.count("FROM ") >= 2
