@@ -93,20 +93,6 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-@contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any exception, so nothing is half-written."""
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
 def write_session(factory: sessionmaker[Session]) -> Session:
     """A session whose first statement takes SQLite's write lock (`BEGIN IMMEDIATE`); plain elsewhere.
 
@@ -116,6 +102,23 @@ def write_session(factory: sessionmaker[Session]) -> Session:
     if session.get_bind().dialect.name == "sqlite":
         session.connection(execution_options={SQLITE_BEGIN_MODE: "IMMEDIATE"})
     return session
+
+
+@contextmanager
+def write_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A `write_session` that commits on success and rolls back on any exception (nothing half-written).
+
+    For code outside a request (training threads, workers) that reads, then writes.
+    """
+    session = write_session(factory)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def begin_write(session: Session) -> None:

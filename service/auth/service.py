@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.auth.models import ApiToken, Scope
-from service.db import utcnow
+from service.db import begin_write, utcnow
 from service.problems import ConflictError, InvalidInputError, NotFoundError
 
 TOKEN_PREFIX = "lf_"
@@ -44,6 +44,7 @@ def parse_scopes(scopes: Iterable[str]) -> list[Scope]:
 def create_token(session: Session, name: str, scopes: Iterable[str]) -> tuple[ApiToken, str]:
     """Create a token; returns the row and the secret, which is never stored and cannot be shown again."""
     parsed = parse_scopes(scopes)
+    begin_write(session)
     if session.scalar(select(ApiToken).where(ApiToken.name == name)) is not None:
         raise ConflictError(f"a token named {name!r} exists already")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -70,6 +71,7 @@ def list_tokens(session: Session) -> list[ApiToken]:
 
 def revoke_token(session: Session, name: str) -> ApiToken:
     """Revoke a token by name; later requests with its secret get 401."""
+    begin_write(session)
     token = session.scalar(select(ApiToken).where(ApiToken.name == name))
     if token is None:
         raise NotFoundError(f"no token named {name!r}")

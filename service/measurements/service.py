@@ -21,7 +21,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from profilers.blocks import BlockConfigError, canonical_json, config_hash, get_family
-from service.db import utcnow
+from service.db import begin_write, utcnow
 from service.devices.models import Device
 from service.measurements.models import Measurement, MeasurementSource
 from service.measurements.schemas import ImportResult, MeasurementImportRow
@@ -214,6 +214,7 @@ def _row_errors(index: int, row: MeasurementImportRow) -> list[dict[str, Any]]:
 def import_measurements(session: Session, rows: list[MeasurementImportRow]) -> ImportResult:
     """Validate every row (config against its family, statistics, device), then store all or none."""
     errors: list[dict[str, Any]] = []
+    begin_write(session)
     known_devices = set(session.scalars(select(Device.id).where(Device.id.in_({r.device_id for r in rows}))))
     # Campaigns repeat configs across frequencies and devices: validate each distinct one once.
     identities: dict[tuple[str, str], tuple[dict[str, Any], str] | list[dict[str, Any]]] = {}

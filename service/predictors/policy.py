@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import session_scope, utcnow
+from service.db import begin_write, utcnow, write_scope
 from service.devices.models import Device
 from service.predictors.models import Predictor, PredictorStatus, RetrainPolicy
 from service.predictors.schemas import PredictorCreate, TrainFilters, TrainParams
@@ -43,6 +43,7 @@ def set_retrain_policy(
 ) -> RetrainPolicy:
     """Create or update the policy of (family, device)."""
     check_family(family, ["family"])
+    begin_write(session)
     if session.get(Device, device_id) is None:
         raise InvalidInputError.at(["device"], f"device {device_id} does not exist")
     if min_new_measurements < 1:
@@ -93,7 +94,7 @@ def run_retrain_policies(session_factory: sessionmaker[Session], settings: Setti
     for policy_id, family, device_id, params, seen, count in due:
         # Claim the round (compare-and-set on the count it starts from): of several workers checking at
         # once, exactly one trains.
-        with session_scope(session_factory) as session:
+        with write_scope(session_factory) as session:
             claimed = session.execute(
                 update(RetrainPolicy)
                 .where(RetrainPolicy.id == policy_id, RetrainPolicy.last_row_count == seen)

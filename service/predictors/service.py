@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from profilers.blocks import BlockConfigError, get_family
-from service.db import session_scope, utcnow
+from service.db import begin_write, utcnow, write_scope
 from service.devices.models import Device
 from service.measurements.models import Measurement
 from service.pagination import keyset_page
@@ -27,7 +27,7 @@ from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.registry import NoActivePredictorError, PredictorRegistry, load_latency_model
 from service.predictors.schemas import PredictorCreate, PredictRequest, TrainFilters
 from service.predictors.snapshot import Snapshot, SnapshotError, build_snapshot, read_snapshot
-from service.predictors.training import TrainingError, TrainingRows, fit_predictor
+from service.predictors.training import TrainingError, TrainingResult, TrainingRows, fit_predictor
 from service.problems import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from service.settings import Settings
 
@@ -98,6 +98,7 @@ def create_predictor(
     session: Session, data: PredictorCreate, settings: Settings, created_by: str | None = None
 ) -> Predictor:
     """Record a new predictor version in `training` state, after checking there is enough data for it."""
+    begin_write(session)
     check_family(data.family, ["body", "family"])
     if session.get(Device, data.device) is None:
         raise InvalidInputError.at(["body", "device"], f"device {data.device} does not exist")
@@ -160,7 +161,15 @@ def train_predictor(session_factory: sessionmaker[Session], predictor_id: int, s
         _log.exception("training predictor %s crashed", predictor_id)
         _finish_failed(session_factory, predictor_id, f"training crashed: {type(exc).__name__}: {exc}")
         return
-    with session_scope(session_factory) as session:
+    try:
+        _store_trained(session_factory, predictor_id, result)
+    except Exception as exc:  # e.g. the database went away: say so on the predictor rather than hang
+        _log.exception("storing trained predictor %s failed", predictor_id)
+        _finish_failed(session_factory, predictor_id, f"storing the trained model failed: {exc}")
+
+
+def _store_trained(session_factory: sessionmaker[Session], predictor_id: int, result: TrainingResult) -> None:
+    with write_scope(session_factory) as session:
         predictor = session.get(Predictor, predictor_id)
         if predictor is None:
             return
@@ -179,7 +188,7 @@ def train_predictor(session_factory: sessionmaker[Session], predictor_id: int, s
 
 
 def _finish_failed(session_factory: sessionmaker[Session], predictor_id: int, error: str) -> None:
-    with session_scope(session_factory) as session:
+    with write_scope(session_factory) as session:
         predictor = session.get(Predictor, predictor_id)
         if predictor is not None:
             predictor.status = PredictorStatus.failed
@@ -233,6 +242,7 @@ def activate_predictor(
 ) -> Predictor:
     """Make a ready predictor the one active for its (device, family), deactivating the previous in the
     same transaction."""
+    begin_write(session)
     predictor = get_predictor(session, predictor_id)
     if predictor.status is not PredictorStatus.ready:
         raise ConflictError(
@@ -375,6 +385,7 @@ def import_snapshot(
     manifest = contents.manifest
     family = str(manifest["family"])
     check_family(family, ["body", "manifest", "family"])
+    begin_write(session)
     target = device_id if device_id is not None else manifest.get("device_id")
     if not isinstance(target, int) or session.get(Device, target) is None:
         raise InvalidInputError.at(

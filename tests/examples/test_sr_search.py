@@ -156,7 +156,9 @@ def test_main_searches_with_the_service_then_profiles_the_winner(
                  "mean_ms": ms, "min_ms": ms, "max_ms": ms, "p90_ms": ms}
             )  # fmt: skip
         lf.import_measurements(rows)
-        predictor = lf.wait_predictor(lf.train_predictor("sr_block", device.id).id, poll_s=0.05)
+        predictor = lf.wait_predictor(
+            lf.train_predictor("sr_block", device.id).id, poll_s=0.05, timeout_s=120
+        )
         lf.activate_predictor(predictor.id)
         status = main(
             ["--url", server.url, "--token", token, "--device", str(device.id), "--frequency", "max",

@@ -317,7 +317,9 @@ def test_measurements_predictors_predict_and_snapshots(
     predictor = lf.train_predictor("sr_block", probed_device, params={"n_estimators": 60, "seed": 1})
     assert isinstance(predictor, Predictor) and predictor.status == "training"
     states: list[str] = []
-    predictor = lf.wait_predictor(predictor.id, progress=lambda p: states.append(p.status), poll_s=0.05)
+    predictor = lf.wait_predictor(
+        predictor.id, progress=lambda p: states.append(p.status), poll_s=0.05, timeout_s=120
+    )
     assert predictor.status == "ready", predictor.error
     assert states[-1] == "ready"
     assert predictor.metrics["rows"] > 0 and predictor.metrics["mape"] >= 0

@@ -114,7 +114,9 @@ def test_predict_table_and_json_lines(
 ) -> None:
     rows = _measured_rows(probed_device)
     lf.import_measurements(rows)
-    predictor = lf.wait_predictor(lf.train_predictor("sr_block", probed_device).id, poll_s=0.05)
+    predictor = lf.wait_predictor(
+        lf.train_predictor("sr_block", probed_device).id, poll_s=0.05, timeout_s=120
+    )
     lf.activate_predictor(predictor.id)
     configs = [rows[0]["config"], rows[30]["config"]]
     path = tmp_path / "configs.jsonl"

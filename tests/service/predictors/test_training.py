@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from profilers.blocks import get_family
+from service.predictors import service as predictor_service
 from service.predictors.features import Featurizer
-from service.predictors.models import PredictorStatus
+from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.schemas import PredictorCreate, TrainFilters
 from service.predictors.service import create_predictor, train_predictor
 from service.predictors.training import TrainingError, fit_predictor
@@ -17,8 +23,10 @@ from service.settings import Settings
 from tests.service.predictors.synthetic import (
     FAST_PARAMS,
     FREQUENCIES,
+    add_device,
     insert_rows,
     synthetic_rows,
+    train_now,
 )
 
 
@@ -125,3 +133,68 @@ def test_trained_predictor_is_stored_with_provenance(trained, device_id: int) ->
     assert trained.feature_schema["default_cluster"] == "big"
     # Holdout rows follow the law closely (sanity of what the dashboard will plot).
     assert all(h["measured_ms"] > 0.5 and h["predicted_ms"] > 0 for h in trained.holdout)
+
+
+def test_training_stores_its_model_when_another_writer_commits_meanwhile(
+    db_session: Session, session_factory: sessionmaker[Session], settings: Settings, device_id: int
+) -> None:
+    """Another process (a worker storing measurements) commits between the store's read and its write.
+
+    A deferred SQLite transaction fails there at once ("database is locked") and left the predictor
+    `training` for ever; the store must take the write lock first, so the other writer simply waits.
+    """
+    insert_rows(db_session, device_id, synthetic_rows(40))
+    engine = session_factory.kw["bind"]
+    trained = threading.Event()
+    other_writer: list[threading.Thread] = []
+    other_device: list[int] = []
+
+    def fit_then_flag(*args: Any, **kwargs: Any) -> Any:
+        result = fit_predictor(*args, **kwargs)
+        trained.set()
+        return result
+
+    def commit_elsewhere() -> None:
+        with session_factory() as other:
+            other_device.append(add_device(other))
+
+    def after_store_read(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if trained.is_set() and not other_writer and "FROM predictor" in statement:
+            writer = threading.Thread(target=commit_elsewhere)
+            other_writer.append(writer)
+            writer.start()
+            writer.join(timeout=1.0)  # done at once when not locked out; else it waits for our commit
+
+    event.listen(engine, "after_cursor_execute", after_store_read)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(predictor_service, "fit_predictor", fit_then_flag)
+            predictor = train_now(session_factory, settings, device_id)
+    finally:
+        event.remove(engine, "after_cursor_execute", after_store_read)
+    assert other_writer, "the store phase never read the predictor"
+    other_writer[0].join(timeout=30)
+    assert predictor.status is PredictorStatus.ready, predictor.error
+    assert predictor.model and predictor.row_count == 120
+    assert len(other_device) == 1  # the other writer's commit is not lost either
+
+
+def test_a_failed_store_marks_the_predictor_failed(
+    db_session: Session,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    device_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    insert_rows(db_session, device_id, synthetic_rows(40))
+
+    def database_refuses(*_: Any) -> None:
+        raise OperationalError("UPDATE predictor", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(predictor_service, "_store_trained", database_refuses)
+    predictor = train_now(session_factory, settings, device_id)
+    assert predictor.status is PredictorStatus.failed
+    assert "storing the trained model failed" in (predictor.error or "")
+    assert "disk I/O error" in (predictor.error or "")
+    with session_factory() as session:
+        assert session.get(Predictor, predictor.id).model is None
