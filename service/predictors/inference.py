@@ -75,7 +75,7 @@ def load_booster(raw: bytes) -> xgb.Booster:
 
 
 class LatencyModel:
-    """The mean model and the p10/p90 quantile models of one predictor, ready to answer batches."""
+    """The median model and the p10/p90 quantile models of one predictor, ready to answer batches."""
 
     def __init__(self, schema: Mapping[str, Any], model: bytes, model_p10: bytes, model_p90: bytes) -> None:
         self.schema = dict(schema)

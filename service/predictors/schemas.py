@@ -26,6 +26,9 @@ class TrainParams(BaseModel):
     holdout_fraction: float | None = Field(None, gt=0, lt=0.9)
     validation_fraction: float | None = Field(None, gt=0, lt=0.9)
     seed: int | None = Field(None, ge=0)
+    refit: bool | None = Field(
+        None, description="after scoring the holdout, grow the served models on every config (default true)"
+    )
 
     def overrides(self) -> dict[str, Any]:
         """Only the parameters given."""

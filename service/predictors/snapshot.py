@@ -4,7 +4,7 @@ Members (all regular files at the archive's top level, nothing else is accepted)
 
     manifest.json        format + version, family, device, predictor facts, library versions,
                          and {member: {sha256, size}} for every other member
-    model.ubj            the mean model       (XGBoost UBJSON: `Booster.save_raw("ubj")`)
+    model.ubj            the median model     (XGBoost UBJSON: `Booster.save_raw("ubj")`)
     model_p10.ubj        the p10 model        (reg:quantileerror, alpha 0.1)
     model_p90.ubj        the p90 model        (alpha 0.9)
     feature_schema.json  what `Featurizer.from_schema` needs, the prior and the training ranges

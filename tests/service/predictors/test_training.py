@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 import numpy as np
 import pytest
+import xgboost as xgb
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from profilers.blocks import get_family
 from service.predictors import service as predictor_service
 from service.predictors.features import Featurizer
+from service.predictors.inference import LatencyModel
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.schemas import PredictorCreate, TrainFilters
 from service.predictors.service import create_predictor, train_predictor
@@ -25,6 +28,8 @@ from tests.service.predictors.synthetic import (
     FREQUENCIES,
     add_device,
     insert_rows,
+    law_ms,
+    sample_configs,
     synthetic_rows,
     train_now,
 )
@@ -43,6 +48,45 @@ def test_known_law_is_learnt_within_ten_percent() -> None:
     measured = np.array([h["measured_ms"] for h in result.holdout])
     predicted = np.array([h["predicted_ms"] for h in result.holdout])
     assert np.mean(np.abs(predicted - measured) / measured <= 0.10) == pytest.approx(metrics["within_10"])
+
+
+def test_slow_outliers_do_not_drag_predictions_up() -> None:
+    """A busy host makes some runs far slower, never faster: the point estimate must stay on the typical
+    latency (the median), where a least-squares fit on log-latency is pulled up by every outlier."""
+    rows = synthetic_rows(150, seed=7)
+    rng = np.random.default_rng(7)
+    slow = rng.random(len(rows)) < 0.15
+    rows = dataclasses.replace(
+        rows, median_ms=[ms * 1.6 if hit else ms for ms, hit in zip(rows.median_ms, slow, strict=True)]
+    )
+    result = fit_predictor(rows, {"n_estimators": 400})
+    model = LatencyModel(result.feature_schema, result.model, result.model_p10, result.model_p90)
+    fresh = sample_configs(60, seed=99)
+    predicted = model.predict(fresh, FREQUENCIES).latency_ms
+    family = get_family("sr_block")
+    truth = np.array([law_ms(family.costs(c).flops, f) for c in fresh for f in FREQUENCIES])
+    relative = predicted / truth - 1
+    assert abs(float(np.median(relative))) < 0.02, np.median(relative)
+    assert np.mean(np.abs(relative) <= 0.10) >= 0.95
+
+
+def test_served_models_are_refit_on_every_config() -> None:
+    rows = synthetic_rows(60, seed=4)
+    scored_only = fit_predictor(rows, {**FAST_PARAMS, "refit": False})
+    refit = fit_predictor(rows, FAST_PARAMS)
+    # The holdout is scored before the refit, by the same models in both runs.
+    assert refit.holdout == scored_only.holdout
+    assert refit.metrics["within_10"] == scored_only.metrics["within_10"]
+    assert refit.metrics["refit_rows"] == len(rows) and "refit_rows" not in scored_only.metrics
+    assert refit.model != scored_only.model
+    booster = xgb.Booster()
+    booster.load_model(bytearray(refit.model))
+    assert booster.num_boosted_rounds() == refit.metrics["boost_rounds"]["median"]
+    # Ranges now span the held-out configs too.
+    wider = np.array(refit.feature_schema["ranges"]["max"]) >= np.array(
+        scored_only.feature_schema["ranges"]["max"]
+    )
+    assert wider.all()
 
 
 def test_split_is_by_configuration() -> None:
