@@ -8,7 +8,8 @@ The measured rows are cached in `bench/data/sr_block_virtual_phone.csv` (its hea
 virtual phone); a rerun reuses them and measures only what is missing (`--remeasure` starts afresh). Each
 row of the curve trains on the first n configs of a 1,000-config pool × 3 frequencies and scores 300
 unseen configs; 100 of those are measured twice, and the repeat's agreement with the first measurement is
-printed as the noise ceiling no predictor can beat.
+printed as the data's repeatability: how often two noisy measurements of one config agree (a predictor
+of the typical latency, compared with one noisy measurement, can do better than that).
 
 `--synthetic`: the former source, a *synthetic* sr_block device — the latency is compute time at 4
 FLOPs/cycle, plus memory traffic at 6 GB/s scaled with frequency (×0.5 + 0.5), plus 0.08 ms per layer, times
@@ -147,7 +148,8 @@ def synthetic_main() -> None:
     seconds = time.perf_counter() - started
     print(
         f"\nTraining time for {len(big)} measurements ({len(set(big.config_hashes))} configs × "
-        f"{len(FREQUENCIES)} frequencies, default params, mean + p10 + p90 models): {seconds:.1f} s; "
+        f"{len(FREQUENCIES)} frequencies, default params, median + p10 + p90 models fitted, scored and "
+        f"refit): {seconds:.1f} s; "
         f"holdout within ±10 %: {result.metrics['within_10']:.1%}"
     )
 
@@ -326,7 +328,7 @@ def virtual_phone_main(runs: int, warmup: int, remeasure: bool, data_csv: Path =
         )
     print("RMSE ratio = FLOPs-only baseline RMSE / XGBoost RMSE (higher: XGBoost better)")
     print(
-        f"noise ceiling: {len(pairs)} test (config, frequency) pairs measured twice agree within ±10 % in "
+        f"repeatability: {len(pairs)} test (config, frequency) pairs measured twice agree within ±10 % in "
         f"{noise['within_10']:.1%} of cases (RMSE {noise['rmse_ms']:.3f} ms, ρ {noise['spearman']:.3f}); "
         f"test latencies {min(test.median_ms):.2f}–{max(test.median_ms):.2f} ms"
     )

@@ -3,7 +3,7 @@
 Trains a predictor (default parameters) on synthetic sr_block rows that follow a FLOPs/frequency law (the
 serving path does not depend on where the numbers came from), runs the API under uvicorn on loopback and
 times 1-config and 1,000-config requests with a keep-alive httpx client. Baselines in the same run:
-`Booster.inplace_predict` of the mean model alone and of all three models on the already-featurised batch.
+`Booster.inplace_predict` of the median model alone and of all three models on the already-featurised batch.
 
 A second table times the cold path, 1,000 configs never seen before: cost counts through the ONNX-free
 `CostTracer` (`fam.costs`) beside the same counts taken while building the ONNX graph (`GraphBuilder`, the
@@ -236,7 +236,7 @@ def main() -> None:
     trees = model.booster.num_boosted_rounds()
     print(
         f"\n/v1/predict over HTTP (uvicorn, loopback, keep-alive) vs raw xgboost inplace_predict; "
-        f"{args.rounds} rounds in 10 alternated blocks, mean model {trees} trees, "
+        f"{args.rounds} rounds in 10 alternated blocks, median model {trees} trees, "
         f"nthread={PREDICT_THREADS} (both sides), warm feature cache, body pre-encoded"
     )
     head = (
@@ -252,7 +252,7 @@ def main() -> None:
             f"{n:>7} | {med:>7.2f}ms {_p99(http):>7.2f}ms | {r1:>7.3f}ms | {r3:>7.3f}ms | "
             f"{statistics.median(in_process):>9.3f}ms | {med / r3:>9.2f} | {target:>10}"
         )
-    print("raw 1 = mean model only; raw 3 = mean + p10 + p90 models (what the service evaluates);")
+    print("raw 1 = median model only; raw 3 = median + p10 + p90 models (what the service evaluates);")
     print("in-proc = LatencyModel.predict (featurise from cache + 3 models + extrapolation check), no HTTP")
     cold_featurisation()
 

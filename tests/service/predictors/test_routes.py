@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.app import create_app
 from service.predictors.models import Predictor
+from service.predictors.schemas import PredictResponse
 from service.predictors.snapshot import Snapshot
 from service.settings import Settings
 from tests.service.predictors.synthetic import (
@@ -70,6 +71,9 @@ def test_train_over_http_then_activate_and_predict(
     assert several.status_code == 200, several.text
     body = several.json()
     assert body["predictor_id"] == done["id"] and len(body["predictions"]) == 6
+    # The hand-encoded body is exactly the documented response model (no field missing or extra).
+    documented = PredictResponse.model_validate_json(several.content, strict=True)
+    assert documented.model_dump() == body
     # Config-major: row i*2 + j is config i at frequency j.
     for j, freq in enumerate([800_000, 2_400_000]):
         single = _predict(client, predict, device_id, configs, frequency_khz=freq).json()["predictions"]
