@@ -9,7 +9,14 @@ the family's pydantic config model (`feature_layout`), never hand-listed per fam
 - costs from `profilers.blocks` (`fam.costs`): totals (FLOPs, params, activation bytes, layers) and FLOPs
   and activation bytes per conv layer, padded to the family's layer slots;
 - run conditions: frequency (MHz), FLOPs / frequency, activation bytes / frequency, threads, and the
-  cluster one-hot plus its ordinal.
+  cluster one-hot plus its ordinal;
+- kernels (features version 2): the block as a sum of kernels, as kernel-level predictors see it — MACs per
+  conv kernel shape (GEMM depth K = c_in·k²/groups and width N = c_out, each in third-of-an-octave
+  buckets), output bytes per other op, and the layer count of each; the list of kernels is the training
+  data's, stored in the schema. A kernel not in the list counts as its nearest listed conv kernel and its
+  MACs also land in `kernel:unseen_macs`, whose training range is 0, so such configs are flagged
+  extrapolated. The physics prior of a kernel featuriser adds every kernel column over the frequency and as
+  it is to the generic terms: the extra cost of each kernel shape is learnt from whole-block measurements.
 
 Per-config features are computed once per distinct config (parsing + cost counts take ~30 µs a config)
 and cached by the config's marshal bytes (its repr when marshal cannot encode it), or by its JSON text
@@ -21,7 +28,9 @@ module imports no database code: the snapshot loader depends on it.
 from __future__ import annotations
 
 import enum
+import hashlib
 import marshal
+import math
 import threading
 import typing
 from collections.abc import Mapping, Sequence
@@ -33,11 +42,14 @@ import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from profilers.blocks import BlockConfigError, get_family
+from profilers.blocks.graph import Costs
 
 #: Bumped whenever the layout or the arithmetic of features changes; snapshots of another version are refused.
-FEATURES_VERSION = 1
+#: Version 2 added kernel columns; a schema of version 1 (no kernels) still reads, with exactly its layout.
+FEATURES_VERSION = 2
+READABLE_FEATURE_VERSIONS = (1, 2)
 
-#: Terms of `Featurizer.prior_design`, in column order (stored with a predictor's prior coefficients).
+#: Terms of `Featurizer.prior_design` without kernels, in column order (stored with a predictor's prior).
 PRIOR_TERMS = (
     "flops_per_mhz",
     "activation_bytes_per_mhz",
@@ -53,6 +65,46 @@ _LAYER_SLOTS = {"sr_block": 18, "conv": 1, "mbconv": 5}
 
 #: Distinct configs whose features are kept per family (bounded so a long search cannot grow memory).
 _CACHE_LIMIT = 200_000
+
+#: The column collecting MACs of conv kernels the training data did not hold.
+UNSEEN_KERNEL_COLUMN = "kernel:unseen_macs"
+
+
+def _bucket(value: float) -> int:
+    """Third-of-an-octave bucket: 4, 8, 12, 16, 24, 32 channels all differ; 63 and 64 do not."""
+    return round(3.0 * math.log2(max(value, 1.0)))
+
+
+def kernel_costs(costs: Costs) -> dict[str, float]:
+    """The block as kernels: `Conv/<K bucket>/<N bucket>` → MACs, `<op>` → output bytes, `<op>#` → count."""
+    kernels: dict[str, float] = {}
+    for layer in costs.layers:
+        if layer.op == "Conv":
+            c_out = layer.output_shape[1] if len(layer.output_shape) > 1 else 1
+            depth = layer.params / max(c_out, 1)  # c_in·k²/groups (+1 for the bias)
+            key, value = f"Conv/{_bucket(depth)}/{_bucket(c_out)}", float(layer.macs)
+        else:
+            key, value = layer.op, float(layer.activation_bytes)
+        kernels[key] = kernels.get(key, 0.0) + value
+        kernels[layer.op + "#"] = kernels.get(layer.op + "#", 0.0) + 1.0
+    return kernels
+
+
+def discover_kernels(family: str, configs: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The sorted kernels of `configs` (valid ones; a bad config is reported by `config_rows`)."""
+    fam = get_family(family)
+    found: set[str] = set()
+    for config in configs:
+        try:
+            found.update(kernel_costs(fam.costs(fam.parse(config))))
+        except (ValidationError, BlockConfigError):
+            continue
+    return tuple(sorted(found))
+
+
+def _conv_shape(key: str) -> tuple[int, int] | None:
+    parts = key.split("/")
+    return (int(parts[1]), int(parts[2])) if len(parts) == 3 and parts[0] == "Conv" else None
 
 
 class FeatureError(ValueError):
@@ -179,9 +231,13 @@ class JsonConfigs(Sequence[Any]):
         back to full validation and report the body exactly as it would have.
         """
         batch = cls(family, texts)
-        cache = _JSON_CACHES.get(family)  # never made here: `family` is not known to be a family yet
-        rows = cache.get_many(texts) if cache is not None else [None] * len(texts)
-        for i, row in enumerate(rows):
+        # Never made here (`family` is not known to be a family yet); a text any layout holds is valid JSON.
+        caches = [c for name, c in list(_JSON_CACHES.items()) if name.split(":")[0] == family]
+        known = caches[0].get_many(texts) if caches else [None] * len(texts)
+        for cache in caches[1:]:
+            more = cache.get_many(texts)
+            known = [row if row is not None else other for row, other in zip(known, more, strict=True)]
+        for i, row in enumerate(known):
             if row is None:
                 batch._decoded[i] = pydantic_core.from_json(texts[i])
         return batch
@@ -239,17 +295,27 @@ class Featurizer:
 
     family: str
     clusters: list[str]
+    kernels: tuple[str, ...] = ()
     specs: list[FieldSpec] = field(init=False)
     slots: int = field(init=False)
     config_names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.kernels = tuple(self.kernels)
         self.specs, self.slots = feature_layout(self.family)
         self.config_names = _config_feature_names(self.specs, self.slots)
         self._flops_col = self.config_names.index("flops")
         self._act_col = self.config_names.index("activation_bytes")
         self._layers_col = self.config_names.index("layers")
+        self._kernel_col = len(self.config_names)
+        if self.kernels:
+            self.config_names += [f"kernel:{k}" for k in self.kernels] + [UNSEEN_KERNEL_COLUMN]
+        self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
+        self._conv_shapes = {k: shape for k in self.kernels if (shape := _conv_shape(k)) is not None}
         self._family = get_family(self.family)
+        # Rows of one layout share a cache; the kernel list is part of the layout.
+        digest = hashlib.sha256("\n".join(self.kernels).encode()).hexdigest()[:16]
+        self._cache_name = f"{self.family}:{digest}" if self.kernels else self.family
 
     @property
     def names(self) -> list[str]:
@@ -263,6 +329,7 @@ class Featurizer:
             "features_version": FEATURES_VERSION,
             "family": self.family,
             "clusters": list(self.clusters),
+            "kernels": list(self.kernels),
             "names": self.names,
         }
 
@@ -270,9 +337,16 @@ class Featurizer:
     def from_schema(cls, schema: Mapping[str, Any]) -> Featurizer:
         """Rebuild the featuriser of a stored schema; refuses another features version or layout."""
         version = schema.get("features_version")
-        if version != FEATURES_VERSION:
-            raise ValueError(f"feature schema version {version!r}; this build computes {FEATURES_VERSION}")
-        featurizer = cls(str(schema["family"]), [str(c) for c in schema.get("clusters", [])])
+        if version not in READABLE_FEATURE_VERSIONS:
+            raise ValueError(
+                f"feature schema version {version!r}; this build reads versions "
+                f"{', '.join(map(str, READABLE_FEATURE_VERSIONS))}"
+            )
+        featurizer = cls(
+            str(schema["family"]),
+            [str(c) for c in schema.get("clusters", [])],
+            tuple(str(k) for k in schema.get("kernels", [])),
+        )
         if list(schema.get("names", [])) != featurizer.names:
             raise ValueError("the feature names of the schema differ from the ones this build computes")
         return featurizer
@@ -300,15 +374,32 @@ class Featurizer:
             flops[slot] += layer.flops
             acts[slot] += layer.activation_bytes
         values += [costs.flops, costs.params, costs.activation_bytes, len(costs.layers), len(convs)]
-        return np.asarray(values + flops + acts, dtype=np.float64)
+        return np.asarray(values + flops + acts + self._kernel_values(costs), dtype=np.float64)
+
+    def _kernel_values(self, costs: Costs) -> list[float]:
+        if not self.kernels:
+            return []
+        values = [0.0] * (len(self.kernels) + 1)
+        for key, value in kernel_costs(costs).items():
+            index = self._kernel_index.get(key)
+            if index is None:
+                shape = _conv_shape(key)
+                if shape is None or not self._conv_shapes:
+                    continue  # an op or count the training data never held: only the trees see it
+                # The nearest listed conv shape stands in, and the config is flagged extrapolated.
+                nearest = min(self._conv_shapes, key=lambda k: math.dist(self._conv_shapes[k], shape))
+                index = self._kernel_index[nearest]
+                values[-1] += value
+            values[index] += value
+        return values
 
     def config_rows(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Per-config feature rows (float64, n × len(config_names)); raises FeatureError on a bad config."""
         if isinstance(configs, JsonConfigs) and configs.family == self.family:
-            cache = _cache_for(self.family, _JSON_CACHES)
+            cache = _cache_for(self._cache_name, _JSON_CACHES)
             keys: list[bytes | str] = list(configs.texts)
         else:
-            cache = _cache_for(self.family)
+            cache = _cache_for(self._cache_name)
             keys = _cache_keys(configs)
         rows = cache.get_many(keys)
         fresh: list[tuple[bytes | str, np.ndarray]] = []
@@ -349,28 +440,32 @@ class Featurizer:
         `cluster` are one value for the batch or one per row.
         """
         freqs = np.asarray(frequencies_khz, dtype=np.float64)
+        n_config = config_rows.shape[1]
         if broadcast:
             n_freq = freqs.shape[0]
-            base = np.repeat(config_rows, n_freq, axis=0)
+            n = config_rows.shape[0] * n_freq
             freqs = np.tile(freqs, config_rows.shape[0])
         else:
-            base = config_rows
-        n = base.shape[0]
+            n = config_rows.shape[0]
+        # Filled in place, float32 from the start: one pass over the wide config part, no stacking copies.
+        x = np.zeros((n, n_config + 5 + len(self.clusters)), dtype=np.float32)
+        if broadcast:
+            x[:, :n_config].reshape(config_rows.shape[0], n_freq, n_config)[:] = config_rows[:, None, :]
+            flops = np.repeat(config_rows[:, self._flops_col], n_freq)
+            acts = np.repeat(config_rows[:, self._act_col], n_freq)
+        else:
+            x[:, :n_config] = config_rows
+            flops, acts = config_rows[:, self._flops_col], config_rows[:, self._act_col]
         mhz = freqs / 1000.0
         cluster_idx = self._cluster_index(cluster, n)
-        onehot = np.zeros((n, len(self.clusters)), dtype=np.float64)
-        known = cluster_idx >= 0
-        onehot[np.nonzero(known)[0], cluster_idx[known]] = 1.0
-        run = np.column_stack(
-            [
-                mhz,
-                base[:, self._flops_col] / mhz,
-                base[:, self._act_col] / mhz,
-                np.broadcast_to(np.asarray(threads, dtype=np.float64), (n,)),
-                cluster_idx.astype(np.float64),
-            ]
-        )
-        return np.hstack([base, run, onehot]).astype(np.float32)
+        x[:, n_config] = mhz
+        x[:, n_config + 1] = flops / mhz
+        x[:, n_config + 2] = acts / mhz
+        x[:, n_config + 3] = np.asarray(threads, dtype=np.float64)
+        x[:, n_config + 4] = cluster_idx
+        known = np.nonzero(cluster_idx >= 0)[0]
+        x[known, n_config + 5 + cluster_idx[known]] = 1.0
+        return x
 
     def _cluster_index(self, cluster: np.ndarray | str, n: int) -> np.ndarray:
         lookup = {c: i for i, c in enumerate(self.clusters)}
@@ -378,19 +473,51 @@ class Featurizer:
             return np.full(n, lookup.get(cluster, -1), dtype=np.int64)
         return np.fromiter((lookup.get(str(c), -1) for c in cluster), dtype=np.int64, count=len(cluster))
 
+    def prior_terms(self) -> list[str]:
+        """Names of the `prior_design` columns, in order (stored with a predictor's prior coefficients)."""
+        per_kernel = [name for k in self.kernels for name in (f"{k}/MHz", k)]
+        return [*PRIOR_TERMS, *per_kernel]
+
     def prior_design(self, x: np.ndarray) -> np.ndarray:
-        """Terms of the physics prior, one row per row of `x` (float64, n × len(PRIOR_TERMS)).
+        """Terms of the physics prior, one row per row of `x` (float64, n × len(prior_terms())).
 
         Latency ≈ compute (FLOPs / f) + memory traffic (bytes / f, or bytes at a fixed bandwidth) + per-layer
-        and per-call overheads (cycles / f, or fixed); the prior is a non-negative mix of exactly these.
+        and per-call overheads (cycles / f, or fixed); the prior is a non-negative mix of exactly these,
+        followed, when the featuriser has kernels, by each kernel's work over f and as it is (the extra
+        cost of that kernel shape beyond the generic rates; `fit_prior` shrinks those toward 0).
         """
+        generic, mhz = self._generic_design(x)
+        if not self.kernels:
+            return generic
+        kernels = x[:, self._kernel_col : self._kernel_col + len(self.kernels)].astype(np.float64)
+        design = np.empty((x.shape[0], len(PRIOR_TERMS) + 2 * len(self.kernels)), dtype=np.float64)
+        design[:, : len(PRIOR_TERMS)] = generic
+        design[:, len(PRIOR_TERMS) :: 2] = kernels / mhz[:, None]
+        design[:, len(PRIOR_TERMS) + 1 :: 2] = kernels
+        return design
+
+    def _generic_design(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The `PRIOR_TERMS` columns of each row, and the rows' MHz."""
         n = len(self.config_names)
         # Only the five columns used are widened to float64, not the whole matrix.
         cols = x[:, [n, n + 1, n + 2, self._act_col, self._layers_col]].astype(np.float64)
         mhz, flops_per_mhz, acts_per_mhz, acts, layers = cols.T
-        return np.column_stack(
-            [flops_per_mhz, acts_per_mhz, layers / mhz, 1.0 / mhz, acts, layers, np.ones(x.shape[0])]
-        )
+        generic = [flops_per_mhz, acts_per_mhz, layers / mhz, 1.0 / mhz, acts, layers, np.ones(x.shape[0])]
+        return np.column_stack(generic), mhz
+
+    def prior_ms(self, x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+        """`prior_design(x) @ coefficients` without building the design (the serving path's margin).
+
+        The kernel terms are summed as (kernels @ per-MHz weights) / MHz + kernels @ fixed weights: at 1,000
+        rows and ~60 kernels that is a tenth of the cost of materialising the 130-column design first.
+        """
+        n_generic = len(PRIOR_TERMS)
+        generic, mhz = self._generic_design(x)
+        prior = generic @ coefficients[:n_generic]
+        if self.kernels:
+            kernels = x[:, self._kernel_col : self._kernel_col + len(self.kernels)].astype(np.float64)
+            prior += (kernels @ coefficients[n_generic::2]) / mhz + kernels @ coefficients[n_generic + 1 :: 2]
+        return prior
 
     def baseline_input(self, x: np.ndarray) -> np.ndarray:
         """log(FLOPs / MHz) of each row: the one input of the log-log baseline the trees correct."""

@@ -17,15 +17,15 @@ import msgspec
 import numpy as np
 import xgboost as xgb
 
-from service.predictors.features import PRIOR_TERMS, Featurizer
+from service.predictors.features import Featurizer
 
 #: Floor of the prior (ms) before its logarithm: a row whose non-negative terms all vanish stays finite.
 PRIOR_FLOOR_MS = 1e-6
 
 
-def prior_log_ms(design: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    """log of the physics prior (ms) of each row of `Featurizer.prior_design` (float64)."""
-    return np.log(np.maximum(design @ coefficients, PRIOR_FLOOR_MS))
+def prior_log_ms(featurizer: Featurizer, x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """log of the physics prior (ms) of each row of the feature matrix `x` (float64)."""
+    return np.log(np.maximum(featurizer.prior_ms(x, coefficients), PRIOR_FLOOR_MS))
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class LatencyModel:
         # A predictor trained before the physics prior has none; it keeps its log-log baseline margin.
         prior = schema.get("prior")
         self.prior = None if prior is None else np.asarray(prior["coefficients"], dtype=np.float64)
-        if self.prior is not None and list(prior["terms"]) != list(PRIOR_TERMS):
+        if self.prior is not None and list(prior["terms"]) != self.featurizer.prior_terms():
             raise ValueError("the prior terms of the schema differ from the ones this build computes")
         ranges = schema["ranges"]
         self.low = np.asarray(ranges["min"], dtype=np.float32)
@@ -111,7 +111,7 @@ class LatencyModel:
     def margins(self, x: np.ndarray) -> np.ndarray:
         """The prior's log-latency per row (float32, as XGBoost takes base margins)."""
         if self.prior is not None:
-            return prior_log_ms(self.featurizer.prior_design(x), self.prior).astype(np.float32)
+            return prior_log_ms(self.featurizer, x, self.prior).astype(np.float32)
         c0, c1 = self.baseline
         return (c0 + c1 * self.featurizer.baseline_input(x)).astype(np.float32)
 

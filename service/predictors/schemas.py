@@ -29,6 +29,9 @@ class TrainParams(BaseModel):
     refit: bool | None = Field(
         None, description="after scoring the holdout, grow the served models on every config (default true)"
     )
+    kernel_prior: bool | None = Field(
+        None, description="prior as per-kernel-shape costs (default true); false: FLOPs/bytes/layers terms"
+    )
 
     def overrides(self) -> dict[str, Any]:
         """Only the parameters given."""

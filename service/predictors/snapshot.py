@@ -32,7 +32,7 @@ from typing import Any
 
 import xgboost as xgb
 
-from service.predictors.features import FEATURES_VERSION
+from service.predictors.features import FEATURES_VERSION, READABLE_FEATURE_VERSIONS
 from service.predictors.inference import LatencyModel, Predictions
 
 SNAPSHOT_FORMAT = "latfarm.predictor-snapshot"
@@ -82,7 +82,8 @@ def build_snapshot(
         **manifest,
         "format": SNAPSHOT_FORMAT,
         "format_version": SNAPSHOT_FORMAT_VERSION,
-        "features_version": FEATURES_VERSION,
+        # The version the predictor's features were computed with (an older predictor keeps its own).
+        "features_version": feature_schema.get("features_version", FEATURES_VERSION),
         "members": {
             name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
             for name, data in payload.items()
@@ -149,10 +150,11 @@ def _check_compatible(manifest: Mapping[str, Any]) -> None:
             f"incompatible snapshot: format version {manifest.get('format_version')!r}, "
             f"this build reads version {SNAPSHOT_FORMAT_VERSION}"
         )
-    if manifest.get("features_version") != FEATURES_VERSION:
+    if manifest.get("features_version") not in READABLE_FEATURE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_FEATURE_VERSIONS))
         raise SnapshotError(
             f"incompatible snapshot: features version {manifest.get('features_version')!r}, "
-            f"this build computes version {FEATURES_VERSION}; retrain or use a matching latfarm"
+            f"this build reads versions {readable}; retrain or use a matching latfarm"
         )
     made_with = str(manifest.get("library_versions", {}).get("xgboost", "0"))
     try:

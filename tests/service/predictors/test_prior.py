@@ -1,4 +1,8 @@
-"""The physics prior under the trees: fitted on a known law, stored with the schema, absent from old ones."""
+"""The physics prior under the trees: fitted on a known law, stored with the schema, absent from old ones.
+
+Two priors: the generic one (FLOPs, bytes and layer terms; `kernel_prior: false` and features version 1)
+and the kernel prior (those terms plus each kernel shape's own cost; the default).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,17 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from service.predictors.features import PRIOR_TERMS, Featurizer
+from profilers.blocks import config_hash, get_family
+from service.predictors.features import PRIOR_TERMS, UNSEEN_KERNEL_COLUMN, Featurizer
 from service.predictors.inference import LatencyModel
 from service.predictors.snapshot import Snapshot, build_snapshot
-from service.predictors.training import TrainingResult, fit_predictor, fit_prior, library_versions
+from service.predictors.training import (
+    TrainingResult,
+    TrainingRows,
+    fit_predictor,
+    fit_prior,
+    library_versions,
+)
 from tests.service.predictors.synthetic import (
     FAST_PARAMS,
     FREQUENCIES,
@@ -21,6 +32,11 @@ from tests.service.predictors.synthetic import (
 
 @pytest.fixture(scope="module")
 def result() -> TrainingResult:
+    return fit_predictor(synthetic_rows(60, seed=7), {**FAST_PARAMS, "kernel_prior": False})
+
+
+@pytest.fixture(scope="module")
+def kernel_result() -> TrainingResult:
     return fit_predictor(synthetic_rows(60, seed=7), FAST_PARAMS)
 
 
@@ -29,7 +45,8 @@ def _features(featurizer: Featurizer, configs: list[dict], freqs: list[int]) -> 
     return featurizer.matrix(rows, np.asarray(freqs, dtype=np.float64), 1, "big", broadcast=True)
 
 
-def test_prior_recovers_the_known_law(result: TrainingResult) -> None:
+def test_generic_prior_recovers_the_known_law(result: TrainingResult) -> None:
+    assert result.feature_schema["kernels"] == []
     prior = result.feature_schema["prior"]
     assert prior["terms"] == list(PRIOR_TERMS)
     coefficients = dict(zip(PRIOR_TERMS, prior["coefficients"], strict=True))
@@ -105,3 +122,84 @@ def test_schema_with_other_prior_terms_is_refused(result: TrainingResult) -> Non
     schema["prior"] = {"terms": ["flops"], "coefficients": [1.0]}
     with pytest.raises(ValueError, match="prior terms"):
         LatencyModel(schema, result.model, result.model_p10, result.model_p90)
+
+
+def test_kernel_prior_keeps_the_generic_terms_first_and_fits_the_known_law(
+    kernel_result: TrainingResult,
+) -> None:
+    schema = kernel_result.feature_schema
+    model = LatencyModel(schema, kernel_result.model, kernel_result.model_p10, kernel_result.model_p90)
+    kernels = schema["kernels"]
+    assert any(k.startswith("Conv/") for k in kernels) and "Conv#" in kernels and "DepthToSpace" in kernels
+    terms = schema["prior"]["terms"]
+    assert terms == model.featurizer.prior_terms() and terms[: len(PRIOR_TERMS)] == list(PRIOR_TERMS)
+    assert len(terms) == len(PRIOR_TERMS) + 2 * len(kernels)
+    assert all(c >= 0.0 for c in schema["prior"]["coefficients"])
+    configs = sample_configs(30, seed=99)
+    x = _features(model.featurizer, configs, FREQUENCIES)
+    flops = x[:, model.featurizer.names.index("flops")].astype(np.float64)
+    law = np.array([law_ms(f, k) for f, k in zip(flops, np.tile(FREQUENCIES, len(configs)), strict=True)])
+    prior_ms = np.exp(model.margins(x).astype(np.float64))
+    assert np.median(np.abs(prior_ms - law) / law) < 0.03
+
+
+def _kernel_law_rows(n_configs: int, seed: int) -> TrainingRows:
+    """A device whose 3×3 convs into 12 channels cost 4× per MAC what every other conv costs."""
+    family = get_family("sr_block")
+    configs = sample_configs(n_configs, seed=seed)
+    ids, cs, hashes, freqs, ms = [], [], [], [], []
+    for config in configs:
+        cycles = 0.0
+        for layer in family.costs(config).layers:
+            if layer.op == "Conv":
+                cycles += layer.macs * (4.0 if layer.output_shape[1] == 12 else 1.0)
+        for f in FREQUENCIES:
+            ids.append(len(ids) + 1)
+            cs.append(config)
+            hashes.append(config_hash("sr_block", config))
+            freqs.append(f)
+            ms.append(cycles / (2.0 * f) + 0.5)
+    n = len(ids)
+    return TrainingRows("sr_block", ids, cs, hashes, freqs, [1] * n, ["big"] * n, ms)
+
+
+def test_kernel_prior_learns_what_one_kernel_shape_costs() -> None:
+    """FLOPs cannot tell a slow kernel shape from a fast one; the kernel prior learns each shape's cost."""
+    rows = _kernel_law_rows(80, seed=3)
+    test = _kernel_law_rows(40, seed=1234)
+    errors = {}
+    for kernel_prior in (True, False):
+        fitted = fit_predictor(rows, {**FAST_PARAMS, "kernel_prior": kernel_prior})
+        model = LatencyModel(fitted.feature_schema, fitted.model, fitted.model_p10, fitted.model_p90)
+        configs = test.configs[:: len(FREQUENCIES)]
+        predicted = model.predict(configs, FREQUENCIES).latency_ms
+        errors[kernel_prior] = np.abs(predicted / np.asarray(test.median_ms) - 1)
+    assert np.mean(errors[True] <= 0.10) >= 0.95
+    assert np.median(errors[True]) < 0.5 * np.median(errors[False])
+
+
+def test_a_version_1_schema_reads_and_predicts_as_the_generic_prior(result: TrainingResult) -> None:
+    current = dict(result.feature_schema)
+    stored_before_kernels = {k: v for k, v in current.items() if k != "kernels"} | {"features_version": 1}
+    old = LatencyModel(stored_before_kernels, result.model, result.model_p10, result.model_p90)
+    new = LatencyModel(current, result.model, result.model_p10, result.model_p90)
+    configs = sample_configs(20, seed=12)
+    got, want = old.predict(configs, FREQUENCIES), new.predict(configs, FREQUENCIES)
+    for name in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    with pytest.raises(ValueError, match="version 3"):
+        LatencyModel(current | {"features_version": 3}, result.model, result.model_p10, result.model_p90)
+
+
+def test_a_kernel_shape_never_trained_on_is_flagged_extrapolated(kernel_result: TrainingResult) -> None:
+    model = LatencyModel(
+        kernel_result.feature_schema, kernel_result.model, kernel_result.model_p10, kernel_result.model_p90
+    )
+    known = sample_configs(1, seed=0)[0]  # a training config: every kernel listed
+    # 40 channels: a width bucket (between 32 and 48) that no training config holds.
+    novel = {**known, "widths": [40] * len(known["widths"])}
+    rows = model.featurizer.config_rows([known, novel])
+    unseen = model.featurizer.config_names.index(UNSEEN_KERNEL_COLUMN)
+    assert rows[0, unseen] == 0.0 and rows[1, unseen] > 0.0
+    flags = model.predict([known, novel], [FREQUENCIES[0]]).extrapolated
+    assert flags.tolist() == [False, True]
