@@ -9,9 +9,9 @@ Recipe (why each step):
   non-negative weights fitted for least relative error (`fit_prior`) — gives the base margin log(prior) the
   trees correct, so the trees learn a smooth residual and the model extrapolates sanely in size and
   frequency. Kernel-level costs are what published mobile predictors build on: a 12→16-channel conv does
-  not cost what a 32→32 one costs per MAC. On virtual-phone data the kernel prior holds 89 % of unseen
+  not cost what a 32→32 one costs per MAC. On virtual-phone data the kernel prior holds 91 % of unseen
   configs within ±10 % from 1,000 measurements, the former FLOPs/bytes/layers prior (`kernel_prior:
-  false`, and predictors trained before it) 65 %; the log-log baseline `c0 + c1·log(FLOPs/MHz)` is still
+  false`, and predictors trained before it) 70 %; the log-log baseline `c0 + c1·log(FLOPs/MHz)` is still
   stored, and serves predictors trained before any prior;
 - XGBoost with early stopping on a validation split of the training configs, fitted for least *absolute*
   log error (`reg:absoluteerror`, the median): a host hiccup makes a few measurements far slower, never
@@ -189,7 +189,7 @@ def fit_prior(design: np.ndarray, measured_ms: np.ndarray, *, shrunk_from: int |
     the prior any more than the median trees above it. Columns from `shrunk_from` on (the per-kernel terms)
     carry a small ridge penalty: with few configs and dozens of kernel shapes the plain fit has many exact
     solutions and scatters them, while the penalty keeps what the generic rates explain with them (on
-    virtual-phone data, 50 configs: 70 % within ±10 % instead of 56 %; 1,000 configs: unchanged).
+    virtual-phone data, 50 configs: 67 % within ±10 % instead of 64 %; 1,000 configs: unchanged).
     """
     relative = design / measured_ms[:, None]
     scale = np.abs(relative).max(axis=0)
