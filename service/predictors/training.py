@@ -267,19 +267,21 @@ def _fit_models(
     z = featurizer.baseline_input(x)
     design = np.column_stack([np.ones(int(fit.sum())), z[fit]])
     (c0, c1), *_ = np.linalg.lstsq(design, y[fit], rcond=None)
-    prior_x = featurizer.prior_design(x)
-    prior = fit_prior(prior_x[fit], measured[fit], shrunk_from=len(PRIOR_TERMS))
+    prior = fit_prior(featurizer.prior_design(x[fit]), measured[fit], shrunk_from=len(PRIOR_TERMS))
     margin = prior_log_ms(featurizer, x, prior).astype(np.float32)
     dfit = xgb.DMatrix(x[fit], label=y[fit], base_margin=margin[fit])
+    dval = None
+    if rounds is None:
+        assert validation is not None
+        dval = xgb.DMatrix(x[validation], label=y[validation], base_margin=margin[validation])
     boosted = []
     for i, objective in enumerate(_OBJECTIVES):
-        if rounds is not None:
+        if dval is not None:
+            boosted.append(_boost(params, dfit, dval, **objective))
+        else:
+            assert rounds is not None
             booster = xgb.train(_xgb_params(params, **objective), dfit, num_boost_round=int(rounds[i]))
             boosted.append((bytes(booster.save_raw("ubj")), int(rounds[i])))
-        else:
-            assert validation is not None
-            dval = xgb.DMatrix(x[validation], label=y[validation], base_margin=margin[validation])
-            boosted.append(_boost(params, dfit, dval, **objective))
     x_fit = x[fit]
     schema = {
         **featurizer.to_schema(),
