@@ -489,12 +489,16 @@ class Featurizer:
         generic, mhz = self._generic_design(x)
         if not self.kernels:
             return generic
-        kernels = x[:, self._kernel_col : self._kernel_col + len(self.kernels)].astype(np.float64)
+        kernels = self._kernel_block(x)
         design = np.empty((x.shape[0], len(PRIOR_TERMS) + 2 * len(self.kernels)), dtype=np.float64)
         design[:, : len(PRIOR_TERMS)] = generic
         design[:, len(PRIOR_TERMS) :: 2] = kernels / mhz[:, None]
         design[:, len(PRIOR_TERMS) + 1 :: 2] = kernels
         return design
+
+    def _kernel_block(self, x: np.ndarray) -> np.ndarray:
+        """The kernel columns of `x` (the listed kernels, not the unseen-MACs column), as float64."""
+        return x[:, self._kernel_col : self._kernel_col + len(self.kernels)].astype(np.float64)
 
     def _generic_design(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The `PRIOR_TERMS` columns of each row, and the rows' MHz."""
@@ -515,7 +519,7 @@ class Featurizer:
         generic, mhz = self._generic_design(x)
         prior = generic @ coefficients[:n_generic]
         if self.kernels:
-            kernels = x[:, self._kernel_col : self._kernel_col + len(self.kernels)].astype(np.float64)
+            kernels = self._kernel_block(x)
             prior += (kernels @ coefficients[n_generic::2]) / mhz + kernels @ coefficients[n_generic + 1 :: 2]
         return prior
 
