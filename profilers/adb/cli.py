@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="split the runs into this many passes through the configs of a frequency (default 1)",
+    )
+    parser.add_argument(
         "--key", type=Path, default=None, help="ADB RSA key (default $LATFARM_STATE_DIR/adbkey)"
     )
     parser.add_argument(
@@ -62,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         configs = [json.loads(text) for text in args.config]
-        runtime = RuntimeSettings(runs=args.runs, warmup=args.warmup, threads=args.threads)
+        runtime = RuntimeSettings(
+            runs=args.runs, warmup=args.warmup, threads=args.threads, passes=args.passes
+        )
         frequencies = args.frequency or [None]
         requests = [
             ProfileRequest(family=args.family, config=config, cluster=args.cluster, frequency_khz=khz)

@@ -10,6 +10,12 @@ Benchmark program: ``onnxruntime_perf_test -e cpu -m times -r N -x THREADS -s -I
 (stdout parsed by :func:`parse_onnxruntime_perf_test`; per-run times from the result file when the
 program writes one). Warm-up is a separate invocation of ``-r warmup`` runs just before the timed one.
 
+Passes: with ``RuntimeSettings.passes = P > 1`` the timed runs of every request are split into P
+invocations, taken in P passes through the group of requests sharing a pin (A B C, A B C, …), and the
+record's statistics are those of all its runs together. A disturbance of the phone (a background job, a
+busy host under a virtual phone) lasting a few seconds then slows one pass of the records it meets, not
+all their runs, so their medians barely move; the records of a group come after its last pass.
+
 Validity: a record is kept but flagged ``valid=False`` with a reason when a pinned cluster was observed
 at another frequency before or after the run, or when the hottest zone reached the trip point. A phone
 without root is measured unpinned (``pinned=False``) with the observed frequency recorded. Any error
@@ -22,11 +28,20 @@ import hashlib
 import re
 import shlex
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from profilers.adb.errors import CommandFailedError, OutputParseError
 from profilers.adb.facts import DeviceFacts, probe
@@ -38,7 +53,7 @@ from profilers.adb.frequency import (
     resolve_cluster,
     root_mode,
 )
-from profilers.adb.parsers import BenchmarkStats, parse_onnxruntime_perf_test
+from profilers.adb.parsers import BenchmarkStats, parse_onnxruntime_perf_test, stats_from_runs
 from profilers.adb.session import DeviceSession
 from profilers.adb.thermal import cooldown, hottest_celsius, trip_point_celsius
 from profilers.blocks import config_hash, get_family
@@ -61,6 +76,18 @@ class RuntimeSettings(BaseModel):
     runs: int = Field(default=10, ge=1, le=10_000)
     warmup: int = Field(default=2, ge=0, le=1_000)
     threads: int = Field(default=1, ge=1, le=64)
+    passes: int = Field(default=1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _a_run_per_pass(self) -> RuntimeSettings:
+        if self.passes > self.runs:
+            raise ValueError(f"passes ({self.passes}) must not exceed runs ({self.runs}): a pass times a run")
+        return self
+
+    def runs_of_pass(self, index: int) -> int:
+        """Timed runs of pass `index` (0-based): spread as evenly as they go, earlier passes first."""
+        base, extra = divmod(self.runs, self.passes)
+        return base + (1 if index < extra else 0)
 
 
 class ProfileRequest(BaseModel):
@@ -112,6 +139,7 @@ class MeasurementRecord(BaseModel):
     threads: int
     runs: int
     warmup: int
+    passes: int
     median_ms: float
     mean_ms: float
     std_ms: float | None
@@ -126,6 +154,19 @@ class MeasurementRecord(BaseModel):
     virtual: bool
     started_at: datetime
     finished_at: datetime
+
+
+@dataclass(frozen=True)
+class _Take:
+    """One timed invocation of the benchmark for a request and the conditions read around it."""
+
+    stats: BenchmarkStats
+    freq_before: int | None
+    freq_after: int | None
+    temp_before: float | None
+    temp_after: float | None
+    started: datetime
+    finished: datetime
 
 
 class Profiler:
@@ -208,16 +249,37 @@ class Profiler:
             cluster = resolve_cluster(facts.clusters, cluster_name)
             if khz is not None and self._root is not None:
                 with pin_frequency(self.session, cluster, khz, root=self._root) as pin:
-                    for request in group:
-                        yield self.measure_one(request, pin=pin)
+                    yield from self._measure_group(group, pin)
             else:
-                for request in group:
-                    yield self.measure_one(request)
+                yield from self._measure_group(group, None)
+
+    def _measure_group(
+        self, group: list[ProfileRequest], pin: PinnedFrequency | None
+    ) -> Iterator[MeasurementRecord]:
+        if self.runtime.passes == 1:  # each record as soon as it is taken
+            for request in group:
+                yield self.measure_one(request, pin=pin)
+            return
+        takes: list[list[_Take]] = [[] for _ in group]
+        for index in range(self.runtime.passes):
+            runs = self.runtime.runs_of_pass(index)
+            for request, taken in zip(group, takes, strict=True):
+                taken.append(self._take(request, runs))
+        for request, taken in zip(group, takes, strict=True):
+            yield self._record(request, taken, pin)
 
     def measure_one(
         self, request: ProfileRequest, *, pin: PinnedFrequency | None = None
     ) -> MeasurementRecord:
-        """One measurement; ``pin`` is the active pin of the request's cluster (None: unpinned)."""
+        """One measurement; ``pin`` is the active pin of the request's cluster (None: unpinned).
+
+        Its passes (if several) follow one another here; :meth:`measure` interleaves them across a group.
+        """
+        takes = [self._take(request, self.runtime.runs_of_pass(i)) for i in range(self.runtime.passes)]
+        return self._record(request, takes, pin)
+
+    def _take(self, request: ProfileRequest, runs: int) -> _Take:
+        """One timed invocation of the benchmark for `request`, with the conditions read around it."""
         facts = self.facts
         cluster = resolve_cluster(facts.clusters, request.cluster)
         self._ensure_binary()
@@ -227,33 +289,51 @@ class Profiler:
         started = datetime.now(UTC)
         temp_before = hottest_celsius(self.session, facts.thermal_zones)
         freq_before = read_current_khz(self.session, cluster)
-        stats = self._run_benchmark(cluster, model_path)
+        stats = self._run_benchmark(cluster, model_path, runs)
         freq_after = read_current_khz(self.session, cluster)
         temp_after = hottest_celsius(self.session, facts.thermal_zones)
-        finished = datetime.now(UTC)
+        return _Take(stats, freq_before, freq_after, temp_before, temp_after, started, datetime.now(UTC))
 
+    def _record(
+        self, request: ProfileRequest, takes: list[_Take], pin: PinnedFrequency | None
+    ) -> MeasurementRecord:
+        """The record of a request's passes: statistics of all their runs, validity from every pass."""
+        if len(takes) == 1:
+            stats = takes[0].stats
+        else:
+            runs_ms = [t for take in takes for t in take.stats.raw_runs_ms]
+            if len(runs_ms) != sum(take.stats.runs for take in takes):
+                raise OutputParseError(
+                    "several passes need the per-run times of the result file; the benchmark wrote none"
+                )
+            stats = stats_from_runs(runs_ms)
         reasons: list[str] = []
         if pin is not None:
-            for when, observed in (("before", freq_before), ("after", freq_after)):
-                if observed != pin.requested_khz:
-                    reasons.append(f"observed {observed} kHz {when} the run, pinned {pin.requested_khz} kHz")
+            for index, take in enumerate(takes):
+                run = "the run" if len(takes) == 1 else f"pass {index + 1}"
+                pinned = pin.requested_khz
+                for when, observed in (("before", take.freq_before), ("after", take.freq_after)):
+                    if observed != pinned:
+                        reasons.append(f"observed {observed} kHz {when} {run}, pinned {pinned} kHz")
         if self._trip_c is not None:
-            hottest = max((t for t in (temp_before, temp_after) if t is not None), default=None)
+            temperatures = [t for take in takes for t in (take.temp_before, take.temp_after) if t is not None]
+            hottest = max(temperatures, default=None)
             if hottest is not None and hottest >= self._trip_c:
                 reasons.append(f"temperature {hottest:.1f} °C reached the trip point {self._trip_c:.1f} °C")
         return MeasurementRecord(
             family=request.family,
             config=request.config,
             config_hash=request.config_hash,
-            cluster=cluster.name,
+            cluster=resolve_cluster(self.facts.clusters, request.cluster).name,
             frequency_khz=request.frequency_khz,
-            observed_frequency_khz=freq_after,
+            observed_frequency_khz=takes[-1].freq_after,
             pinned=pin is not None,
             runtime_name=RUNTIME_NAME,
             runtime_version=self._runtime_version or "unknown",
             threads=self.runtime.threads,
             runs=stats.runs,
             warmup=self.runtime.warmup,
+            passes=len(takes),
             median_ms=stats.median_ms,
             mean_ms=stats.mean_ms,
             std_ms=stats.std_ms,
@@ -261,13 +341,13 @@ class Profiler:
             max_ms=stats.max_ms,
             p90_ms=stats.p90_ms,
             raw_runs_ms=stats.raw_runs_ms,
-            temperature_before_c=temp_before,
-            temperature_after_c=temp_after,
+            temperature_before_c=takes[0].temp_before,
+            temperature_after_c=takes[-1].temp_after,
             valid=not reasons,
             invalid_reason="; ".join(reasons) or None,
-            virtual=facts.is_virtual,
-            started_at=started,
-            finished_at=finished,
+            virtual=self.facts.is_virtual,
+            started_at=takes[0].started,
+            finished_at=takes[-1].finished,
         )
 
     def _benchmark_command(self, cluster: Cluster, model_path: str, runs: int, result: str | None) -> str:
@@ -287,22 +367,20 @@ class Profiler:
         args += [model_path] + ([result] if result else [])
         return f"taskset {cluster.taskset_mask} " + " ".join(shlex.quote(a) for a in args) + " 2>&1"
 
-    def _run_benchmark(self, cluster: Cluster, model_path: str) -> BenchmarkStats:
+    def _run_benchmark(self, cluster: Cluster, model_path: str, runs: int) -> BenchmarkStats:
         timeout = self.session.command_timeout_s
         if self.runtime.warmup:
             self.session.run(self._benchmark_command(cluster, model_path, self.runtime.warmup, None), timeout)
         self.session.run(f"rm -f {RESULT_PATH}")
-        command = self._benchmark_command(cluster, model_path, self.runtime.runs, RESULT_PATH)
+        command = self._benchmark_command(cluster, model_path, runs, RESULT_PATH)
         result = self.session.shell(command, timeout)
         if result.exit_code != 0:
             raise CommandFailedError(command, result.exit_code, result.stdout)
         per_run = self.session.shell(f"cat {RESULT_PATH} 2>&1")
         result_file = per_run.stdout if per_run.exit_code == 0 and per_run.stdout.strip() else None
         stats = parse_onnxruntime_perf_test(result.stdout, result_file)
-        if stats.runs != self.runtime.runs:
-            raise OutputParseError(
-                f"benchmark reported {stats.runs} runs, {self.runtime.runs} were asked for"
-            )
+        if stats.runs != runs:
+            raise OutputParseError(f"benchmark reported {stats.runs} runs, {runs} were asked for")
         version = re.search(r"onnxruntime(?: version)?[:\s]+v?(\d+\.\d+\.\d+)", result.stdout, re.I)
         if version:
             self._runtime_version = version.group(1)

@@ -30,7 +30,7 @@ def test_profile_prints_one_json_line_per_measurement(
         "--device", f"127.0.0.1:{phone.port}", "--family", "conv",
         "--config", configs[0], "--config", configs[1],
         "--frequency", str(big[0]), "--frequency", str(big[-1]),
-        "--runs", "3", "--warmup", "0", "--key", str(adb_key), "--cooldown-celsius", "90",
+        "--runs", "3", "--warmup", "0", "--passes", "2", "--key", str(adb_key), "--cooldown-celsius", "90",
     )  # fmt: skip
     assert cli.run(args) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -39,7 +39,7 @@ def test_profile_prints_one_json_line_per_measurement(
     assert sorted((r["config"]["cout"], r["frequency_khz"]) for r in records) == sorted(
         (c, f) for c in (8, 4) for f in (big[0], big[-1])
     )
-    assert all(r["pinned"] and r["runs"] == 3 and r["cluster"] == "big" for r in records)
+    assert all(r["pinned"] and r["runs"] == 3 and r["passes"] == 2 and r["cluster"] == "big" for r in records)
 
 
 def test_profile_rejects_bad_config_before_connecting(capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,6 +49,12 @@ def test_profile_rejects_bad_config_before_connecting(capsys: pytest.CaptureFixt
     not_json = _args("--device", "127.0.0.1:1", "--family", "conv", "--config", "{kernel")
     assert cli.run(not_json) == 2
     assert "not valid JSON" in capsys.readouterr().err
+    more_passes_than_runs = _args(
+        "--device", "127.0.0.1:1", "--family", "conv", "--runs", "2", "--passes", "3",
+        "--config", '{"kernel": 3, "cin": 8, "cout": 8, "height": 16, "width": 16}',
+    )  # fmt: skip
+    assert cli.run(more_passes_than_runs) == 2
+    assert "passes (3) must not exceed runs (2)" in capsys.readouterr().err
 
 
 def test_profile_reports_an_unreachable_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

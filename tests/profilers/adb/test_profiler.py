@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +19,7 @@ from profilers.adb import (
     ProfileRequest,
     RuntimeSettings,
 )
+from profilers.adb.profiler import _Take
 from profilers.adb.sysfs import read_file
 from profilers.blocks import config_hash
 from profilers.virtual_phone import VirtualPhone
@@ -149,6 +151,57 @@ def test_hot_phone_gives_an_invalid_record_with_reasons(phone: VirtualPhone, ses
     # Throttling caps the pinned frequency, which is a reason of its own.
     assert record.observed_frequency_khz is not None and record.observed_frequency_khz < high
     assert f"pinned {high} kHz" in (record.invalid_reason or "")
+
+
+def test_passes_interleave_the_group_and_pool_the_runs(phone: VirtualPhone, session: DeviceSession) -> None:
+    _, high = _little(session)
+    profiler = Profiler(session, RuntimeSettings(runs=5, warmup=0, passes=2), cooldown_celsius=None)
+    requests = [
+        ProfileRequest(family="conv", config=config, cluster="little", frequency_khz=high)
+        for config in (CONV_A, CONV_B)
+    ]
+    before = len(phone.benchmark_runs())
+    records = list(profiler.measure(requests))
+    invocations = [run["model"] for run in phone.benchmark_runs()[before:]]
+    # A B A B: each request's runs are taken in two passes through the group, not back to back.
+    assert len(invocations) == 4 and invocations[:2] == invocations[2:] and invocations[0] != invocations[1]
+    for record, request in zip(records, requests, strict=True):
+        assert record.config_hash == request.config_hash and record.valid
+        assert record.passes == 2 and record.runs == 5 and len(record.raw_runs_ms) == 5
+        assert record.median_ms == statistics.median(record.raw_runs_ms)
+        assert record.min_ms == min(record.raw_runs_ms) and record.max_ms == max(record.raw_runs_ms)
+    assert _governor(session) == "schedutil"
+
+
+def test_a_disturbed_later_pass_invalidates_the_record(phone: VirtualPhone, session: DeviceSession) -> None:
+    _, high = _little(session)
+
+    class HeatsUpAfterFirstPass(Profiler):
+        takes = 0
+
+        def _take(self, request: ProfileRequest, runs: int) -> _Take:
+            self.takes += 1
+            if self.takes == 2:  # the phone overheats between the two passes
+                phone.set_temperature(95.0)
+            return super()._take(request, runs)
+
+    profiler = HeatsUpAfterFirstPass(
+        session, RuntimeSettings(runs=4, warmup=0, passes=2), cooldown_celsius=None
+    )
+    [record] = profiler.measure(
+        [ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=high)]
+    )
+    assert record.valid is False and record.passes == 2
+    reason = record.invalid_reason or ""
+    assert "trip point" in reason and "pass 2" in reason and "pass 1" not in reason
+
+
+def test_runtime_passes_split_the_runs_and_cannot_exceed_them() -> None:
+    settings = RuntimeSettings(runs=5, passes=2)
+    assert [settings.runs_of_pass(i) for i in range(2)] == [3, 2]
+    assert [RuntimeSettings(runs=10).runs_of_pass(0)] == [10]
+    with pytest.raises(ValidationError, match=r"passes \(6\) must not exceed runs \(5\)"):
+        RuntimeSettings(runs=5, passes=6)
 
 
 def test_unknown_frequency_fails_before_measuring(session: DeviceSession) -> None:
