@@ -225,6 +225,9 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
     submit.add_argument("--runs", type=int, default=10)
     submit.add_argument("--warmup", type=int, default=2)
     submit.add_argument("--threads", type=int, default=1)
+    submit.add_argument(
+        "--passes", type=int, default=1, help="split each config's runs into passes through its batch"
+    )
     submit.add_argument("--cluster", default=None, help="default: each device's fastest cluster")
     submit.add_argument("--priority", type=int, default=0)
     submit.add_argument("--force", action="store_true", help="measure again even when measurements exist")
@@ -262,7 +265,7 @@ def _submit(client: LatfarmClient, args: argparse.Namespace) -> Job:
         sampler = {"strategy": "random", "n": args.sample, "space": space, "seed": args.seed}
     else:
         configs = read_configs(args.config, args.configs_file)
-    runtime = {"runs": args.runs, "warmup": args.warmup, "threads": args.threads}
+    runtime = {"runs": args.runs, "warmup": args.warmup, "threads": args.threads, "passes": args.passes}
     if args.cluster:
         runtime["cluster"] = args.cluster
     return client.submit_job(

@@ -68,6 +68,13 @@ VIRTUAL_BENCHMARK_BINARY = (
 RUNTIME_NAME = "onnxruntime"
 
 
+def check_passes(passes: int, runs: int | None) -> int:
+    """`passes` when each pass gets a timed run of the `runs` (unknown runs: not checked), else ValueError."""
+    if runs is not None and passes > runs:
+        raise ValueError(f"passes ({passes}) must not exceed runs ({runs}): a pass times a run")
+    return passes
+
+
 class RuntimeSettings(BaseModel):
     """How the benchmark program runs: timed runs, warm-up runs, intra-op threads."""
 
@@ -80,8 +87,7 @@ class RuntimeSettings(BaseModel):
 
     @model_validator(mode="after")
     def _a_run_per_pass(self) -> RuntimeSettings:
-        if self.passes > self.runs:
-            raise ValueError(f"passes ({self.passes}) must not exceed runs ({self.runs}): a pass times a run")
+        check_passes(self.passes, self.runs)
         return self
 
     def runs_of_pass(self, index: int) -> int:

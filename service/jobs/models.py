@@ -69,6 +69,7 @@ class Task(Base):
     runs: Mapped[int] = mapped_column(Integer)
     warmup: Mapped[int] = mapped_column(Integer)
     threads: Mapped[int] = mapped_column(Integer)
+    passes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[TaskStatus] = mapped_column(
         Enum(TaskStatus, native_enum=False, length=16), default=TaskStatus.queued

@@ -98,6 +98,7 @@ class ClaimedBatch:
     runs: int
     warmup: int
     threads: int
+    passes: int
     tasks: list[ClaimedTask]
 
 
@@ -219,7 +220,7 @@ def claim_batch(
             return None
         eligible = (Task.device_id == device_id, _ready(now), _active_job())
         head = session.execute(
-            select(Task.cluster, Task.frequency_khz, Task.runs, Task.warmup, Task.threads)
+            select(Task.cluster, Task.frequency_khz, Task.runs, Task.warmup, Task.threads, Task.passes)
             .where(*eligible)
             .order_by(Task.priority.desc(), Task.id)
             .limit(1)
@@ -227,13 +228,14 @@ def claim_batch(
         if head is None:
             session.rollback()
             return None
-        cluster, khz, runs, warmup, threads = head
+        cluster, khz, runs, warmup, threads, passes = head
         same_pin = (
             Task.cluster == cluster,
             Task.frequency_khz.is_(None) if khz is None else Task.frequency_khz == khz,
             Task.runs == runs,
             Task.warmup == warmup,
             Task.threads == threads,
+            Task.passes == passes,
         )
         turn = func.row_number().over(partition_by=Task.job_id, order_by=(Task.priority.desc(), Task.id))
         ranked = select(Task.id, Task.priority, turn.label("turn")).where(*eligible, *same_pin).subquery()
@@ -282,7 +284,7 @@ def claim_batch(
             .execution_options(synchronize_session=False)
         )
         session.commit()
-        return ClaimedBatch(device_id, token, cluster, khz, runs, warmup, threads, tasks)
+        return ClaimedBatch(device_id, token, cluster, khz, runs, warmup, threads, passes, tasks)
 
 
 def extend_leases(
@@ -340,6 +342,7 @@ def complete_task(
                 Task.runs,
                 Task.warmup,
                 Task.threads,
+                Task.passes,
             )
             .execution_options(synchronize_session=False)
         ).first()
@@ -359,6 +362,7 @@ def complete_task(
                 threads=task.threads,
                 runs=int(record.get("runs") or task.runs),
                 warmup=task.warmup,
+                passes=task.passes,
                 source=MeasurementSource.measured,
                 job_id=task.job_id,
                 task_id=task_id,

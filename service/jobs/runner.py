@@ -40,6 +40,7 @@ class BatchSpec:
     runs: int
     warmup: int
     threads: int
+    passes: int = 1
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class AdbRunner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._sessions: dict[int, Any] = {}
-        self._profilers: dict[tuple[int, int, int, int], Any] = {}
+        self._profilers: dict[tuple[int, int, int, int, int], Any] = {}
 
     def _session(self, target: DeviceTarget) -> Any:
         from profilers.adb import DeviceSession
@@ -149,12 +150,14 @@ class AdbRunner:
     def _profiler(self, target: DeviceTarget, batch: BatchSpec) -> Any:
         from profilers.adb import Profiler, RuntimeSettings
 
-        key = (target.device_id, batch.runs, batch.warmup, batch.threads)
+        key = (target.device_id, batch.runs, batch.warmup, batch.threads, batch.passes)
         profiler = self._profilers.get(key)
         if profiler is None:
             profiler = Profiler(
                 self._session(target),
-                runtime=RuntimeSettings(runs=batch.runs, warmup=batch.warmup, threads=batch.threads),
+                runtime=RuntimeSettings(
+                    runs=batch.runs, warmup=batch.warmup, threads=batch.threads, passes=batch.passes
+                ),
                 benchmark_binary=self.settings.benchmark_binary,
                 cooldown_celsius=self.settings.cooldown_celsius,
                 cooldown_timeout_s=self.settings.cooldown_timeout_s,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from profilers.adb.profiler import check_passes
 from service.jobs.models import JobStatus, TaskStatus
 
 #: Hard ceiling on a sampler's `n` at parse time; the configurable per-job task cap is checked by the domain.
@@ -69,7 +70,18 @@ class RuntimeSpec(BaseModel):
     runs: int = Field(10, ge=1, le=10_000)
     warmup: int = Field(2, ge=0, le=1_000)
     threads: int = Field(1, ge=1, le=64)
+    passes: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="split each config's runs into this many passes through its batch (at most `runs`)",
+    )
     cluster: str | None = Field(None, min_length=1, max_length=32)
+
+    @field_validator("passes")
+    @classmethod
+    def _a_run_per_pass(cls, value: int, info: ValidationInfo) -> int:
+        return check_passes(value, info.data.get("runs"))
 
 
 class JobCreate(BaseModel):

@@ -151,6 +151,7 @@ def _existing_measurements(
                 Measurement.runs == runtime.runs,
                 Measurement.warmup == runtime.warmup,
                 Measurement.threads == runtime.threads,
+                Measurement.passes == runtime.passes,
             )
         )
         found.update((r[0], r[1], r[2], r[3]) for r in rows)
@@ -254,6 +255,7 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
                         "runs": runtime.runs,
                         "warmup": runtime.warmup,
                         "threads": runtime.threads,
+                        "passes": runtime.passes,
                         "priority": data.priority,
                         "status": TaskStatus.reused if reused else TaskStatus.queued,
                         "attempts": 0,

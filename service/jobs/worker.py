@@ -250,7 +250,9 @@ class Worker:
 
     def _run_batch(self, target: DeviceTarget, batch: queue.ClaimedBatch) -> bool:
         """Measure a claimed batch; returns True when a device error took the phone offline."""
-        spec = BatchSpec(batch.cluster, batch.frequency_khz, batch.runs, batch.warmup, batch.threads)
+        spec = BatchSpec(
+            batch.cluster, batch.frequency_khz, batch.runs, batch.warmup, batch.threads, batch.passes
+        )
         requests = [TaskRequest(t.id, t.family, t.config) for t in batch.tasks]
         pending = {t.id for t in batch.tasks}
         went_offline = False

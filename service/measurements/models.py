@@ -43,6 +43,7 @@ class Measurement(Base):
     threads: Mapped[int] = mapped_column(Integer)
     runs: Mapped[int] = mapped_column(Integer)
     warmup: Mapped[int] = mapped_column(Integer)
+    passes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     median_ms: Mapped[float] = mapped_column()
     mean_ms: Mapped[float] = mapped_column()
     std_ms: Mapped[float | None] = mapped_column()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from profilers.adb.profiler import check_passes
 from service.measurements.models import MeasurementSource
 
 #: Rows one import request may carry (bigger sets: several requests, each all-or-nothing).
@@ -32,6 +33,7 @@ class MeasurementOut(BaseModel):
     threads: int
     runs: int
     warmup: int
+    passes: int
     median_ms: float
     mean_ms: float
     std_ms: float | None
@@ -68,6 +70,7 @@ class MeasurementImportRow(BaseModel):
     threads: int = Field(1, ge=1, le=64)
     runs: int = Field(ge=1)
     warmup: int = Field(0, ge=0)
+    passes: int = Field(1, ge=1, description="invocations the runs were split into (at most `runs`)")
     median_ms: float = Field(gt=0)
     mean_ms: float = Field(gt=0)
     std_ms: float | None = Field(None, ge=0)
@@ -81,6 +84,11 @@ class MeasurementImportRow(BaseModel):
     invalid_reason: str | None = None
     virtual: bool = False
     measured_at: dt.datetime | None = None
+
+    @field_validator("passes")
+    @classmethod
+    def _a_run_per_pass(cls, value: int, info: ValidationInfo) -> int:
+        return check_passes(value, info.data.get("runs"))
 
 
 class MeasurementImport(BaseModel):

@@ -49,6 +49,7 @@ EXPORT_SCHEMA = pa.schema(
         ("threads", pa.int64()),
         ("runs", pa.int64()),
         ("warmup", pa.int64()),
+        ("passes", pa.int64()),
         ("median_ms", pa.float64()),
         ("mean_ms", pa.float64()),
         ("std_ms", pa.float64()),

@@ -277,6 +277,13 @@ def test_in_process_worker_runs_a_job_and_cancel_stops_it(
         assert farm.wait_finished(small["id"])["status"] == "done"
         _assert_each_task_measured_once(db_session, small["id"])
 
+        # Runs split into passes: each record pools the runs of its two invocations.
+        passes = farm.submit([device["id"]], 1, runtime={"runs": 4, "warmup": 0, "passes": 2})
+        assert farm.wait_finished(passes["id"])["status"] == "done"
+        db_session.rollback()
+        pooled = db_session.scalars(select(Measurement).where(Measurement.job_id == passes["id"])).all()
+        assert len(pooled) == 3 and all(m.passes == 2 and len(m.raw_runs_ms) == m.runs == 4 for m in pooled)
+
         big = farm.submit([device["id"]], 12)
         _wait(lambda: farm.job(big["id"])["counts"]["done"] >= 1, "the big job to start")
         cancelled = client.post(f"/v1/jobs/{big['id']}/cancel", headers=headers).json()

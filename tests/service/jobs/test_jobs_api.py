@@ -112,6 +112,9 @@ def test_identical_valid_measurement_is_reused_unless_forced(
     assert reused["counts"]["reused"] == 1 and reused["status"] == "done"
     other_runtime = _submit(client, headers, **{**body, "runtime": {"runs": 5, "warmup": 1}}).json()
     assert other_runtime["counts"]["queued"] == 1
+    # Runs split into passes are another protocol: the one-invocation record is not reused for it.
+    in_passes = _submit(client, headers, **{**body, "runtime": {"runs": 3, "warmup": 1, "passes": 3}}).json()
+    assert in_passes["counts"]["queued"] == 1
     forced = _submit(client, headers, **body, force=True).json()
     assert forced["counts"] == {**forced["counts"], "queued": 1, "reused": 0}
 
@@ -127,6 +130,7 @@ def test_identical_valid_measurement_is_reused_unless_forced(
         ),
         ({"frequencies": [123]}, ["body", "frequencies", 0]),
         ({"runtime": {"cluster": "gpu"}}, ["body", "runtime", "cluster"]),
+        ({"runtime": {"runs": 2, "passes": 3}}, ["body", "runtime", "passes"]),
         ({"devices": [999_999]}, ["body", "devices", 0]),
         ({"selector": {"tags": ["nowhere"]}, "devices": None}, ["body", "selector"]),
         (

@@ -61,6 +61,7 @@ def test_import_computes_hash_and_canonical_config(
     client: TestClient, make_headers: Callable[..., dict[str, str]], device: Device, db_session: Session
 ) -> None:
     rows = [_row(device.id, i) for i in range(20)]
+    rows[5]["passes"] = 3
     r = client.post("/v1/measurements/import", json={"rows": rows}, headers=make_headers("profile"))
     assert r.status_code == 201, r.text
     assert r.json()["imported"] == 20
@@ -70,6 +71,8 @@ def test_import_computes_hash_and_canonical_config(
     assert stored[3].config_hash == config_hash("sr_block", rows[3]["config"])
     # Defaults of the family are filled in, so the stored config is the canonical one.
     assert stored[3].config["kernel"] == 3
+    # A row that does not say how its runs were taken was taken in one invocation.
+    assert stored[5].passes == 3 and stored[3].passes == 1
 
 
 @pytest.mark.parametrize(
@@ -84,6 +87,7 @@ def test_import_computes_hash_and_canonical_config(
             ["body", "rows", 7, "config", "scale"],
         ),
         ({"runs": 0}, ["body", "rows", 7, "runs"]),
+        ({"passes": 99}, ["body", "rows", 7, "passes"]),
         ({"raw_runs_ms": [1.0]}, ["body", "rows", 7, "raw_runs_ms"]),
     ],
 )
