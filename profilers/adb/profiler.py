@@ -17,7 +17,8 @@ busy host under a virtual phone) lasting a few seconds then slows one pass of th
 all their runs, so their medians barely move; the records of a group come after its last pass.
 
 Validity: a record is kept but flagged ``valid=False`` with a reason when a pinned cluster was observed
-at another frequency before or after the run, or when the hottest zone reached the trip point. A phone
+at another frequency before or after the run (any of its passes), or when the hottest zone reached the
+trip point. A phone
 without root is measured unpinned (``pinned=False``) with the observed frequency recorded. Any error
 raises a :class:`ProfilerError` before the record is built, so no partial record is ever yielded.
 """
@@ -69,7 +70,7 @@ RUNTIME_NAME = "onnxruntime"
 
 
 def check_passes(passes: int, runs: int | None) -> int:
-    """`passes` when each pass gets a timed run of the `runs` (unknown runs: not checked), else ValueError."""
+    """`passes` if every pass can time at least one of the `runs`, else ValueError."""
     if runs is not None and passes > runs:
         raise ValueError(f"passes ({passes}) must not exceed runs ({runs}): a pass times a run")
     return passes
@@ -315,9 +316,9 @@ class Profiler:
             stats = stats_from_runs(runs_ms)
         reasons: list[str] = []
         if pin is not None:
+            pinned = pin.requested_khz
             for index, take in enumerate(takes):
                 run = "the run" if len(takes) == 1 else f"pass {index + 1}"
-                pinned = pin.requested_khz
                 for when, observed in (("before", take.freq_before), ("after", take.freq_after)):
                     if observed != pinned:
                         reasons.append(f"observed {observed} kHz {when} {run}, pinned {pinned} kHz")

@@ -19,6 +19,8 @@ from profilers.adb import (
     ProfileRequest,
     RuntimeSettings,
 )
+from profilers.adb.frequency import Cluster
+from profilers.adb.parsers import BenchmarkStats
 from profilers.adb.profiler import _Take
 from profilers.adb.sysfs import read_file
 from profilers.blocks import config_hash
@@ -194,6 +196,22 @@ def test_a_disturbed_later_pass_invalidates_the_record(phone: VirtualPhone, sess
     assert record.valid is False and record.passes == 2
     reason = record.invalid_reason or ""
     assert "trip point" in reason and "pass 2" in reason and "pass 1" not in reason
+
+
+def test_passes_without_per_run_times_raise_and_emit_nothing(session: DeviceSession) -> None:
+    _, high = _little(session)
+
+    class SummaryOnly(Profiler):  # a benchmark program that prints its summary but writes no result file
+        def _run_benchmark(self, cluster: Cluster, model_path: str, runs: int) -> BenchmarkStats:
+            return super()._run_benchmark(cluster, model_path, runs).model_copy(update={"raw_runs_ms": []})
+
+    profiler = SummaryOnly(session, RuntimeSettings(runs=4, warmup=0, passes=2), cooldown_celsius=None)
+    records, error = _collect(
+        profiler, [ProfileRequest(family="conv", config=CONV_A, cluster="little", frequency_khz=high)]
+    )
+    assert records == [] and isinstance(error, OutputParseError)
+    assert "per-run times" in str(error)
+    assert _governor(session) == "schedutil"
 
 
 def test_runtime_passes_split_the_runs_and_cannot_exceed_them() -> None:
