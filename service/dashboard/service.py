@@ -88,6 +88,7 @@ class Cell:
     max_ms: float
     p90_ms: float
     runs: int
+    passes: int
 
     @property
     def text(self) -> str:
@@ -101,6 +102,7 @@ class Cell:
         return (
             f"median {self.text} ms · std {std} ms · min–max {format_ms(self.min_ms)}–"
             f"{format_ms(self.max_ms)} ms · p90 {format_ms(self.p90_ms)} ms · {self.runs} runs"
+            + (f" in {self.passes} passes" if self.passes > 1 else "")
         )
 
 
@@ -183,6 +185,7 @@ def _measurement_frame(session: Session, device_id: int, family: str) -> pd.Data
         Measurement.max_ms,
         Measurement.p90_ms,
         Measurement.runs,
+        Measurement.passes,
         Measurement.virtual,
     )
     # Core rows transposed into columns: ORM row objects and `from_records` cost more than the query itself.
@@ -326,7 +329,13 @@ def latency_pivot(session: Session, query: PivotQuery, *, paginate: bool = True)
     for rec in shown.itertuples(index=False):
         std = None if rec.std_ms is None or pd.isna(rec.std_ms) else float(rec.std_ms)
         cells[(rec.config_hash, rec.fkey)] = Cell(
-            float(rec.median_ms), std, float(rec.min_ms), float(rec.max_ms), float(rec.p90_ms), int(rec.runs)
+            float(rec.median_ms),
+            std,
+            float(rec.min_ms),
+            float(rec.max_ms),
+            float(rec.p90_ms),
+            int(rec.runs),
+            int(rec.passes),
         )
     rows = [
         PivotRow(

@@ -72,6 +72,7 @@ def _measurement(device: Device, config: dict, khz: int, median: float, **extra:
         "threads": 1,
         "runs": 10,
         "warmup": 2,
+        "passes": 2,
         "median_ms": median,
         "mean_ms": median * 1.01,
         "std_ms": median * 0.02,

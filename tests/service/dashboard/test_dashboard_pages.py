@@ -120,7 +120,7 @@ def test_pivot_shows_the_newest_valid_median_of_every_point(db_session: Session,
         for column, cell in zip(page.columns, row.cells, strict=True):
             assert cell is not None
             assert cell.median_ms == pytest.approx(seeded.medians[(row.config_hash, column.khz)])
-            assert "std" in cell.spread and "p90" in cell.spread
+            assert "std" in cell.spread and "p90" in cell.spread and "10 runs in 2 passes" in cell.spread
     assert page.virtual
 
 
