@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from profilers.blocks.family import BlockFamily, choices
+from profilers.blocks.family import BlockFamily, choices, odd_kernel
 from profilers.blocks.graph import CostTracer, Shape
 
 MAX_CHANNELS = 2048
@@ -35,9 +35,7 @@ class ConvConfig(BaseModel):
     @field_validator("kernel")
     @classmethod
     def _kernel_odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError("kernel must be odd (same padding needs a centre tap)")
-        return value
+        return odd_kernel(value)
 
     @field_validator("groups")
     @classmethod

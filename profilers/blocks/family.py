@@ -87,6 +87,13 @@ def config_hash(family: str, config: BaseModel | Mapping[str, Any]) -> str:
     return hashlib.sha256(f"{family}:{canonical_json(family, config)}".encode()).hexdigest()
 
 
+def odd_kernel(value: int) -> int:
+    """A kernel size check for every family's validator: same padding needs a centre tap."""
+    if value % 2 == 0:
+        raise ValueError("kernel must be odd (same padding needs a centre tap)")
+    return value
+
+
 def choices(space: Mapping[str, Any], field: str) -> list[Any]:
     """The ``choices`` list of one field of a sampling space, with a clear error when missing."""
     try:
