@@ -25,6 +25,8 @@ invalid config through.
 from __future__ import annotations
 
 import enum
+import itertools
+import operator
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -126,9 +128,8 @@ class BatchTracer:
     def __init__(self, input_shape: Tensor) -> None:
         self.n = int(input_shape[0].shape[0])
         self.input = input_shape
-        self._blocks: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self._blocks: list[tuple[np.ndarray, np.ndarray]] = []
         self._all = np.ones(self.n, dtype=bool)
-        self._zero = np.zeros(self.n, dtype=np.int64)
 
     def conv(
         self,
@@ -150,8 +151,7 @@ class BatchTracer:
         macs = cout * ho * wo * per_output * n
         params = cout * per_output + (cout if bias else 0)
         out = (n, self._full(cout), ho, wo)
-        extra = {"cin": cin, "kernel": self._full(kernel), "stride": self._full(stride)}
-        return self._record(CONV, out, macs, params, present, extra | {"groups": self._full(groups)})
+        return self._record(CONV, out, macs, params, present, (cin, kernel, stride, groups))
 
     def activation(self, x: Tensor, kind: np.ndarray | str, *, present: np.ndarray | None = None) -> Tensor:
         """Element-wise activation; ``kind`` per config (or one for all), names as `CostTracer.activation`."""
@@ -195,10 +195,9 @@ class BatchTracer:
         if not self._blocks:
             raise ValueError("no layers recorded")
         mask = np.stack([present for present, _ in self._blocks], axis=1)
-        columns = {
-            name: np.stack([fields[name] for _, fields in self._blocks], axis=1)[mask]
-            for name in _TABLE_FIELDS
-        }
+        # One gather for every field: configs × blocks × fields (C order), masked.
+        rows = np.stack([block for _, block in self._blocks], axis=1)[mask]
+        columns = {name: np.ascontiguousarray(rows[:, j]) for j, name in enumerate(_TABLE_FIELDS)}
         config = np.broadcast_to(np.arange(self.n, dtype=np.int64)[:, None], mask.shape)[mask]
         counts = mask.sum(axis=1)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
@@ -215,25 +214,15 @@ class BatchTracer:
         macs: np.ndarray | int,
         params: np.ndarray | int,
         present: np.ndarray | None,
-        conv: dict[str, np.ndarray] | None = None,
+        conv: tuple[np.ndarray | int, ...] = (0, 0, 0, 0),
     ) -> Tensor:
         n, c, h, w = shape
-        fields = {
-            "op": self._full(op),
-            "channels": self._full(c),
-            "height": self._full(h),
-            "width": self._full(w),
-            "macs": self._full(macs),
-            "params": self._full(params),
-            "activation_bytes": n * c * h * w * FLOAT_BYTES,
-        }
-        fields |= conv or {
-            "cin": self._zero,
-            "kernel": self._zero,
-            "stride": self._zero,
-            "groups": self._zero,
-        }
-        self._blocks.append((self._all if present is None else present, fields))
+        # One (configs × fields) block per op call, in `_TABLE_FIELDS` order; columns broadcast on assignment.
+        block = np.empty((self.n, len(_TABLE_FIELDS)), dtype=np.int64)
+        block[:, 0], block[:, 1], block[:, 2], block[:, 3] = op, c, h, w
+        block[:, 4], block[:, 5], block[:, 6], block[:, 7] = conv
+        block[:, 8], block[:, 9], block[:, 10] = macs, params, n * c * h * w * FLOAT_BYTES
+        self._blocks.append((self._all if present is None else present, block))
         return shape
 
 
@@ -259,15 +248,21 @@ class ConfigBatch:
         values: dict[str, np.ndarray] = {}
         lists: dict[str, np.ndarray] = {}
         lengths: dict[str, np.ndarray] = {}
-        for spec in _field_kinds(family):
-            column = [getattr(s, spec.name) for s in structs]
+        kinds = _field_kinds(family)
+        # One C-level pass per struct (attrgetter), then one column per field.
+        fields = operator.attrgetter(*(spec.name for spec in kinds))
+        if len(kinds) == 1:  # attrgetter of one name gives the value itself, not a 1-tuple
+            columns: list[Sequence[Any]] = [list(map(fields, structs))]
+        else:
+            columns = list(zip(*map(fields, structs), strict=True)) if n else [() for _ in kinds]
+        for spec, column in zip(kinds, columns, strict=True):
             if spec.kind == "list":
                 length = np.fromiter(map(len, column), dtype=np.int64, count=n)
                 width = int(length.max(initial=0))
                 padded = np.zeros((n, max(width, 1)), dtype=np.int64)
                 if width:
                     flat = np.fromiter(
-                        (v for values_ in column for v in values_), dtype=np.int64, count=int(length.sum())
+                        itertools.chain.from_iterable(column), dtype=np.int64, count=int(length.sum())
                     )
                     padded[np.arange(width) < length[:, None]] = flat
                 lists[spec.name], lengths[spec.name] = padded, length

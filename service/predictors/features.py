@@ -29,20 +29,23 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import marshal
 import math
 import threading
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from profilers.blocks import BlockConfigError, get_family
 from profilers.blocks.graph import Costs
+from service.predictors import batch_features
 
 #: Bumped whenever the layout or the arithmetic of features changes; snapshots of another version are refused.
 #: Version 2 added kernel columns; a schema of version 1 (no kernels) still reads, with exactly its layout.
@@ -63,8 +66,9 @@ PRIOR_TERMS = (
 #: Conv layers whose costs get their own columns; later conv layers are added into the last slot.
 _LAYER_SLOTS = {"sr_block": 18, "conv": 1, "mbconv": 5}
 
-#: Distinct configs whose features are kept per family (bounded so a long search cannot grow memory).
-_CACHE_LIMIT = 200_000
+#: Distinct configs whose feature rows are kept per layout, until `configure_cache` says otherwise
+#: (`Settings.feature_cache_entries`); bounded so a long search cannot grow memory.
+DEFAULT_CACHE_ENTRIES = 100_000
 
 #: The column collecting MACs of conv kernels the training data did not hold.
 UNSEEN_KERNEL_COLUMN = "kernel:unseen_macs"
@@ -174,39 +178,92 @@ def _config_feature_names(specs: list[FieldSpec], slots: int) -> list[str]:
 
 
 class _RowCache:
-    """Bounded, thread-safe map of config key (see `_cache_keys`) → feature row (FIFO eviction)."""
+    """Bounded, thread-safe map of config key (see `_cache_keys`) → feature row (FIFO eviction).
+
+    Lookups are counted (hits and misses of `get_many`) for the hit rate `/metrics` exports.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.rows: dict[bytes | str, np.ndarray] = {}
         self.lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
 
-    def get_many(self, keys: list[bytes | str]) -> list[np.ndarray | None]:
+    def peek_many(self, keys: list[bytes | str]) -> list[np.ndarray | None]:
+        """Rows of `keys` (None where absent), not counted as lookups."""
         rows = self.rows
         return [rows.get(k) for k in keys]
+
+    def get_many(self, keys: list[bytes | str]) -> list[np.ndarray | None]:
+        """Rows of `keys` (None where absent), counted as hits and misses."""
+        found = self.peek_many(keys)
+        misses = sum(row is None for row in found)
+        with self.lock:
+            self.hits += len(found) - misses
+            self.misses += misses
+        return found
 
     def put_many(self, items: list[tuple[bytes | str, np.ndarray]]) -> None:
         with self.lock:
             for key, row in items:
                 self.rows[key] = row
-            overflow = len(self.rows) - self.limit
-            if overflow > 0:
-                for key in list(self.rows)[:overflow]:
-                    del self.rows[key]
+            self._evict()
+
+    def _evict(self) -> None:
+        overflow = len(self.rows) - self.limit
+        if overflow > 0:
+            for key in list(itertools.islice(self.rows, overflow)):
+                del self.rows[key]
 
 
 _CACHES: dict[str, _RowCache] = {}
 #: Rows keyed by a config's JSON text (`JsonConfigs`): a key space of its own, apart from marshal keys.
 _JSON_CACHES: dict[str, _RowCache] = {}
 _CACHES_LOCK = threading.Lock()
+_cache_limit = DEFAULT_CACHE_ENTRIES
 
 
 def _cache_for(family: str, caches: dict[str, _RowCache] = _CACHES) -> _RowCache:
     cache = caches.get(family)
     if cache is None:
         with _CACHES_LOCK:
-            cache = caches.setdefault(family, _RowCache(_CACHE_LIMIT))
+            cache = caches.setdefault(family, _RowCache(_cache_limit))
     return cache
+
+
+def configure_cache(entries: int) -> None:
+    """Bound every feature cache of this process to `entries` rows per layout (existing ones shrink now)."""
+    global _cache_limit
+    if entries < 0:
+        raise ValueError("the feature cache bound must be 0 or more entries")
+    with _CACHES_LOCK:
+        _cache_limit = entries
+        for cache in [*_CACHES.values(), *_JSON_CACHES.values()]:
+            with cache.lock:
+                cache.limit = entries
+                cache._evict()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """One feature cache's size and lifetime lookups (`layout` is the family, plus a kernel-list digest)."""
+
+    layout: str
+    keyed_by: str  # "json" (request texts) or "value" (config objects)
+    entries: int
+    limit: int
+    hits: int
+    misses: int
+
+
+def cache_stats() -> list[CacheStats]:
+    """Size and lookups of every feature cache of this process (what `/metrics` exports)."""
+    with _CACHES_LOCK:
+        caches = [("value", n, c) for n, c in _CACHES.items()] + [
+            ("json", n, c) for n, c in _JSON_CACHES.items()
+        ]
+    return [CacheStats(name, kind, len(c.rows), c.limit, c.hits, c.misses) for kind, name, c in caches]
 
 
 class JsonConfigs(Sequence[Any]):
@@ -222,24 +279,35 @@ class JsonConfigs(Sequence[Any]):
         self.family = family
         self.texts = texts
         self._decoded: dict[int, Any] = {}
+        #: Configs decoded straight into the family's typed struct (`profilers.blocks.batch.config_struct`).
+        self.structs: dict[int, Any] = {}
 
     @classmethod
     def checked(cls, family: str, texts: list[bytes]) -> JsonConfigs:
         """The batch, with every text the feature cache does not hold decoded now.
 
-        Raises ValueError when one is not valid JSON (a cached text decoded before), so a caller can fall
-        back to full validation and report the body exactly as it would have.
+        A text is decoded straight into the family's typed struct when it strictly fits one (valid JSON
+        then, and the batch featuriser's input), otherwise with pydantic-core's parser. Raises ValueError
+        when one is not valid JSON (a cached text decoded before), so a caller can fall back to full
+        validation and report the body exactly as it would have.
         """
         batch = cls(family, texts)
         # Never made here (`family` is not known to be a family yet); a text any layout holds is valid JSON.
         caches = [c for name, c in list(_JSON_CACHES.items()) if name.split(":")[0] == family]
-        known = caches[0].get_many(texts) if caches else [None] * len(texts)
+        known = caches[0].peek_many(texts) if caches else [None] * len(texts)
         for cache in caches[1:]:
-            more = cache.get_many(texts)
+            more = cache.peek_many(texts)
             known = [row if row is not None else other for row, other in zip(known, more, strict=True)]
-        for i, row in enumerate(known):
-            if row is None:
-                batch._decoded[i] = pydantic_core.from_json(texts[i])
+        missing = [i for i, row in enumerate(known) if row is None]
+        decoder = batch_features.config_decoder(family) if batch_features.batch_supported(family) else None
+        for i in missing:
+            if decoder is not None:
+                try:
+                    batch.structs[i] = decoder.decode(texts[i])
+                    continue
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    pass
+            batch._decoded[i] = pydantic_core.from_json(texts[i])
         return batch
 
     def __len__(self) -> int:
@@ -296,6 +364,8 @@ class Featurizer:
     family: str
     clusters: list[str]
     kernels: tuple[str, ...] = ()
+    #: The kernel-key bucket (the batch featuriser uses this very function, so its keys are identical).
+    bucket: typing.ClassVar[Callable[[float], int]] = staticmethod(_bucket)
     specs: list[FieldSpec] = field(init=False)
     slots: int = field(init=False)
     config_names: list[str] = field(init=False)
@@ -381,21 +451,31 @@ class Featurizer:
             return []
         values = [0.0] * (len(self.kernels) + 1)
         for key, value in kernel_costs(costs).items():
-            index = self._kernel_index.get(key)
-            if index is None:
-                shape = _conv_shape(key)
-                if shape is None or not self._conv_shapes:
-                    continue  # an op or count the training data never held: only the trees see it
-                # The nearest listed conv shape stands in, and the config is flagged extrapolated.
-                nearest = min(self._conv_shapes, key=lambda k: math.dist(self._conv_shapes[k], shape))
-                index = self._kernel_index[nearest]
+            target = self._kernel_target(key)
+            if target is None:
+                continue
+            index, unseen = target
+            if unseen:
                 values[-1] += value
             values[index] += value
         return values
 
+    def _kernel_target(self, key: str) -> tuple[int, bool] | None:
+        """The kernel column a kernel key adds into and whether it is unseen; None: no column takes it."""
+        index = self._kernel_index.get(key)
+        if index is not None:
+            return index, False
+        shape = _conv_shape(key)
+        if shape is None or not self._conv_shapes:
+            return None  # an op or count the training data never held: only the trees see it
+        # The nearest listed conv shape stands in, and the config is flagged extrapolated.
+        nearest = min(self._conv_shapes, key=lambda k: math.dist(self._conv_shapes[k], shape))
+        return self._kernel_index[nearest], True
+
     def config_rows(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Per-config feature rows (float64, n × len(config_names)); raises FeatureError on a bad config."""
-        if isinstance(configs, JsonConfigs) and configs.family == self.family:
+        from_json = isinstance(configs, JsonConfigs) and configs.family == self.family
+        if from_json:
             cache = _cache_for(self._cache_name, _JSON_CACHES)
             keys: list[bytes | str] = list(configs.texts)
         else:
@@ -403,9 +483,21 @@ class Featurizer:
             keys = _cache_keys(configs)
         rows = cache.get_many(keys)
         fresh: list[tuple[bytes | str, np.ndarray]] = []
-        for i, row in enumerate(rows):
-            if row is not None:
-                continue
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if len(missing) >= batch_features.BATCH_MIN:
+            # Many new configs: featurised as arrays; the rest (lax types, suspects) one by one below.
+            json_configs = configs if from_json else None
+            texts = json_configs.texts if isinstance(json_configs, JsonConfigs) else None
+            known = json_configs.structs if isinstance(json_configs, JsonConfigs) else None
+            done, batch_rows, missing = batch_features.fresh_rows(self, configs, missing, texts, known)
+            # The cache keeps views of the batch's rows (they are evicted together, as they came).
+            fresh = list(zip([keys[i] for i in done], batch_rows, strict=True))
+            if len(done) == len(rows):
+                cache.put_many(fresh)
+                return batch_rows  # every row new and in order: no re-assembly
+            for i, row in zip(done, batch_rows, strict=True):
+                rows[i] = row
+        for i in missing:
             config = configs[i]
             if not isinstance(config, Mapping | BaseModel):
                 raise FeatureError(i, None, f"a {self.family} config must be a JSON object")
