@@ -14,6 +14,7 @@ from service.db import make_engine, make_sessionmaker
 from service.devices.routes import router as devices_router
 from service.jobs.routes import router as jobs_router
 from service.measurements.routes import router as measurements_router
+from service.predictors.features import configure_cache
 from service.predictors.routes import router as predictors_router
 from service.problems import BodySizeLimit, install_handlers
 from service.settings import Settings, get_settings
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper())
     engine = make_engine(settings.database_url)
+    configure_cache(settings.feature_cache_entries)  # the caches are per process, as is this setting
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     predictor_refresh_ms: float = Field(
         500.0, description="how stale the cached active-predictor id may get (0: re-read on every predict)"
     )
+    feature_cache_entries: int = Field(
+        100_000,
+        ge=0,
+        description="feature rows of distinct configs kept per predictor layout and process (~1 KB each)",
+    )
     log_level: str = Field("INFO", description="Python logging level")
 
     @property

@@ -36,6 +36,7 @@ from typing import Any
 import annotated_types
 import msgspec
 import numpy as np
+from pydantic.types import Strict
 
 from profilers.blocks.graph import _ACTIVATION_OPS, FLOAT_BYTES
 from profilers.blocks.registry import get_family
@@ -316,6 +317,8 @@ def _bounds(metadata: list[Any]) -> tuple[int | None, int | None, int, int]:
             min_length = int(m.min_length)
         elif isinstance(m, annotated_types.MaxLen):
             max_length = int(m.max_length)
+        elif isinstance(m, Strict):
+            continue  # strict pydantic refuses lax inputs; the struct never accepts them either
         else:
             raise TypeError(f"no batch check for the constraint {m!r}")
     return low, high, min_length, max_length
@@ -343,6 +346,15 @@ def _field_kinds(family: str) -> tuple[_FieldKind, ...]:
     return tuple(kinds)
 
 
+def _strip_strict(annotation: Any) -> Any:
+    """`int` for `StrictInt` (Annotated[int, Strict()]); any other annotation as it is."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *metadata = typing.get_args(annotation)
+        if all(isinstance(m, Strict) for m in metadata):
+            return base
+    return annotation
+
+
 def _struct_type(annotation: Any) -> Any:
     """The strict msgspec type of a config field (an Enum becomes the Literal of its values)."""
     if annotation is bool or annotation is int:
@@ -352,7 +364,7 @@ def _struct_type(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal and all(type(a) in (int, str) for a in typing.get_args(annotation)):
         return annotation
-    if origin is list and typing.get_args(annotation) == (int,):
+    if origin is list and _strip_strict(typing.get_args(annotation)[0]) is int:
         return list[int]
     raise TypeError(f"no batch type for {annotation!r}")
 

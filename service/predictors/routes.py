@@ -16,6 +16,7 @@ from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep, cur
 from service.pagination import Page
 from service.predictors import service
 from service.predictors.features import JsonConfigs
+from service.predictors.nesting import MAX_NESTING, too_deep
 from service.predictors.registry import PredictorRegistry
 from service.predictors.schemas import PredictorCreate, PredictorOut, PredictRequest, PredictResponse
 from service.problems import InvalidInputError
@@ -75,13 +76,35 @@ def parse_predict_body(data: bytes) -> PredictRequest:
     """
     try:
         return _parse_fast(data)
+    except RecursionError:
+        _refuse_deep_nesting(data)
     except (msgspec.DecodeError, ValidationError, ValueError, KeyError):
         pass
     try:
         return PredictRequest.model_validate_json(data)
     except ValidationError as exc:
+        if any("recursion limit" in str(err.get("msg", "")) for err in exc.errors()):
+            _refuse_deep_nesting(data)
         errors = [{**err, "loc": ("body", *err.get("loc", ()))} for err in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+def _refuse_deep_nesting(data: bytes) -> None:
+    """422 naming the field (`configs.3.widths`) where the body nests deeper than any valid one does."""
+    path = too_deep(data)
+    if path is not None:
+        where = ".".join(map(str, path[:6])) + ("…" if len(path) > 6 else "")
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_too_deep",
+                    "loc": ("body", *path[:3]),
+                    "msg": f"JSON nested more than {MAX_NESTING} levels deep (at {where}); "
+                    "a /v1/predict body is a few levels deep: configs → config → widths",
+                    "input": None,
+                }
+            ]
+        )
 
 
 def _parse_fast(data: bytes) -> PredictRequest:
