@@ -31,7 +31,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import annotated_types
 import msgspec
@@ -118,6 +118,21 @@ Tensor = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """One NCHW shape per config: four int64 arrays of the batch's length."""
 
 
+class Activations(NamedTuple):
+    """Activation kinds of a batch, resolved once: the op code and the PReLU flag of each config."""
+
+    op: np.ndarray
+    prelu: np.ndarray
+
+    @classmethod
+    def of(cls, kinds: np.ndarray) -> Activations:
+        """From kind names (`CostTracer.activation`'s), one per config."""
+        op = np.full(kinds.shape[0], -1, dtype=np.int64)
+        for name, onnx_op in _ACTIVATION_OPS.items():
+            op[kinds == name] = _OP_CODE[onnx_op]
+        return cls(op, kinds == "prelu")
+
+
 def where(present: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
     """Per config: ``a`` where ``present``, else ``b`` (the tensor a skipped layer leaves in place)."""
     return tuple(np.where(present, x, y) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
@@ -154,16 +169,13 @@ class BatchTracer:
         out = (n, self._full(cout), ho, wo)
         return self._record(CONV, out, macs, params, present, (cin, kernel, stride, groups))
 
-    def activation(self, x: Tensor, kind: np.ndarray | str, *, present: np.ndarray | None = None) -> Tensor:
-        """Element-wise activation; ``kind`` per config (or one for all), names as `CostTracer.activation`."""
+    def activation(self, x: Tensor, kind: Activations | str, *, present: np.ndarray | None = None) -> Tensor:
+        """Element-wise activation: one kind for all (names as `CostTracer.activation`) or one per config."""
         if isinstance(kind, str):
             op: np.ndarray | int = _OP_CODE[_ACTIVATION_OPS[kind]]
-            params = x[1] if kind == "prelu" else 0
+            params: np.ndarray | int = x[1] if kind == "prelu" else 0
         else:
-            op = np.full(self.n, -1, dtype=np.int64)
-            for name, onnx_op in _ACTIVATION_OPS.items():
-                op[kind == name] = _OP_CODE[onnx_op]
-            params = np.where(kind == "prelu", x[1], 0)
+            op, params = kind.op, np.where(kind.prelu, x[1], 0)
         return self._record(op, x, 0, params, present)
 
     def add(self, a: Tensor, b: Tensor, *, present: np.ndarray | None = None) -> Tensor:
@@ -196,9 +208,10 @@ class BatchTracer:
         if not self._blocks:
             raise ValueError("no layers recorded")
         mask = np.stack([present for present, _ in self._blocks], axis=1)
-        # One gather for every field: configs × blocks × fields (C order), masked.
-        rows = np.stack([block for _, block in self._blocks], axis=1)[mask]
-        columns = {name: np.ascontiguousarray(rows[:, j]) for j, name in enumerate(_TABLE_FIELDS)}
+        # One gather for every field.
+        grid = np.stack([block for _, block in self._blocks], axis=2)  # fields × configs × blocks
+        rows = grid[:, mask]  # fields × layers, config-major in call order; each field's row contiguous
+        columns = dict(zip(_TABLE_FIELDS, rows, strict=True))
         config = np.broadcast_to(np.arange(self.n, dtype=np.int64)[:, None], mask.shape)[mask]
         counts = mask.sum(axis=1)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
@@ -218,11 +231,11 @@ class BatchTracer:
         conv: tuple[np.ndarray | int, ...] = (0, 0, 0, 0),
     ) -> Tensor:
         n, c, h, w = shape
-        # One (configs × fields) block per op call, in `_TABLE_FIELDS` order; columns broadcast on assignment.
-        block = np.empty((self.n, len(_TABLE_FIELDS)), dtype=np.int64)
-        block[:, 0], block[:, 1], block[:, 2], block[:, 3] = op, c, h, w
-        block[:, 4], block[:, 5], block[:, 6], block[:, 7] = conv
-        block[:, 8], block[:, 9], block[:, 10] = macs, params, n * c * h * w * FLOAT_BYTES
+        # One (fields × configs) block per op call, in `_TABLE_FIELDS` order; rows broadcast on assignment.
+        block = np.empty((len(_TABLE_FIELDS), self.n), dtype=np.int64)
+        block[0], block[1], block[2], block[3] = op, c, h, w
+        block[4], block[5], block[6], block[7] = conv
+        block[8], block[9], block[10] = macs, params, n * c * h * w * FLOAT_BYTES
         self._blocks.append((self._all if present is None else present, block))
         return shape
 
@@ -425,12 +438,13 @@ def _sr_block(c: ConfigBatch, b: BatchTracer) -> None:
     """Mirrors `SRBlockFamily.describe`: head, body layers by position, residual, tail, pixel shuffle."""
     k, scale, widths = c.values["kernel"], c.values["scale"], c.lists["widths"]
     depth = c.lengths["widths"] - 1
+    activation = Activations.of(c.values["activation"])
     head = b.conv(b.input, widths[:, 0], k)
     x = head
     for i in range(1, int(depth.max(initial=0)) + 1):
         present = depth >= i
         y = b.conv(x, widths[:, i], k, present=present)
-        y = b.activation(y, c.values["activation"], present=present)
+        y = b.activation(y, activation, present=present)
         x = where(present, y, x)
     x = b.add(x, head, present=c.values["residual"])
     x = b.conv(x, 3 * scale * scale, k)
@@ -474,7 +488,7 @@ def _make_divisible(value: np.ndarray, divisor: int = 8) -> np.ndarray:
 def _mbconv(c: ConfigBatch, b: BatchTracer) -> None:
     """Mirrors `MBConvFamily.describe`: expand, depthwise, squeeze-excite, project, skip."""
     v = c.values
-    act = np.where(v["activation"] == "relu", "relu", "hardswish")
+    act = Activations.of(np.where(v["activation"] == "relu", "relu", "hardswish"))
     hidden = v["cin"] * v["expand_ratio"]
     expand = v["expand_ratio"] != 1
     x = b.input

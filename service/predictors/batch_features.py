@@ -39,9 +39,10 @@ from profilers.blocks.batch import (
 if TYPE_CHECKING:
     from service.predictors.features import Featurizer
 
-#: Fewest cache misses worth the batch path: below it, fixed numpy costs (~20 array ops per layer
-#: position) exceed the ~30 µs a config of the one-config path (measured in bench/bench_predict.py).
-BATCH_MIN = 16
+#: Fewest cache misses worth the batch path: its fixed cost (~40 array operations per layer position, about
+#: 0.7 ms for sr_block) equals the one-config path's ~30 µs a config near 25–30 configs (measured on 1 to
+#: 10,000 new sr_block configs; the one-config path is faster below, the batch path ever more so above).
+BATCH_MIN = 32
 
 
 def decode_structs(

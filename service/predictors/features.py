@@ -180,7 +180,7 @@ def _config_feature_names(specs: list[FieldSpec], slots: int) -> list[str]:
 class _RowCache:
     """Bounded, thread-safe map of config key (see `_cache_keys`) → feature row (FIFO eviction).
 
-    Lookups are counted (hits and misses of `get_many`) for the hit rate `/metrics` exports.
+    Lookups are counted (`count`: hits and misses) for the hit rate `/metrics` exports.
     """
 
     def __init__(self, limit: int) -> None:
@@ -195,14 +195,11 @@ class _RowCache:
         rows = self.rows
         return [rows.get(k) for k in keys]
 
-    def get_many(self, keys: list[bytes | str]) -> list[np.ndarray | None]:
-        """Rows of `keys` (None where absent), counted as hits and misses."""
-        found = self.peek_many(keys)
-        misses = sum(row is None for row in found)
+    def count(self, hits: int, misses: int) -> None:
+        """Record lookups (the caller knows which of `peek_many`'s answers were misses)."""
         with self.lock:
-            self.hits += len(found) - misses
+            self.hits += hits
             self.misses += misses
-        return found
 
     def put_many(self, items: list[tuple[bytes | str, np.ndarray]]) -> None:
         with self.lock:
@@ -481,9 +478,10 @@ class Featurizer:
         else:
             cache = _cache_for(self._cache_name)
             keys = _cache_keys(configs)
-        rows = cache.get_many(keys)
+        rows = cache.peek_many(keys)
         fresh: list[tuple[bytes | str, np.ndarray]] = []
         missing = [i for i, row in enumerate(rows) if row is None]
+        cache.count(len(rows) - len(missing), len(missing))
         if len(missing) >= batch_features.BATCH_MIN:
             # Many new configs: featurised as arrays; the rest (lax types, suspects) one by one below.
             json_configs = configs if from_json else None

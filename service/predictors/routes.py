@@ -201,10 +201,18 @@ _PREDICT_ACCESS = require_scope(Scope.predict)
 async def predict(request: Request) -> Response:
     """Latency of each config at each frequency, config-major (config 0 at every frequency, then 1, …)."""
     data = await request.body()
+    if len(data) <= INLINE_BODY_BYTES:
+        # A small request (≤ ~400 configs) is answered on the loop: the thread hop would cost more than the
+        # work, and one request at a time per process keeps the tail fair under load (worker threads would
+        # take turns on the GIL, each request finishing later). Use `latfarm serve --workers` for cores.
+        return _predict_in_thread(request, data)
     # One worker-thread hop for access, validation, prediction and serialisation: declared as sync
-    # dependencies, session, principal, scope check and settings would each take their own hop, which cost
-    # more than the prediction of a single config. The loop itself only receives the body.
+    # dependencies, session, principal, scope check and settings would each take their own hop.
     return await run_in_threadpool(_predict_in_thread, request, data)
+
+
+#: Bodies up to this size are predicted on the event loop (a few milliseconds of work at most).
+INLINE_BODY_BYTES = 64 * 1024
 
 
 def _predict_in_thread(request: Request, data: bytes) -> Response:
