@@ -60,6 +60,8 @@ def decode_structs(
     structs: dict[int, msgspec.Struct] = {}
     if texts is not None:
         known = known or {}
+        if len(known) == len(indices) and all(i in known for i in indices):
+            return dict(known)  # decoded with the request body (`JsonConfigs.checked`)
         decoder = config_decoder(family)
         for i in indices:
             value = known.get(i)
@@ -82,6 +84,15 @@ def decode_structs(
 
 
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {}
+_LIST_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {}
+
+
+def configs_decoder(family: str) -> msgspec.json.Decoder[Any]:
+    """A JSON decoder of an array of configs straight into a list of `family`'s typed structs."""
+    decoder = _LIST_DECODERS.get(family)
+    if decoder is None:
+        decoder = _LIST_DECODERS.setdefault(family, msgspec.json.Decoder(list[config_struct(family)]))  # type: ignore[index]
+    return decoder
 
 
 def config_decoder(family: str) -> msgspec.json.Decoder[Any]:

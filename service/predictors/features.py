@@ -296,6 +296,17 @@ class JsonConfigs(Sequence[Any]):
             more = cache.peek_many(texts)
             known = [row if row is not None else other for row, other in zip(known, more, strict=True)]
         missing = [i for i, row in enumerate(known) if row is None]
+        if not missing:
+            return batch
+        if batch_features.batch_supported(family):
+            try:  # one decoder call for all the cold texts; if one does not fit, each alone below
+                structs = batch_features.configs_decoder(family).decode(
+                    b"[%s]" % b",".join(texts[i] for i in missing)
+                )
+                batch.structs = dict(zip(missing, structs, strict=True))
+                return batch
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass
         decoder = batch_features.config_decoder(family) if batch_features.batch_supported(family) else None
         for i in missing:
             if decoder is not None:
