@@ -31,7 +31,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import annotated_types
 import msgspec
@@ -346,7 +346,7 @@ def _field_kinds(family: str) -> tuple[_FieldKind, ...]:
         if struct_type is bool:
             kind = "bool"
         elif (
-            struct_type is int
+            struct_type is _Int
             or typing.get_origin(struct_type) is typing.Literal
             and all(isinstance(a, int) for a in typing.get_args(struct_type))
         ):
@@ -368,17 +368,24 @@ def _strip_strict(annotation: Any) -> Any:
     return annotation
 
 
+#: Integers the structs accept: far beyond every bound of a config, and safe in int64 arithmetic; a larger
+#: one fails decoding, so pydantic reports its bound.
+_Int = Annotated[int, msgspec.Meta(ge=-(2**40), le=2**40)]
+
+
 def _struct_type(annotation: Any) -> Any:
     """The strict msgspec type of a config field (an Enum becomes the Literal of its values)."""
-    if annotation is bool or annotation is int:
-        return annotation
+    if annotation is bool:
+        return bool
+    if annotation is int:
+        return _Int
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return typing.Literal[tuple(str(m.value) for m in annotation)]  # type: ignore[misc]
     origin = typing.get_origin(annotation)
     if origin is typing.Literal and all(type(a) in (int, str) for a in typing.get_args(annotation)):
         return annotation
     if origin is list and _strip_strict(typing.get_args(annotation)[0]) is int:
-        return list[int]
+        return list[_Int]
     raise TypeError(f"no batch type for {annotation!r}")
 
 
@@ -400,11 +407,14 @@ def config_struct(family: str) -> type[msgspec.Struct]:
     )
 
 
-@cache
 def batch_supported(family: str) -> bool:
     """True when every field and every validator of `family`'s model has a batch twin here."""
-    if family not in _VALIDATORS or family not in _DESCRIBE:
-        return False
+    # Membership first: `family` may be any string a request sent, and only known ones are cached.
+    return family in _VALIDATORS and family in _DESCRIBE and _mirrors_model(family)
+
+
+@cache
+def _mirrors_model(family: str) -> bool:
     model = get_family(family).config_model
     decorators = model.__pydantic_decorators__
     if decorators.model_validators or set(decorators.field_validators) != _VALIDATORS[family][0]:

@@ -94,7 +94,12 @@ def test_lax_and_bad_configs_take_the_one_config_path_with_the_same_errors(
     featurizer = Featurizer("sr_block", ["big"])
     rows = featurizer.config_rows(configs)
     assert rows[5].tobytes() == _scalar_rows(featurizer, [dict(lax, height=int(lax["height"]))])[0].tobytes()
-    for index, bad, field in ((40, {"kernel": 4}, "kernel"), (70, {"widths": [8, 9999]}, "widths")):
+    cases = (
+        (20, {"height": 2**70}, "height"),
+        (40, {"kernel": 4}, "kernel"),
+        (70, {"widths": [8, 9999]}, "widths"),
+    )
+    for index, bad, field in cases:
         broken = list(configs)
         broken[index] = {**configs[index], **bad}
         broken[90] = {**configs[90], "scale": 7}  # a later error is not the one reported
