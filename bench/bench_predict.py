@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import statistics
@@ -109,13 +110,17 @@ def _free_port() -> int:
 
 
 def _time_alternated(
-    fns: dict[str, Callable[[], object]], rounds: int, blocks: int = 10
+    fns: dict[str, Callable[[], object]],
+    rounds: int,
+    blocks: int = 10,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """ms per call of each function; the functions take turns in `blocks` runs of back-to-back calls.
 
     Taking turns makes the ratios fair on a shared machine: a burst of someone else's load lands on the
     service and on its baseline alike instead of on whichever happened to run during it. Calls stay
-    back-to-back within a run (as a search loop sends them), so each side is timed warm.
+    back-to-back within a run (as a search loop sends them), so each side is timed warm. With `cpu`, the
+    process CPU time of each call is kept there too (server thread and client both count: one process).
     """
     for fn in fns.values():
         for _ in range(3):
@@ -125,9 +130,12 @@ def _time_alternated(
     for _ in range(blocks):
         for name, fn in fns.items():
             for _ in range(per_block):
+                c = time.process_time()
                 t = time.perf_counter()
                 fn()
                 samples[name].append((time.perf_counter() - t) * 1000.0)
+                if cpu is not None:
+                    cpu.setdefault(name, []).append((time.process_time() - c) * 1000.0)
     return samples
 
 
@@ -142,30 +150,31 @@ def _onnx_graph_costs(family, config):  # noqa: ANN001, ANN202
     return builder.costs()
 
 
-def cold_featurisation(rounds: int = 5) -> None:
+def cold_featurisation(rounds: int = 9) -> None:
     """Print the cold path: 1,000 new configs through the tracer, the ONNX-graph path and the featurisers."""
     family = get_family("sr_block")
     parsed = [family.parse(c) for c in _configs(1000, seed=4242)]
     tracer, graph, one_by_one, batch = [], [], [], []
     for r in range(rounds):  # alternated rounds, so load changes on the shared machine hit all alike
-        t = time.perf_counter()
+        t = time.process_time()
         tracer_costs = [family.costs(c) for c in parsed]
-        tracer.append((time.perf_counter() - t) * 1000.0)
-        t = time.perf_counter()
+        tracer.append((time.process_time() - t) * 1000.0)
+        t = time.process_time()
         graph_costs = [_onnx_graph_costs(family, c) for c in parsed]
-        graph.append((time.perf_counter() - t) * 1000.0)
+        graph.append((time.process_time() - t) * 1000.0)
         assert tracer_costs == graph_costs
         for path, samples in ((10**9, one_by_one), (batch_features.BATCH_MIN, batch)):
             fresh = _configs(1000, seed=10_000 + r)  # never seen by the feature cache
             features._CACHES.clear()
             batch_features.BATCH_MIN, saved = path, batch_features.BATCH_MIN
-            t = time.perf_counter()
+            c = time.process_time()
             Featurizer("sr_block", ["big"]).config_rows(fresh)
-            samples.append((time.perf_counter() - t) * 1000.0)
+            samples.append((time.process_time() - c) * 1000.0)
             batch_features.BATCH_MIN = saved
     med_t, med_g = statistics.median(tracer), statistics.median(graph)
     print(
-        f"\nCold featurisation in process, 1,000 new sr_block configs (median of {rounds} alternated rounds)"
+        f"\nCold featurisation in process, 1,000 new sr_block configs (median CPU time of {rounds} "
+        "alternated rounds: the shared machine's other tenants move wall time far more)"
     )
     head = f"{'step':<58} | {'1,000 configs':>13} | {'per config':>11} | {'vs ONNX path':>12}"
     print(head)
@@ -218,29 +227,40 @@ def cold_http(client: httpx.Client, model, device_id: int, rounds: int) -> None:
             for booster in (model.booster, model.booster_p10, model.booster_p90):
                 booster.inplace_predict(x, base_margin=m)
 
+        cpu: dict[str, list[float]] = {}
         timed = _time_alternated(
             {"cold": call, "json": lambda b=bodies[-1]: json.loads(b), "raw3": raw_three},
             count,
             blocks=min(10, count),
+            cpu=cpu,
         )
-        rows.append((n, timed["cold"], timed["json"], timed["raw3"]))
+        rows.append((n, timed["cold"], timed["json"], timed["raw3"], cpu))
     print(
         "\n/v1/predict cold: every request holds configs never seen before (a search job's new generation); "
         "baselines in the same run, alternated"
     )
     head = (
         f"{'configs':>7} | {'cold med':>9} {'cold p99':>9} | {'json.loads':>10} | {'raw 3 med':>9} | "
-        f"{'cold/(json+raw3)':>16} | {'µs/config':>9} | {'target':>9}"
+        f"{'cold/(json+raw3)':>16} | {'µs/config':>9} | {'CPU: cold':>9} {'json+raw3':>9} {'ratio':>5} | "
+        f"{'target':>9}"
     )
     print(head)
     print("-" * len(head))
-    for n, cold, decode, raw3 in rows:
+    for n, cold, decode, raw3, cpu in rows:
         med, j, r3 = statistics.median(cold), statistics.median(decode), statistics.median(raw3)
+        cpu_cold = statistics.median(cpu["cold"])
+        cpu_base = statistics.median(cpu["json"]) + statistics.median(cpu["raw3"])
         target = "≤ 1 ms" if n == 1 else ("≤ 3×" if n == 1000 else "")
         print(
             f"{n:>7} | {med:>7.2f}ms {_p99(cold):>7.2f}ms | {j:>8.3f}ms | {r3:>7.3f}ms | "
-            f"{med / (j + r3):>16.2f} | {1000 * med / n:>9.1f} | {target:>9}"
+            f"{med / (j + r3):>16.2f} | {1000 * med / n:>9.1f} | {cpu_cold:>7.2f}ms {cpu_base:>7.2f}ms "
+            f"{cpu_cold / cpu_base:>5.2f} | {target:>9}"
         )
+    print(
+        "CPU = process CPU time per call (the cold request's includes the httpx client's share): less "
+        f"moved by other tenants than wall time; load average now {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores"
+    )
 
 
 def main() -> None:
