@@ -60,7 +60,7 @@ def decode_structs(
     structs: dict[int, msgspec.Struct] = {}
     if texts is not None:
         known = known or {}
-        if len(known) == len(indices) and all(i in known for i in indices):
+        if len(known) >= len(indices) and known.keys() >= set(indices):
             return dict(known)  # decoded with the request body (`JsonConfigs.checked`)
         decoder = config_decoder(family)
         for i in indices:
