@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from service.bounds import Cursor, PathId
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep
 from service.jobs import service
 from service.jobs.models import JobStatus
@@ -27,7 +28,7 @@ def list_jobs(
     settings: SettingsDep,
     _: ReadAccess,
     status: JobStatus | None = None,
-    cursor: int | None = None,
+    cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[JobOut]:
     rows, next_cursor = service.list_jobs(
@@ -37,17 +38,17 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: int, session: SessionDep, _: ReadAccess) -> JobOut:
+def get_job(job_id: PathId, session: SessionDep, _: ReadAccess) -> JobOut:
     return service.job_out(session, service.get_job(session, job_id))
 
 
 @router.get("/{job_id}/tasks", response_model=Page[TaskOut])
 def list_tasks(
-    job_id: int,
+    job_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
     _: ReadAccess,
-    cursor: int | None = None,
+    cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[TaskOut]:
     rows, next_cursor = service.list_tasks(
@@ -57,5 +58,5 @@ def list_tasks(
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, session: SessionDep, _: ProfileAccess) -> JobOut:
+def cancel_job(job_id: PathId, session: SessionDep, _: ProfileAccess) -> JobOut:
     return service.job_out(session, service.cancel_job(session, job_id))

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from service.bounds import Cursor, PathId, QueryInt, Text
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep
 from service.measurements import service
 from service.measurements.models import MeasurementSource
@@ -25,17 +26,17 @@ def list_measurements(
     session: SessionDep,
     settings: SettingsDep,
     _: ReadAccess,
-    device: int | None = None,
-    family: str | None = None,
-    job: int | None = None,
-    cluster: str | None = None,
-    frequency_khz: int | None = None,
-    config_hash: str | None = None,
+    device: PathId | None = None,
+    family: Text | None = None,
+    job: PathId | None = None,
+    cluster: Text | None = None,
+    frequency_khz: QueryInt | None = None,
+    config_hash: Text | None = None,
     valid: bool | None = None,
     source: MeasurementSource | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
-    cursor: int | None = None,
+    cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
     format: Literal["json", "csv", "parquet"] = "json",
 ) -> Page[MeasurementOut] | StreamingResponse:

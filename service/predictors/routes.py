@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from service.auth.models import Scope
+from service.bounds import Cursor, PathId, Text
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep, current_principal, require_scope
 from service.pagination import Page
 from service.predictors import service
@@ -119,9 +120,9 @@ def list_predictors(
     session: SessionDep,
     settings: SettingsDep,
     _: ReadAccess,
-    family: str | None = None,
-    device: Annotated[int | None, Query()] = None,
-    cursor: int | None = None,
+    family: Text | None = None,
+    device: Annotated[PathId | None, Query()] = None,
+    cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[PredictorOut]:
     rows, next_cursor = service.list_predictors(
@@ -135,7 +136,7 @@ def import_predictor(
     data: Annotated[bytes, Depends(snapshot_body)],
     session: SessionDep,
     who: ProfileAccess,
-    device: Annotated[int | None, Query()] = None,
+    device: Annotated[PathId | None, Query()] = None,
 ) -> PredictorOut:
     """Store a verified snapshot as a new, inactive version (for `device`, default the snapshot's)."""
     predictor = service.import_snapshot(session, data, device_id=device, created_by=who.name)
@@ -143,17 +144,17 @@ def import_predictor(
 
 
 @router.get("/v1/predictors/{predictor_id}", response_model=PredictorOut)
-def get_predictor(predictor_id: int, session: SessionDep, _: ReadAccess) -> PredictorOut:
+def get_predictor(predictor_id: PathId, session: SessionDep, _: ReadAccess) -> PredictorOut:
     return PredictorOut.model_validate(service.get_predictor(session, predictor_id))
 
 
 @router.post("/v1/predictors/{predictor_id}/activate", response_model=PredictorOut)
-def activate(predictor_id: int, session: SessionDep, registry: RegistryDep, _: ProfileAccess) -> PredictorOut:
+def activate(predictor_id: PathId, session: SessionDep, registry: RegistryDep, _: ProfileAccess) -> PredictorOut:
     return PredictorOut.model_validate(service.activate_predictor(session, predictor_id, registry))
 
 
 @router.get("/v1/predictors/{predictor_id}/snapshot", response_class=Response)
-def snapshot(predictor_id: int, session: SessionDep, _: ReadAccess) -> Response:
+def snapshot(predictor_id: PathId, session: SessionDep, _: ReadAccess) -> Response:
     filename, archive = service.export_snapshot(session, predictor_id)
     return Response(
         archive,
