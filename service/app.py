@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -15,7 +16,7 @@ from service.devices.routes import router as devices_router
 from service.jobs.routes import router as jobs_router
 from service.measurements.routes import router as measurements_router
 from service.predictors.routes import router as predictors_router
-from service.problems import BodySizeLimit, install_handlers
+from service.problems import BodySizeLimit, document_problems, install_handlers
 from service.settings import Settings, get_settings
 
 
@@ -46,6 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (devices_router, jobs_router, measurements_router, predictors_router, dashboard_router):
         app.include_router(router)
 
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # Built once (FastAPI caches the document), with the problem+json schema the errors refer to.
+        return app.openapi_schema or document_problems(build_openapi())
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)
     return app

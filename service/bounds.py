@@ -92,8 +92,7 @@ def exactly_one_of(*rules: dict[str, str]) -> dict[str, Any]:
         "allOf": [
             {
                 "oneOf": [
-                    {"required": [name], "properties": {name: {"type": kind}}}
-                    for name, kind in rule.items()
+                    {"required": [name], "properties": {name: {"type": kind}}} for name, kind in rule.items()
                 ]
             }
             for rule in rules

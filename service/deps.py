@@ -14,11 +14,15 @@ from sqlalchemy.orm import Session
 
 from service.auth.models import Scope
 from service.auth.service import authenticate
+from service.dashboard.csrf import HEADER as CSRF_HEADER
+from service.dashboard.csrf import csrf_valid, foreign_origin
 from service.problems import ForbiddenError, UnauthorizedError
 from service.settings import Settings
 
 #: The cookie the dashboard's login form sets (HttpOnly); it carries the same token secret as the header.
 TOKEN_COOKIE = "latfarm_token"
+#: Methods that change nothing: a cookie may authenticate them without a CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_settings(request: Request) -> Settings:
@@ -61,7 +65,29 @@ def _secret_from(request: Request) -> str | None:
         if kind.lower() != "bearer" or not secret.strip():
             raise UnauthorizedError("the Authorization header must be `Bearer <token>`")
         return secret.strip()
-    return request.cookies.get(TOKEN_COOKIE)
+    secret = request.cookies.get(TOKEN_COOKIE)
+    if secret is not None:
+        check_cookie_request(request, secret)
+    return secret
+
+
+def check_cookie_request(request: Request, secret: str) -> None:
+    """Refuse (403) a request the login cookie would authenticate when another site may have sent it.
+
+    A browser attaches the cookie to requests other sites make it send; a bearer header it never adds by
+    itself. So a cookie counts only from this origin, and a request that changes state must also carry
+    the session's CSRF token in the `X-CSRF-Token` header (see `service.dashboard.csrf`).
+    """
+    if foreign_origin(request.headers.get("origin"), request.url.scheme, request.headers.get("host")):
+        raise ForbiddenError(
+            f"a request from {request.headers.get('origin')!r} may not use the dashboard's login cookie; "
+            "call the API with an `Authorization: Bearer` token"
+        )
+    if request.method not in SAFE_METHODS and not csrf_valid(secret, request.headers.get(CSRF_HEADER)):
+        raise ForbiddenError(
+            f"a {request.method} authenticated by the login cookie needs the session's CSRF token in the "
+            f"{CSRF_HEADER} header (or use an `Authorization: Bearer` token)"
+        )
 
 
 def current_principal(request: Request, session: SessionDep) -> Principal:

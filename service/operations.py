@@ -10,7 +10,7 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.deps import SessionDep
-from service.problems import UnavailableError
+from service.problems import UnavailableError, problem_responses
 
 router = APIRouter(tags=["operations"])
 
@@ -70,7 +70,7 @@ def _route_template(scope: Scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=problem_responses(503))
 def healthz(session: SessionDep) -> dict[str, str]:
     """200 when the database answers a query, 503 otherwise."""
     try:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.bounds import INT32_MAX, Text
 from service.devices.models import Device
 from service.jobs import service as jobs_service
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
@@ -34,8 +35,9 @@ def _blank_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+# Free of NUL, and each int field bounded to an INTEGER column, as every API input (service.bounds).
 OptionalInt = Annotated[int | None, BeforeValidator(_blank_to_none)]
-OptionalStr = Annotated[str | None, BeforeValidator(_blank_to_none)]
+OptionalStr = Annotated[Text | None, BeforeValidator(_blank_to_none)]
 
 #: Sort keys of the pivot that are not frequency columns.
 FIXED_SORT_KEYS = ("config", "depth", "width")
@@ -47,16 +49,16 @@ class PivotQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    device: OptionalInt = Field(None, ge=1, description="device id")
+    device: OptionalInt = Field(None, ge=1, le=INT32_MAX, description="device id")
     family: OptionalStr = Field(None, max_length=64)
     cluster: OptionalStr = Field(None, max_length=32)
-    depth_min: OptionalInt = Field(None, ge=0)
-    depth_max: OptionalInt = Field(None, ge=0)
-    width_min: OptionalInt = Field(None, ge=0)
-    width_max: OptionalInt = Field(None, ge=0)
+    depth_min: OptionalInt = Field(None, ge=0, le=INT32_MAX)
+    depth_max: OptionalInt = Field(None, ge=0, le=INT32_MAX)
+    width_min: OptionalInt = Field(None, ge=0, le=INT32_MAX)
+    width_max: OptionalInt = Field(None, ge=0, le=INT32_MAX)
     q: OptionalStr = Field(None, max_length=200, description="text the config label must contain")
     sort: OptionalStr = Field(None, max_length=40)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=INT32_MAX)
     per_page: int = Field(50, ge=1, le=500)
 
     def params(self, **changes: Any) -> dict[str, Any]:
@@ -562,12 +564,14 @@ class PlotQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    device: OptionalInt = Field(None, ge=1)
+    device: OptionalInt = Field(None, ge=1, le=INT32_MAX)
     family: OptionalStr = Field(None, max_length=64)
     cluster: OptionalStr = Field(None, max_length=32)
-    config: list[str] = Field(default_factory=list, max_length=50, description="config hashes to draw")
-    frequency: OptionalInt = Field(None, ge=0, description="heatmap frequency (kHz); default the highest")
-    predictor: OptionalInt = Field(None, ge=1)
+    config: list[Text] = Field(default_factory=list, max_length=50, description="config hashes to draw")
+    frequency: OptionalInt = Field(
+        None, ge=0, le=INT32_MAX, description="heatmap frequency (kHz); default the highest"
+    )
+    predictor: OptionalInt = Field(None, ge=1, le=INT32_MAX)
 
 
 def _mhz(khz: int | None) -> float | None:

@@ -13,8 +13,11 @@ from service.devices.models import DeviceStatus
 from service.devices.schemas import DeviceCreate, DeviceOut, DevicePatch
 from service.jobs.runner import default_runner
 from service.pagination import Page
+from service.problems import problem_responses
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+router = APIRouter(
+    prefix="/v1/devices", tags=["devices"], responses=problem_responses(401, 403, 404, 409, 413, 422)
+)
 
 
 @router.post("", status_code=201, response_model=DeviceOut)

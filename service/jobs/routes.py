@@ -12,8 +12,11 @@ from service.jobs import service
 from service.jobs.models import JobStatus
 from service.jobs.schemas import JobCreate, JobOut, TaskOut
 from service.pagination import Page
+from service.problems import problem_responses
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 403, 404, 409, 413, 422)
+)
 
 
 @router.post("", status_code=202, response_model=JobOut)

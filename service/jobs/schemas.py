@@ -27,7 +27,9 @@ class SamplerSpec(BaseModel):
     model_config = REQUEST_BODY
 
     strategy: Literal["grid", "random", "sobol", "uncertainty"]
-    n: StrictInt | None = Field(None, ge=1, le=MAX_SAMPLER_N, description="configs to draw (grid: all when absent)")
+    n: StrictInt | None = Field(
+        None, ge=1, le=MAX_SAMPLER_N, description="configs to draw (grid: all when absent)"
+    )
     space: JsonObject = Field(min_length=1)
     seed: DbInt = 0
     candidates: StrictInt | None = Field(

@@ -14,13 +14,26 @@ from service.measurements import service
 from service.measurements.models import MeasurementSource
 from service.measurements.schemas import ImportResult, MeasurementImport, MeasurementOut
 from service.pagination import Page
+from service.problems import problem_responses
 
-router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
+router = APIRouter(
+    prefix="/v1/measurements", tags=["measurements"], responses=problem_responses(401, 403, 404, 413, 422)
+)
 
 _MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+_EXPORT_SCHEMA = {"schema": {"type": "string", "format": "binary"}}
 
 
-@router.get("", response_model=Page[MeasurementOut])
+@router.get(
+    "",
+    response_model=Page[MeasurementOut],
+    responses={
+        200: {
+            "description": "a page (`format=json`), or every match streamed as CSV or Parquet",
+            "content": {media: _EXPORT_SCHEMA for media in _MEDIA.values()},
+        }
+    },
+)
 def list_measurements(
     request: Request,
     session: SessionDep,

@@ -19,9 +19,9 @@ from service.predictors import service
 from service.predictors.features import JsonConfigs
 from service.predictors.registry import PredictorRegistry
 from service.predictors.schemas import PredictorCreate, PredictorOut, PredictRequest, PredictResponse
-from service.problems import InvalidInputError
+from service.problems import InvalidInputError, problem_responses
 
-router = APIRouter(tags=["predictors"])
+router = APIRouter(tags=["predictors"], responses=problem_responses(401, 403, 404, 409, 413, 422))
 
 _REGISTRY_LOCK = threading.Lock()
 
@@ -149,7 +149,9 @@ def get_predictor(predictor_id: PathId, session: SessionDep, _: ReadAccess) -> P
 
 
 @router.post("/v1/predictors/{predictor_id}/activate", response_model=PredictorOut)
-def activate(predictor_id: PathId, session: SessionDep, registry: RegistryDep, _: ProfileAccess) -> PredictorOut:
+def activate(
+    predictor_id: PathId, session: SessionDep, registry: RegistryDep, _: ProfileAccess
+) -> PredictorOut:
     return PredictorOut.model_validate(service.activate_predictor(session, predictor_id, registry))
 
 
@@ -170,11 +172,16 @@ _PREDICT_ACCESS = require_scope(Scope.predict)
     "/v1/predict",
     response_model=PredictResponse,
     openapi_extra=_PREDICT_OPENAPI,
-    responses={
-        409: {"description": "no active predictor for (device, family); the detail says how to train one"},
-        413: {"description": "more configs × frequencies than `max_predict_configs`"},
-        422: {"description": "invalid body or config; `errors[].loc` names the index and field"},
-    },
+    responses=problem_responses(
+        409,
+        413,
+        422,
+        described={
+            409: "no active predictor for (device, family); the detail says how to train one",
+            413: "more configs × frequencies than `max_predict_configs`",
+            422: "invalid body or config; `errors[].loc` names the index and field",
+        },
+    ),
 )
 async def predict(request: Request) -> Response:
     """Latency of each config at each frequency, config-major (config 0 at every frequency, then 1, …)."""
