@@ -121,7 +121,25 @@ def require_scope(scope: Scope) -> Callable[..., Principal]:
     return check
 
 
+def read_all_or_own(scope: Scope) -> Callable[..., str | None]:
+    """A dependency for what `read` sees whole and a holder of `scope` sees of its own making: None (every
+    row) for readers, else the token's name (only the rows it created)."""
+    read = require_scope(Scope.read)
+
+    def check(
+        principal: Annotated[Principal, Depends(current_principal)], settings: SettingsDep
+    ) -> str | None:
+        if principal is not ANONYMOUS and not principal.has(Scope.read) and principal.has(scope):
+            return principal.name
+        read(principal, settings)  # 401/403 as for any read
+        return None
+
+    return check
+
+
 ReadAccess = Annotated[Principal, Depends(require_scope(Scope.read))]
+#: Readers see every job; a `profile` token without `read` sees the jobs it submitted.
+JobReader = Annotated[str | None, Depends(read_all_or_own(Scope.profile))]
 AdminAccess = Annotated[Principal, Depends(require_scope(Scope.admin))]
 ProfileAccess = Annotated[Principal, Depends(require_scope(Scope.profile))]
 PredictAccess = Annotated[Principal, Depends(require_scope(Scope.predict))]

@@ -161,9 +161,13 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
+        response = problem_response(
             500, "Internal server error", "the server failed on this request; the error is in its log"
         )
+        # Starlette re-raises the error once this answer is sent, and the server then drops the connection:
+        # saying so lets a keep-alive client open a new one instead of failing its next request on it.
+        response.headers["Connection"] = "close"
+        return response
 
 
 class BodySizeLimit:

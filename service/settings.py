@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     predictor_refresh_ms: float = Field(
         500.0, description="how stale the cached active-predictor id may get (0: re-read on every predict)"
     )
+    metrics_require_token: bool = Field(
+        False, description="`/metrics` answers only a token with the `read` scope (Prometheus' bearer token)"
+    )
     log_level: str = Field("INFO", description="Python logging level")
 
     @property

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from service.bounds import Cursor, PathId
-from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep
+from service.deps import JobReader, ProfileAccess, SessionDep, SettingsDep
 from service.jobs import service
 from service.jobs.models import JobStatus
 from service.jobs.schemas import JobCreate, JobOut, TaskOut
@@ -29,20 +29,20 @@ def submit_job(body: JobCreate, session: SessionDep, settings: SettingsDep, who:
 def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
-    _: ReadAccess,
+    owner: JobReader,
     status: JobStatus | None = None,
     cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[JobOut]:
     rows, next_cursor = service.list_jobs(
-        session, status=status, cursor=cursor, limit=min(limit, settings.page_size_max)
+        session, status=status, created_by=owner, cursor=cursor, limit=min(limit, settings.page_size_max)
     )
     return Page[JobOut](items=[service.job_out(session, j) for j in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: PathId, session: SessionDep, _: ReadAccess) -> JobOut:
-    return service.job_out(session, service.get_job(session, job_id))
+def get_job(job_id: PathId, session: SessionDep, owner: JobReader) -> JobOut:
+    return service.job_out(session, service.get_job(session, job_id, created_by=owner))
 
 
 @router.get("/{job_id}/tasks", response_model=Page[TaskOut])
@@ -50,12 +50,12 @@ def list_tasks(
     job_id: PathId,
     session: SessionDep,
     settings: SettingsDep,
-    _: ReadAccess,
+    owner: JobReader,
     cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[TaskOut]:
     rows, next_cursor = service.list_tasks(
-        session, job_id, cursor=cursor, limit=min(limit, settings.page_size_max)
+        session, job_id, created_by=owner, cursor=cursor, limit=min(limit, settings.page_size_max)
     )
     return Page[TaskOut](items=[TaskOut.model_validate(t) for t in rows], next_cursor=next_cursor)
 

@@ -66,9 +66,8 @@ def list_measurements(
         until=_aware(until),
     )
     if format != "json":
-        stream = service.stream_csv if format == "csv" else service.stream_parquet
         return StreamingResponse(
-            stream(request.app.state.sessionmaker, filters),
+            service.open_export(request.app.state.sessionmaker, filters, format),
             media_type=_MEDIA[format],
             headers={"Content-Disposition": f'attachment; filename="measurements.{format}"'},
         )
