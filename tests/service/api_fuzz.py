@@ -93,12 +93,17 @@ def fuzz(
                     return
                 if response.status_code >= 400:
                     if response.headers.get("content-type", [""])[0] != PROBLEM_JSON:
-                        report.violations.append("not problem+json: " + _describe(case, response.status_code, text))
+                        report.violations.append(
+                            "not problem+json: " + _describe(case, response.status_code, text)
+                        )
                     return
                 try:
                     case.validate_response(response, checks=checks)
                 except (Exception, BaseExceptionGroup) as exc:  # a check failed: recorded, the run goes on
-                    report.violations.append(f"{type(exc).__name__}: {str(exc)[:300]}\n  " + _describe(case, response.status_code, text))
+                    report.violations.append(
+                        f"{type(exc).__name__}: {str(exc)[:300]}\n  "
+                        + _describe(case, response.status_code, text)
+                    )
 
             try:
                 run()
