@@ -1,13 +1,16 @@
-"""Property-based runs over the app's own OpenAPI: schemathesis draws requests, the app must hold its contract.
+"""Property-based runs over the app's own OpenAPI: schemathesis draws requests, the app must keep its contract.
 
-Every drawn request (valid by the schema, or deliberately invalid) is sent in-process to the app and its
-answer checked: never a 5xx; every 4xx is `application/problem+json`; a documented status with a body that
-matches its documented schema. Shared by the bounded suite test and `bench/bench_api_fuzz.py` (≥ 1,000 cases).
+Each drawn request — valid by the schema, or deliberately invalid (negative mode) — is sent in-process to the
+app, and its answer checked: never a 5xx; every 4xx is `application/problem+json`; a success has a documented
+status, content type and a body matching its schema. Shared by the suite's bounded test and
+`bench/bench_api_fuzz.py` (≥ 1,000 cases). Registration probes devices: callers swap in a runner that
+touches no network.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +27,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 PROBLEM_JSON = "application/problem+json"
-
-#: Routes other work owns the body handling of: their 4xx answers are checked, their 5xx only reported.
+#: Routes whose body handling other work owns: their 4xx answers are checked, their 5xx only reported.
 REPORT_ONLY = ("POST /v1/predict", "POST /v1/predictors/import")
+_CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @dataclass
@@ -44,9 +47,44 @@ class FuzzReport:
         """Responses with a status of 500 or more, reported-only routes included."""
         return sum(n for status, n in self.statuses.items() if status >= 500)
 
+    def record(self, case: Any, status: int, body: bytes | str) -> None:
+        """Count one answer; a 5xx is listed with the curl command that reproduces it."""
+        self.cases += 1
+        self.statuses[status] += 1
+        if status >= 500:
+            target = (
+                self.report_only_server_errors if case.operation.label in REPORT_ONLY else self.server_errors
+            )
+            target.append(_describe(case, status, body))
 
-def _describe(case: Any, status: int, text: str) -> str:
-    return f"{case.operation.label} → {status}: {text[:200]!r}\n  {case.as_curl_command()}"
+    def violate(self, what: str, case: Any, status: int, body: bytes | str) -> None:
+        """List a broken contract (other than a 5xx)."""
+        self.violations.append(f"{what}: {_describe(case, status, body)}")
+
+
+def _describe(case: Any, status: int, body: bytes | str) -> str:
+    text = body if isinstance(body, str) else body[:300].decode(errors="replace")
+    return f"{case.operation.label} → {status}: {text[:300]!r}\n  {case.as_curl_command()}"
+
+
+def _send_and_check(case: Any, headers: dict[str, str], report: FuzzReport) -> None:
+    try:
+        response = case.call(headers=headers)
+    except Exception as exc:  # the in-process client re-raises what the app's 500 handler logged
+        report.record(case, 500, f"{type(exc).__name__}: {exc}")
+        return
+    status, body = response.status_code, response.content
+    report.record(case, status, body)
+    if status >= 500:
+        return
+    if status >= 400:
+        if response.headers.get("content-type", [""])[0] != PROBLEM_JSON:
+            report.violate("a 4xx that is not problem+json", case, status, body)
+        return
+    try:
+        case.validate_response(response, checks=_CHECKS)
+    except (Exception, BaseExceptionGroup) as exc:  # a failed check: listed, the run goes on
+        report.violate(f"{type(exc).__name__} {str(exc)[:300]}", case, status, body)
 
 
 def fuzz(
@@ -57,17 +95,15 @@ def fuzz(
     modes: Iterable[GenerationMode] = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE),
     seed: int = 0,
 ) -> FuzzReport:
-    """Draw `examples_per_operation` requests per operation and mode, send each, check each answer."""
+    """Draw `examples_per_operation` requests per operation and mode (seeded), send each, check each answer."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     report = FuzzReport()
-    checks = [status_code_conformance, content_type_conformance, response_schema_conformance]
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in modes:
 
             @hypothesis.settings(
                 max_examples=examples_per_operation,
-                derandomize=True,
                 database=None,
                 deadline=None,
                 phases=[Phase.generate],
@@ -76,37 +112,9 @@ def fuzz(
             @hypothesis.seed(seed)
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
-                report_only = case.operation.label in REPORT_ONLY
-                report.cases += 1
-                try:
-                    response = case.call(headers=headers)
-                except Exception as exc:  # the in-process client re-raises what the app's 500 handler logged
-                    report.statuses[500] += 1
-                    target = report.report_only_server_errors if report_only else report.server_errors
-                    target.append(_describe(case, 500, f"{type(exc).__name__}: {exc}"))
-                    return
-                report.statuses[response.status_code] += 1
-                text = response.content[:300].decode(errors="replace")
-                if response.status_code >= 500:
-                    target = report.report_only_server_errors if report_only else report.server_errors
-                    target.append(_describe(case, response.status_code, text))
-                    return
-                if response.status_code >= 400:
-                    if response.headers.get("content-type", [""])[0] != PROBLEM_JSON:
-                        report.violations.append(
-                            "not problem+json: " + _describe(case, response.status_code, text)
-                        )
-                    return
-                try:
-                    case.validate_response(response, checks=checks)
-                except (Exception, BaseExceptionGroup) as exc:  # a check failed: recorded, the run goes on
-                    report.violations.append(
-                        f"{type(exc).__name__}: {str(exc)[:300]}\n  "
-                        + _describe(case, response.status_code, text)
-                    )
+                _send_and_check(case, headers, report)
 
-            try:
+            # An operation with no parameters and no body has nothing to make invalid.
+            with contextlib.suppress(hypothesis.errors.Unsatisfiable):
                 run()
-            except hypothesis.errors.Unsatisfiable:
-                pass  # nothing to make invalid (no parameters, no body): the positive mode covers it
     return report
