@@ -1,4 +1,4 @@
-"""Property-based runs over the app's own OpenAPI: schemathesis draws requests, the app must keep its contract.
+"""Property-based runs over the app's OpenAPI: schemathesis draws requests, the app must keep its contract.
 
 Each drawn request — valid by the schema, or deliberately invalid (negative mode) — is sent in-process to the
 app, and its answer checked: never a 5xx; every 4xx is `application/problem+json`; a success has a documented
@@ -95,7 +95,7 @@ def fuzz(
     modes: Iterable[GenerationMode] = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE),
     seed: int = 0,
 ) -> FuzzReport:
-    """Draw `examples_per_operation` requests per operation and mode (seeded), send each, check each answer."""
+    """Draw `examples_per_operation` requests per operation and mode (seeded); send and check each."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     report = FuzzReport()
     for result in schema.get_all_operations():

@@ -78,7 +78,8 @@ def test_nul_characters_are_refused(client: TestClient, admin_headers: dict[str,
 def test_non_finite_numbers_and_deep_json_are_refused(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    row = '{"rows": [{"device_id": 1, "family": "sr_block", "config": {}, "cluster": "big", "runtime_name": "o",'
+    row = '{"rows": [{"device_id": 1, "family": "sr_block", "config": {}, "cluster": "big", '
+    row += '"runtime_name": "o",'
     row += '"runs": 1, "median_ms": 1, "mean_ms": 1, "min_ms": 1, "max_ms": Infinity, "p90_ms": 1}]}'
     headers = {**admin_headers, "content-type": "application/json"}
     _refused(client.post("/v1/measurements/import", content=row, headers=headers), "max_ms")

@@ -1,4 +1,4 @@
-"""The OpenAPI contract: request bodies, problem+json errors, exactly-one-of rules; `/metrics` behind a token."""
+"""The OpenAPI contract: bodies, problem+json errors, exactly-one-of rules; `/metrics` behind a token."""
 
 from __future__ import annotations
 
