@@ -26,6 +26,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from service.jobs.runner import NoopRunner
+
 PROBLEM_JSON = "application/problem+json"
 #: Routes whose body handling other work owns: their 4xx answers are checked, their 5xx only reported.
 REPORT_ONLY = ("POST /v1/predict", "POST /v1/predictors/import")
@@ -85,6 +87,41 @@ def _send_and_check(case: Any, headers: dict[str, str], report: FuzzReport) -> N
         case.validate_response(response, checks=_CHECKS)
     except (Exception, BaseExceptionGroup) as exc:  # a failed check: listed, the run goes on
         report.violate(f"{type(exc).__name__} {str(exc)[:300]}", case, status, body)
+
+
+#: What the fuzzing runner says a probed phone is: one cluster, so jobs on it expand.
+FUZZ_FACTS = {"clusters": [{"name": "big", "cpus": [0, 1], "frequencies_khz": [1000, 2000]}]}
+
+
+def fuzz_runner(_: Any = None) -> NoopRunner:
+    """The device runner for fuzzing (swap it in for `default_runner`): probes answer at once, no network."""
+    return NoopRunner(FUZZ_FACTS)
+
+
+def seed_resources(app: FastAPI, headers: dict[str, str]) -> None:
+    """A device, a job on it and a measurement, so drawn ids (small ones come first) meet real rows."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app)
+    device = client.post(
+        "/v1/devices", json={"serial": "127.0.0.1:5555", "transport": "tcp"}, headers=headers
+    )
+    assert device.status_code == 201, device.text
+    config = {"kernel": 3, "cin": 8, "cout": 8, "height": 8, "width": 8}
+    job = {"family": "conv", "configs": [config], "devices": [device.json()["id"]], "frequencies": [1000]}
+    assert client.post("/v1/jobs", json=job, headers=headers).status_code == 202
+    row = {
+        "device_id": device.json()["id"],
+        "family": "conv",
+        "config": config,
+        "cluster": "big",
+        "frequency_khz": 1000,
+        "runtime_name": "onnxruntime",
+        "runs": 1,
+        **dict.fromkeys(("median_ms", "mean_ms", "min_ms", "max_ms", "p90_ms"), 1.0),
+    }
+    imported = client.post("/v1/measurements/import", json={"rows": [row]}, headers=headers)
+    assert imported.status_code == 201, imported.text
 
 
 def fuzz(

@@ -11,15 +11,14 @@ from fastapi import FastAPI
 
 import service.devices.routes as device_routes
 from service.app import create_app
-from service.jobs.runner import NoopRunner
 from service.settings import Settings
-from tests.service.api_fuzz import FuzzReport, fuzz
+from tests.service.api_fuzz import FuzzReport, fuzz, fuzz_runner, seed_resources
 
 
 @pytest.fixture
 def fuzz_app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
     # Registering a device probes it: drawn addresses must reach no network.
-    monkeypatch.setattr(device_routes, "default_runner", lambda _: NoopRunner())
+    monkeypatch.setattr(device_routes, "default_runner", fuzz_runner)
     return create_app(settings)
 
 
@@ -35,6 +34,7 @@ def _assert_contract_kept(report: FuzzReport, at_least: int) -> None:
 
 
 def test_drawn_requests_keep_the_contract(fuzz_app: FastAPI, admin_headers: dict[str, str]) -> None:
+    seed_resources(fuzz_app, admin_headers)
     _assert_contract_kept(fuzz(fuzz_app, admin_headers, examples_per_operation=6), at_least=200)
 
 
@@ -42,4 +42,5 @@ def test_drawn_requests_keep_the_contract(fuzz_app: FastAPI, admin_headers: dict
 def test_over_a_thousand_drawn_requests_keep_the_contract(
     fuzz_app: FastAPI, admin_headers: dict[str, str]
 ) -> None:
+    seed_resources(fuzz_app, admin_headers)
     _assert_contract_kept(fuzz(fuzz_app, admin_headers, examples_per_operation=30, seed=1), at_least=1000)
