@@ -45,6 +45,9 @@ def test_exactly_one_of_rules_are_in_the_schema(client: TestClient) -> None:
         [["configs"], ["sampler"]],
         [["devices"], ["selector"]],
     ]
+    predict = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
+    rule = predict["content"]["application/json"]["schema"]["allOf"][0]["oneOf"]
+    assert [branch["required"] for branch in rule] == [["frequency_khz"], ["frequencies_khz"]]
 
 
 def test_metrics_can_require_a_token(settings: Settings, make_headers: Callable[..., dict[str, str]]) -> None:
