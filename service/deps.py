@@ -78,7 +78,7 @@ def check_cookie_request(request: Request, secret: str) -> None:
     itself. So a cookie counts only from this origin, and a request that changes state must also carry
     the session's CSRF token in the `X-CSRF-Token` header (see `service.dashboard.csrf`).
     """
-    if foreign_origin(request.headers.get("origin"), request.url.scheme, request.headers.get("host")):
+    if foreign_origin(request.headers, request.url.scheme):
         raise ForbiddenError(
             f"a request from {request.headers.get('origin')!r} may not use the dashboard's login cookie; "
             "call the API with an `Authorization: Bearer` token"

@@ -66,7 +66,7 @@ def form_action(scope: Scope | None) -> Callable[..., Principal]:
             raise UnauthorizedError(
                 "log in to the dashboard first (the session cookie is missing or revoked)"
             )
-        if foreign_origin(request.headers.get("origin"), request.url.scheme, request.headers.get("host")):
+        if foreign_origin(request.headers, request.url.scheme):
             raise ForbiddenError("a dashboard form can only be posted from the dashboard's own pages")
         if not csrf_valid(secret, csrf_token):
             raise ForbiddenError(

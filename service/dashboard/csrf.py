@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 FIELD = "csrf_token"
@@ -49,12 +50,21 @@ def _origin_key(scheme: str, netloc: str) -> tuple[str, str, int | None] | None:
     return (scheme, (parts.hostname or "").lower(), port)
 
 
-def foreign_origin(origin: str | None, scheme: str, host: str | None) -> bool:
+def foreign_origin(headers: Mapping[str, str], scheme: str) -> bool:
     """True when the browser's `Origin` names another origin than this request's (scheme, host, port);
-    an absent `Origin` (a navigation, a non-browser client) is not foreign, `null` or garbage is."""
+    an absent `Origin` (a navigation, a non-browser client) is not foreign, `null` or garbage is.
+
+    Behind a reverse proxy the request's own origin is the one the proxy forwards (`X-Forwarded-Host`,
+    `X-Forwarded-Proto`): a page of another site cannot add those headers to a request (a browser would
+    ask the service's permission first, which it never grants), so they cannot be forged from there.
+    """
+    origin = headers.get("origin")
     if origin is None:
         return False
     parts = urlsplit(origin)
     theirs = _origin_key(parts.scheme, parts.netloc) if parts.scheme and parts.netloc else None
-    ours = _origin_key(scheme, host) if host else None
+    host = headers.get("x-forwarded-host") or headers.get("host")
+    ours = (
+        _origin_key(headers.get("x-forwarded-proto") or scheme, host.split(",")[0].strip()) if host else None
+    )
     return theirs is None or theirs != ours

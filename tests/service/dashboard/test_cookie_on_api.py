@@ -63,6 +63,17 @@ def test_the_cookie_changes_state_only_with_the_csrf_header(
     assert client.get(path, headers={"Origin": "http://testserver"}).status_code == 200
 
 
+def test_behind_a_proxy_the_forwarded_origin_counts(
+    client: TestClient, seeded, make_headers: Callable[..., dict[str, str]]
+) -> None:
+    secret = _cookie_client(client, make_headers)
+    path = f"/v1/devices/{seeded.device_id}"
+    proxied = {"X-Forwarded-Host": "farm.example", "X-Forwarded-Proto": "https", HEADER: csrf_token(secret)}
+    ok = client.patch(path, json={"name": "p"}, headers={**proxied, "Origin": "https://farm.example"})
+    assert ok.status_code == 200, ok.text
+    _forbidden(client.patch(path, json={"name": "p"}, headers={**proxied, "Origin": "http://testserver"}))
+
+
 def test_bearer_tokens_are_unaffected_by_origin(
     client: TestClient, seeded, make_headers: Callable[..., dict[str, str]]
 ) -> None:
