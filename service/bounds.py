@@ -5,7 +5,9 @@ reaches the database to fail there as a 500. Integers stay within a 32-bit INTEG
 stops at 2³¹−1, SQLite at 2⁶³−1: the narrower wins), a boolean is never taken for an integer, strings hold
 no NUL (PostgreSQL's text refuses it), floats are finite (JSON has no NaN/∞, and JSONB refuses them) and
 free-form JSON objects are NUL-free, finite and at most `MAX_JSON_DEPTH` deep. Each is one `Annotated`
-type, shown in the OpenAPI schema (minimum/maximum, pattern), used for path, query and body fields alike.
+type, shown in the OpenAPI schema (minimum/maximum, pattern): body integers are strict (`DbInt`, `DbId`,
+`StrictInt` with a field's own bounds), path and query integers are parsed from text (`PathId`,
+`QueryInt`, `Cursor`), and `Text` serves all three.
 """
 
 from __future__ import annotations
