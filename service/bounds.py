@@ -3,15 +3,16 @@
 The invariant: whatever passes validation fits its column on SQLite *and* PostgreSQL, so no hostile value
 reaches the database to fail there as a 500. Integers stay within a 32-bit INTEGER (PostgreSQL's `integer`
 stops at 2³¹−1, SQLite at 2⁶³−1: the narrower wins), a boolean is never taken for an integer, strings hold
-no NUL (PostgreSQL's text refuses it), floats are finite (JSON has no NaN/∞, and JSONB refuses them) and
-free-form JSON objects are NUL-free, finite and at most `MAX_JSON_DEPTH` deep. Each is one `Annotated`
-type, shown in the OpenAPI schema (minimum/maximum, pattern): body integers are strict (`DbInt`, `DbId`,
-`StrictInt` with a field's own bounds), path and query integers are parsed from text (`PathId`,
-`QueryInt`, `Cursor`), and `Text` serves all three.
+no NUL (PostgreSQL's text refuses it), datetimes stay within the years 1-9999 once taken to UTC, floats are
+finite (JSON has no NaN/∞, and JSONB refuses them) and free-form JSON objects are NUL-free, finite and at
+most `MAX_JSON_DEPTH` deep. Each is one `Annotated` type, shown in the OpenAPI schema (minimum/maximum,
+pattern): body integers are strict (`DbInt`, `DbId`, `StrictInt` with a field's own bounds), path and
+query integers are parsed from text (`PathId`, `QueryInt`, `Cursor`); `Text` and `Timestamp` serve all.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "REQUEST_BODY",
     "Cursor",
+    "Timestamp",
     "DbId",
     "DbInt",
     "JsonObject",
@@ -57,6 +59,19 @@ QueryInt = Annotated[int, Ge(INT32_MIN), Le(INT32_MAX)]
 Cursor = Annotated[int, Ge(0), Le(INT32_MAX)]
 #: A string without NUL characters (PostgreSQL stores none).
 Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+
+
+def _representable_in_utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("lies outside the years 1-9999 once taken to UTC") from None
+    return value
+
+
+#: A datetime that stays within the years 1-9999 once taken to UTC, as every stored one is.
+Timestamp = Annotated[dt.datetime, AfterValidator(_representable_in_utc)]
 
 
 def _storable_json(value: Any, depth: int = 0) -> None:

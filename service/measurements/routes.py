@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from service.bounds import Cursor, PathId, QueryInt, Text
+from service.bounds import Cursor, PathId, QueryInt, Text, Timestamp
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep
 from service.measurements import service
 from service.measurements.models import MeasurementSource
@@ -47,8 +47,8 @@ def list_measurements(
     config_hash: Text | None = None,
     valid: bool | None = None,
     source: MeasurementSource | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
     format: Literal["json", "csv", "parquet"] = "json",

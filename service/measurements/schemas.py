@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from profilers.adb.profiler import check_passes
-from service.bounds import INT32_MAX, REQUEST_BODY, DbId, JsonObject, StrictInt, Text
+from service.bounds import INT32_MAX, REQUEST_BODY, DbId, JsonObject, StrictInt, Text, Timestamp
 from service.measurements.models import MeasurementSource
 
 #: Rows one import request may carry (bigger sets: several requests, each all-or-nothing).
@@ -86,7 +86,7 @@ class MeasurementImportRow(BaseModel):
     valid: bool = True
     invalid_reason: Text | None = None
     virtual: bool = False
-    measured_at: dt.datetime | None = None
+    measured_at: Timestamp | None = None
 
     @field_validator("passes")
     @classmethod

@@ -90,6 +90,23 @@ def test_non_finite_numbers_and_deep_json_are_refused(
     _refused(client.post("/v1/jobs", json=body, headers=admin_headers), "space")
 
 
+def test_datetimes_beyond_the_utc_range_are_422(client: TestClient, admin_headers: dict[str, str]) -> None:
+    _refused(client.get("/v1/measurements?since=0001-01-01T00:00:00%2B05:00", headers=admin_headers), "since")
+    _refused(client.get("/v1/measurements?until=9999-12-31T23:59:59-05:00", headers=admin_headers), "until")
+    row = {
+        "device_id": 1,
+        "family": "sr_block",
+        "config": {},
+        "cluster": "big",
+        "runtime_name": "ort",
+        "runs": 1,
+        "measured_at": "0001-01-01T00:00:00+05:00",
+        **dict.fromkeys(("median_ms", "mean_ms", "min_ms", "max_ms", "p90_ms"), 1.0),
+    }
+    response = client.post("/v1/measurements/import", json={"rows": [row]}, headers=admin_headers)
+    _refused(response, "measured_at")
+
+
 @pytest.mark.parametrize("port", [0, 65536, 99999])
 def test_a_tcp_port_is_1_to_65535(client: TestClient, admin_headers: dict[str, str], port: int) -> None:
     response = client.post(
