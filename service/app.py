@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from service import operations
 from service.dashboard.routes import router as dashboard_router
 from service.db import make_engine, make_sessionmaker
+from service.deps import document_bearer_auth
 from service.devices.routes import router as devices_router
 from service.jobs.routes import router as jobs_router
 from service.measurements.routes import router as measurements_router
@@ -50,8 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        # Built once (FastAPI caches the document), with the problem+json schema the errors refer to.
-        return app.openapi_schema or document_problems(build_openapi())
+        # Built once (FastAPI caches the document), with the problem+json schema the errors refer to
+        # and the bearer token the routes take.
+        return app.openapi_schema or document_bearer_auth(document_problems(build_openapi()))
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -135,6 +135,18 @@ def read_all_or_own(scope: Scope) -> Callable[..., str | None]:
         return None
 
     return check
+
+
+def document_bearer_auth(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Declare the bearer token in an OpenAPI document: every `/v1` operation takes one (docs and clients
+    can then send it); the scope each needs is in its 403 answer and the README."""
+    schemes = openapi.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearer"] = {"type": "http", "scheme": "bearer", "description": "a latfarm token (lf_…)"}
+    for path, operations in openapi.get("paths", {}).items():
+        if path.startswith("/v1"):
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}]
+    return openapi
 
 
 ReadAccess = Annotated[Principal, Depends(require_scope(Scope.read))]

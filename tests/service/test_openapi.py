@@ -36,6 +36,9 @@ def test_every_v1_operation_documents_its_errors_as_problem_json(client: TestCli
             ):
                 assert "requestBody" in operation or path.endswith(("/probe", "/cancel", "/activate")), path
     assert "409" in spec["paths"]["/v1/devices/{device_id}"]["delete"]["responses"]
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert spec["paths"]["/v1/jobs"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
 
 
 def test_exactly_one_of_rules_are_in_the_schema(client: TestClient) -> None:
