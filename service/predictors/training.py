@@ -18,6 +18,11 @@ Recipe (why each step):
   faster, and squared error lets those drag every prediction up (on virtual-phone data the L1 model holds
   89 % of unseen configs within ±10 %, the L2 one 84 %); then p10/p90 models with `reg:quantileerror` on the
   same features for the uncertainty band;
+- in the same run, on the same split, a plain XGBoost on the raw config fields and run conditions (no
+  prior, no derived costs) is fitted too, and the holdout decides which serves (`metrics["serving"]`,
+  both candidates' figures in `metrics["candidates"]`): the physics prior only serves where it beats the
+  plain trees (ties go to the prior), so a family or device whose physics the prior misses is never served
+  worse than a plain model;
 - metrics on the holdout configs: RMSE (ms), MAPE, share within ±5 / ±10 %, Spearman ρ, also per frequency.
 """
 
@@ -38,12 +43,11 @@ from scipy.stats import spearmanr
 
 from service.predictors.features import (
     FEATURES_VERSION,
-    PRIOR_TERMS,
     FeatureError,
     Featurizer,
     discover_kernels,
 )
-from service.predictors.inference import LatencyModel, prior_log_ms
+from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel, prior_log_ms
 
 #: Defaults of `params`; a request may override any of them.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -256,44 +260,66 @@ def _fit_models(
     fit: np.ndarray,
     params: Mapping[str, Any],
     *,
+    kind: str = PRIOR_MODEL,
+    objectives: Sequence[int] = (0, 1, 2),
     validation: np.ndarray | None = None,
     rounds: Sequence[int] | None = None,
-) -> tuple[tuple[bytes, bytes, bytes], dict[str, Any], tuple[int, int, int]]:
-    """The median, p10 and p90 models and their feature schema, fitted on the rows where `fit` is true.
+) -> tuple[dict[int, bytes], dict[str, Any], dict[int, int]]:
+    """Models of `kind` and their feature schema, fitted on the rows where `fit` is true.
 
-    Early stopping on the `validation` rows picks each model's rounds; a refit passes `rounds` instead.
+    `objectives` index `_OBJECTIVES` (median, p10, p90); the answer maps each to its model bytes and
+    rounds. Early stopping on the `validation` rows picks each model's rounds; a refit passes `rounds`
+    (indexed like `_OBJECTIVES`) instead. A plain model sees only `Featurizer.plain_columns`, with the
+    median log latency of the fitted rows as its constant margin.
     """
     y = np.log(measured)
     z = featurizer.baseline_input(x)
     design = np.column_stack([np.ones(int(fit.sum())), z[fit]])
     (c0, c1), *_ = np.linalg.lstsq(design, y[fit], rcond=None)
-    prior = fit_prior(featurizer.prior_design(x[fit]), measured[fit], shrunk_from=len(PRIOR_TERMS))
-    margin = prior_log_ms(featurizer, x, prior).astype(np.float32)
-    dfit = xgb.DMatrix(x[fit], label=y[fit], base_margin=margin[fit])
+    prior = fit_prior(
+        featurizer.prior_design(x[fit]), measured[fit], shrunk_from=featurizer.prior_shrunk_from
+    )
+    served: dict[str, Any] = {"kind": kind}
+    if kind == PLAIN_MODEL:
+        columns = featurizer.plain_columns()
+        trees_in = x[:, columns]
+        base = float(np.float32(np.median(y[fit])))
+        margin = np.full(len(y), base, dtype=np.float32)
+        served |= {"columns": [featurizer.names[c] for c in columns], "margin": base}
+    else:
+        trees_in = x
+        margin = prior_log_ms(featurizer, x, prior).astype(np.float32)
+    dfit = xgb.DMatrix(trees_in[fit], label=y[fit], base_margin=margin[fit])
     dval = None
     if rounds is None:
         assert validation is not None
-        dval = xgb.DMatrix(x[validation], label=y[validation], base_margin=margin[validation])
-    boosted = []
-    for i, objective in enumerate(_OBJECTIVES):
+        dval = xgb.DMatrix(trees_in[validation], label=y[validation], base_margin=margin[validation])
+    models: dict[int, bytes] = {}
+    used: dict[int, int] = {}
+    for i in objectives:
         if dval is not None:
-            boosted.append(_boost(params, dfit, dval, **objective))
+            models[i], used[i] = _boost(params, dfit, dval, **_OBJECTIVES[i])
         else:
             assert rounds is not None
-            booster = xgb.train(_xgb_params(params, **objective), dfit, num_boost_round=int(rounds[i]))
-            boosted.append((bytes(booster.save_raw("ubj")), int(rounds[i])))
+            booster = xgb.train(_xgb_params(params, **_OBJECTIVES[i]), dfit, num_boost_round=int(rounds[i]))
+            models[i], used[i] = bytes(booster.save_raw("ubj")), int(rounds[i])
     x_fit = x[fit]
     schema = {
         **featurizer.to_schema(),
         "baseline": [float(c0), float(c1)],
         "prior": {"terms": featurizer.prior_terms(), "coefficients": prior.tolist()},
+        "model": served,
         "ranges": {"min": x_fit.min(axis=0).tolist(), "max": x_fit.max(axis=0).tolist()},
         "frequencies_khz": sorted({int(f) for f in np.asarray(rows.frequencies_khz)[fit]}),
         "default_cluster": Counter(rows.clusters).most_common(1)[0][0],
         "default_threads": int(Counter(rows.threads).most_common(1)[0][0]),
     }
-    (m, r), (m10, r10), (m90, r90) = boosted
-    return (m, m10, m90), schema, (r, r10, r90)
+    return models, schema, used
+
+
+def _beats(candidate: Mapping[str, Any], incumbent: Mapping[str, Any]) -> bool:
+    """Whether `candidate`'s holdout figures beat `incumbent`'s: more within ±10 %, then lower MAPE."""
+    return (candidate["within_10"], -candidate["mape"]) > (incumbent["within_10"], -incumbent["mape"])
 
 
 def fit_predictor(
@@ -352,15 +378,32 @@ def fit_predictor(
     is_val = np.isin(hashes, list(val_h))
     is_hold = np.isin(hashes, list(hold_h))
 
-    models, schema, rounds = _fit_models(featurizer, rows, x, measured, is_train, merged, validation=is_val)
+    fitted, schema, rounds = _fit_models(featurizer, rows, x, measured, is_train, merged, validation=is_val)
     freqs = np.asarray(rows.frequencies_khz, dtype=np.int64)
-
-    # Score the holdout through the very object the server and snapshots use.
-    served = LatencyModel(schema, *models)
-    predicted = served.predict_matrix(x[is_hold]).latency_ms
     hold_measured = measured[is_hold]
+
+    # Score the holdout through the very object the server and snapshots use, for both candidates.
+    predicted = LatencyModel(schema, fitted[0], fitted[1], fitted[2]).predict_matrix(x[is_hold]).latency_ms
+    candidates = {PRIOR_MODEL: accuracy_metrics(hold_measured, predicted)}
+    plain, plain_schema, plain_rounds = _fit_models(
+        featurizer, rows, x, measured, is_train, merged, kind=PLAIN_MODEL, objectives=(0,), validation=is_val
+    )
+    plain_predicted = LatencyModel(plain_schema, plain[0], plain[0], plain[0]).predict_matrix(x[is_hold])
+    candidates[PLAIN_MODEL] = accuracy_metrics(hold_measured, plain_predicted.latency_ms)
+    kind = PRIOR_MODEL
+    if _beats(candidates[PLAIN_MODEL], candidates[PRIOR_MODEL]):
+        kind = PLAIN_MODEL
+        quantiles, schema, quantile_rounds = _fit_models(
+            featurizer, rows, x, measured, is_train, merged, kind=kind, objectives=(1, 2), validation=is_val
+        )
+        fitted, rounds = {**plain, **quantiles}, {**plain_rounds, **quantile_rounds}
+        predicted = plain_predicted.latency_ms
+    models = (fitted[0], fitted[1], fitted[2])
+
     hold_freqs = freqs[is_hold]
     metrics: dict[str, Any] = accuracy_metrics(hold_measured, predicted)
+    metrics["serving"] = kind
+    metrics["candidates"] = candidates
     metrics["per_frequency"] = {
         str(int(f)): accuracy_metrics(hold_measured[hold_freqs == f], predicted[hold_freqs == f])
         for f in np.unique(hold_freqs)
@@ -373,7 +416,7 @@ def fit_predictor(
         "validation_rows": int(is_val.sum()),
         "holdout_rows": int(is_hold.sum()),
     }
-    metrics["boost_rounds"] = dict(zip(("median", "p10", "p90"), rounds, strict=True))
+    metrics["boost_rounds"] = {name: rounds[i] for i, name in enumerate(("median", "p10", "p90"))}
     hold_hashes = hashes[is_hold]
     holdout = [
         {
@@ -388,7 +431,10 @@ def fit_predictor(
         # The learning curve is still steep at a thousand configs: serve trees grown on every config, with
         # the round counts early stopping chose; the metrics above then understate the served model.
         everything = np.ones(len(rows), dtype=bool)
-        models, schema, _ = _fit_models(featurizer, rows, x, measured, everything, merged, rounds=rounds)
+        refitted, schema, _ = _fit_models(
+            featurizer, rows, x, measured, everything, merged, kind=kind, rounds=[rounds[i] for i in range(3)]
+        )
+        models = (refitted[0], refitted[1], refitted[2])
         metrics["refit_rows"] = len(rows)
     model, model_p10, model_p90 = models
     return TrainingResult(
