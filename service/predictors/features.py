@@ -107,6 +107,12 @@ POINTWISE_TILE = 2
 
 #: Conv kernel variants a mobile GPU runtime picks by shape, in column order.
 CONV_VARIANTS = ("pointwise", "depthwise_3x3", "depthwise_5x5", "depthwise", "grouped", "general")
+#: Kernel variants of every dispatch: the conv variants, then one for every element-wise op.
+VARIANTS = (*CONV_VARIANTS, "elementwise")
+#: Work-groups a GPU may run at once, a geometric ladder from a tiny GPU to a big one: a dispatch of W
+#: work-groups runs in ⌈W / P⌉ waves, each as long as one invocation's serial loop. The device's P is not
+#: known, so the prior holds one waves term per P (and per variant) and its fit picks the mix.
+CONCURRENT_WORKGROUPS = (1, 4, 16, 64)
 
 #: Columns of `accelerator_costs`, in order (features version 3).
 ACCELERATOR_COLUMNS = (
@@ -127,6 +133,9 @@ ACCELERATOR_COLUMNS = (
     "gpu:read_bytes",
     "gpu:bytes",
     "gpu:intensity",
+    "gpu:out_pixels",
+    "gpu:serial_depth",
+    *(f"gpu:{v}_waves/{p}" for v in VARIANTS for p in CONCURRENT_WORKGROUPS),
 )
 
 #: Accelerator columns that are ratios (shape descriptors, bounded by construction): a new config may fall
@@ -136,10 +145,8 @@ ACCELERATOR_RATIO_COLUMNS = ("gpu:slice_waste", "gpu:workgroup_waste", "gpu:inte
 
 #: Accelerator columns that join the physics prior (each over f and as it is): additive costs only.
 ACCELERATOR_PRIOR_COLUMNS = (
-    *(f"gpu:{v}_macs" for v in CONV_VARIANTS),
-    "gpu:workgroups",
+    *(f"gpu:{v}_waves/{p}" for v in VARIANTS for p in CONCURRENT_WORKGROUPS),
     "gpu:bytes",
-    "gpu:read_bytes",
     "gpu:dispatches",
 )
 
@@ -162,9 +169,13 @@ def accelerator_costs(costs: Costs) -> dict[str, float]:
 
     Each layer is one dispatch over its output texels (4 channels each; a pointwise conv's invocation
     covers a 2×2 pixel tile), grouped into `WORKGROUP`s — a partly filled work-group costs a full one.
-    MACs are counted on channels padded to slices of 4, per kernel variant; bytes are fp16 tensors padded
-    to slices (input, weights, output once each) and `read_bytes` the texels a conv's invocations fetch
-    (k²·input slices per output texel, no cache reuse assumed). Intensity is padded MACs per byte moved.
+    An invocation's serial loop (`serial_depth`) runs k²·input slices texel steps, times its tile's
+    pixels; with P work-groups at once a dispatch takes ⌈work-groups / P⌉ waves of that loop (the
+    `<variant>_waves/<P>` columns: loop length × waves). Small layers are bound by that loop and the
+    dispatch, big ones by the waves: the same law, no size threshold. MACs are counted on channels
+    padded to slices of 4, per kernel variant; bytes are fp16 tensors padded to slices (input, weights,
+    output once each) and `read_bytes` the texels a conv's invocations fetch (k²·input slices per output
+    texel, no cache reuse assumed). Intensity is padded MACs per byte moved.
     """
     acc = dict.fromkeys(ACCELERATOR_COLUMNS, 0.0)
     texel = CHANNEL_SLICE * ACCELERATOR_ELEMENT_BYTES
@@ -182,7 +193,7 @@ def accelerator_costs(costs: Costs) -> dict[str, float]:
         acc["gpu:out_slices"] += out_slices
         acc["gpu:input_bytes"] += n_out * in_slices * h_in * w_in * texel
         acc["gpu:output_bytes"] += n_out * out_slices * h_out * w_out * texel
-        tile = 1
+        tile, variant, depth_slices, k = 1, "elementwise", 1, 1
         if layer.op == "Conv":
             k, groups = layer.kernel, max(layer.groups, 1)
             variant = conv_variant(k, groups, c_in, c_out)
@@ -201,8 +212,14 @@ def accelerator_costs(costs: Costs) -> dict[str, float]:
             macs += layer.macs
         x_tiles, y_tiles = -(-w_out // tile), -(-h_out // tile)
         invocations = n_out * out_slices * x_tiles * y_tiles
+        workgroups = n_out * -(-x_tiles // wx) * -(-y_tiles // wy) * -(-out_slices // wz)
+        depth = k * k * depth_slices * tile * tile
         acc["gpu:invocations"] += invocations
-        acc["gpu:workgroups"] += n_out * -(-x_tiles // wx) * -(-y_tiles // wy) * -(-out_slices // wz)
+        acc["gpu:workgroups"] += workgroups
+        acc["gpu:out_pixels"] += n_out * h_out * w_out
+        acc["gpu:serial_depth"] += depth
+        for p in CONCURRENT_WORKGROUPS:
+            acc[f"gpu:{variant}_waves/{p}"] += depth * -(-workgroups // p)
     acc["gpu:bytes"] = acc["gpu:input_bytes"] + acc["gpu:weight_bytes"] + acc["gpu:output_bytes"]
     acc["gpu:slice_waste"] = acc["gpu:padded_macs"] / macs if macs > 0 else 1.0
     if acc["gpu:invocations"] > 0:

@@ -264,21 +264,28 @@ def _fit_models(
     objectives: Sequence[int] = (0, 1, 2),
     validation: np.ndarray | None = None,
     rounds: Sequence[int] | None = None,
+    kernel_terms: bool | None = None,
+    prior: np.ndarray | None = None,
 ) -> tuple[dict[int, bytes], dict[str, Any], dict[int, int]]:
     """Models of `kind` and their feature schema, fitted on the rows where `fit` is true.
 
     `objectives` index `_OBJECTIVES` (median, p10, p90); the answer maps each to its model bytes and
     rounds. Early stopping on the `validation` rows picks each model's rounds; a refit passes `rounds`
     (indexed like `_OBJECTIVES`) instead. A plain model sees only `Featurizer.plain_columns`, with the
-    median log latency of the fitted rows as its constant margin.
+    median log latency of the fitted rows as its constant margin. `kernel_terms` says whether the prior
+    keeps its per-kernel-shape terms (None: the validation rows decide, see
+    `_fit_prior_choosing_kernel_terms`); a given `prior` (coefficients) is stored as it is instead.
     """
     y = np.log(measured)
     z = featurizer.baseline_input(x)
     design = np.column_stack([np.ones(int(fit.sum())), z[fit]])
     (c0, c1), *_ = np.linalg.lstsq(design, y[fit], rcond=None)
-    prior = fit_prior(
-        featurizer.prior_design(x[fit]), measured[fit], shrunk_from=featurizer.prior_shrunk_from
-    )
+    prior_entry: dict[str, Any] = {"terms": featurizer.prior_terms()}
+    if prior is None:
+        prior, prior_entry["kernel_terms"] = _fit_prior_choosing_kernel_terms(
+            featurizer, x, measured, fit, validation, kernel_terms
+        )
+    prior_entry["coefficients"] = prior.tolist()
     served: dict[str, Any] = {"kind": kind}
     if kind == PLAIN_MODEL:
         columns = featurizer.plain_columns()
@@ -307,7 +314,7 @@ def _fit_models(
     schema = {
         **featurizer.to_schema(),
         "baseline": [float(c0), float(c1)],
-        "prior": {"terms": featurizer.prior_terms(), "coefficients": prior.tolist()},
+        "prior": prior_entry,
         "model": served,
         "ranges": {"min": x_fit.min(axis=0).tolist(), "max": x_fit.max(axis=0).tolist()},
         "frequencies_khz": sorted({int(f) for f in np.asarray(rows.frequencies_khz)[fit]}),
@@ -315,6 +322,46 @@ def _fit_models(
         "default_threads": int(Counter(rows.threads).most_common(1)[0][0]),
     }
     return models, schema, used
+
+
+def _fit_prior_choosing_kernel_terms(
+    featurizer: Featurizer,
+    x: np.ndarray,
+    measured: np.ndarray,
+    fit: np.ndarray,
+    validation: np.ndarray | None,
+    kernel_terms: bool | None,
+) -> tuple[np.ndarray, bool]:
+    """The prior's coefficients, with or without its per-kernel-shape terms (those then weigh 0), and which.
+
+    A kernel shape's terms price its MACs at one rate, which is how CPU kernels behave; on an accelerator a
+    shape's cost per MAC swings with the layer's size (fixed and serial costs), and a shape seen only in
+    small layers then prices a big one many times too high. With `kernel_terms` None both priors are
+    fitted and the one that predicts the `validation` rows better (alone, before any tree) is kept.
+    """
+    design = featurizer.prior_design(x[fit])
+    start = featurizer.prior_shrunk_from
+    options = (
+        [True, False] if kernel_terms is None and start < design.shape[1] else [kernel_terms is not False]
+    )
+    fitted = {}
+    for keep in options:
+        if keep:
+            fitted[keep] = fit_prior(design, measured[fit], shrunk_from=start)
+        else:
+            coefficients = np.zeros(design.shape[1])
+            coefficients[:start] = fit_prior(design[:, :start], measured[fit])
+            fitted[keep] = coefficients
+    if len(fitted) == 1:
+        keep = next(iter(fitted))
+        return fitted[keep], keep
+    assert validation is not None
+    scores = {
+        keep: accuracy_metrics(measured[validation], featurizer.prior_ms(x[validation], c))
+        for keep, c in fitted.items()
+    }
+    keep = not _beats(scores[False], scores[True])
+    return fitted[keep], keep
 
 
 def _beats(candidate: Mapping[str, Any], incumbent: Mapping[str, Any]) -> bool:
@@ -385,8 +432,18 @@ def fit_predictor(
     # Score the holdout through the very object the server and snapshots use, for both candidates.
     predicted = LatencyModel(schema, fitted[0], fitted[1], fitted[2]).predict_matrix(x[is_hold]).latency_ms
     candidates = {PRIOR_MODEL: accuracy_metrics(hold_measured, predicted)}
+    prior = np.asarray(schema["prior"]["coefficients"])  # the plain trees do not use it; stored as fitted
     plain, plain_schema, plain_rounds = _fit_models(
-        featurizer, rows, x, measured, is_train, merged, kind=PLAIN_MODEL, objectives=(0,), validation=is_val
+        featurizer,
+        rows,
+        x,
+        measured,
+        is_train,
+        merged,
+        kind=PLAIN_MODEL,
+        objectives=(0,),
+        validation=is_val,
+        prior=prior,
     )
     plain_predicted = LatencyModel(plain_schema, plain[0], plain[0], plain[0]).predict_matrix(x[is_hold])
     candidates[PLAIN_MODEL] = accuracy_metrics(hold_measured, plain_predicted.latency_ms)
@@ -394,7 +451,16 @@ def fit_predictor(
     if _beats(candidates[PLAIN_MODEL], candidates[PRIOR_MODEL]):
         kind = PLAIN_MODEL
         quantiles, schema, quantile_rounds = _fit_models(
-            featurizer, rows, x, measured, is_train, merged, kind=kind, objectives=(1, 2), validation=is_val
+            featurizer,
+            rows,
+            x,
+            measured,
+            is_train,
+            merged,
+            kind=kind,
+            objectives=(1, 2),
+            validation=is_val,
+            prior=prior,
         )
         fitted, rounds = {**plain, **quantiles}, {**plain_rounds, **quantile_rounds}
         predicted = plain_predicted.latency_ms
@@ -432,7 +498,16 @@ def fit_predictor(
         # the round counts early stopping chose; the metrics above then understate the served model.
         everything = np.ones(len(rows), dtype=bool)
         refitted, schema, _ = _fit_models(
-            featurizer, rows, x, measured, everything, merged, kind=kind, rounds=[rounds[i] for i in range(3)]
+            featurizer,
+            rows,
+            x,
+            measured,
+            everything,
+            merged,
+            kind=kind,
+            rounds=[rounds[i] for i in range(3)],
+            kernel_terms=schema["prior"].get("kernel_terms"),
+            prior=prior if kind == PLAIN_MODEL else None,
         )
         models = (refitted[0], refitted[1], refitted[2])
         metrics["refit_rows"] = len(rows)
