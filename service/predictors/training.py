@@ -337,7 +337,8 @@ def _fit_prior_choosing_kernel_terms(
     A kernel shape's terms price its MACs at one rate, which is how CPU kernels behave; on an accelerator a
     shape's cost per MAC swings with the layer's size (fixed and serial costs), and a shape seen only in
     small layers then prices a big one many times too high. With `kernel_terms` None both priors are
-    fitted and the one that predicts the `validation` rows better (alone, before any tree) is kept.
+    fitted and the one that predicts the `validation` rows better (alone, before any tree; mean |log error|)
+    is kept.
     """
     design = featurizer.prior_design(x[fit])
     start = featurizer.prior_shrunk_from
@@ -356,11 +357,14 @@ def _fit_prior_choosing_kernel_terms(
         keep = next(iter(fitted))
         return fitted[keep], keep
     assert validation is not None
-    scores = {
-        keep: accuracy_metrics(measured[validation], featurizer.prior_ms(x[validation], c))
+    # Mean |log error|: the trees correct the prior in log space, so that is what they are left with.
+    log_error = {
+        keep: float(
+            np.mean(np.abs(prior_log_ms(featurizer, x[validation], c) - np.log(measured[validation])))
+        )
         for keep, c in fitted.items()
     }
-    keep = not _beats(scores[False], scores[True])
+    keep = log_error[True] <= log_error[False]
     return fitted[keep], keep
 
 
