@@ -223,7 +223,7 @@ def main() -> int:
                 per[f"{key}_rho"].append(m["spearman"] or float("nan"))
             print(
                 f"{name:<10} {len(shapes):>6} {seed:>4} | {_fmt(ours)} | {_fmt(plain)} | "
-                f"{predictor['metrics']['serving']:<14} {seconds:>7.1f}",
+                f"{predictor['metrics'].get('serving', 'prior_xgboost'):<14} {seconds:>7.1f}",
                 flush=True,
             )
     print("-" * len(head))
