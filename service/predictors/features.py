@@ -160,10 +160,6 @@ def conv_variant(kernel: int, groups: int, c_in: int, c_out: int) -> str:
     return "grouped"
 
 
-def _slices(channels: int) -> int:
-    return -(-channels // CHANNEL_SLICE)
-
-
 def accelerator_costs(costs: Costs) -> dict[str, float]:
     """The block as a mobile GPU runs it: every `ACCELERATOR_COLUMNS` key (0 where nothing applies).
 
@@ -177,55 +173,92 @@ def accelerator_costs(costs: Costs) -> dict[str, float]:
     output once each) and `read_bytes` the texels a conv's invocations fetch (k²·input slices per output
     texel, no cache reuse assumed). Intensity is padded MACs per byte moved.
     """
-    acc = dict.fromkeys(ACCELERATOR_COLUMNS, 0.0)
+    return dict(zip(ACCELERATOR_COLUMNS, accelerator_values(costs), strict=True))
+
+
+def accelerator_values(costs: Costs) -> list[float]:
+    """`accelerator_costs` as a list in `ACCELERATOR_COLUMNS` order (the featuriser's per-config path).
+
+    Sums are kept as Python ints (exact, as the float sums of these integer counts are) and converted once.
+    """
     texel = CHANNEL_SLICE * ACCELERATOR_ELEMENT_BYTES
     wx, wy, wz = WORKGROUP
-    macs = 0.0
+    n_ladder = len(CONCURRENT_WORKGROUPS)
+    counts, variant_macs = [0] * len(VARIANTS), [0] * len(VARIANTS)
+    waves = [0] * (len(VARIANTS) * n_ladder)
+    dispatches = strided = in_total = out_total = padded_total = 0
+    invocations = workgroups_total = out_pixels = serial = 0
+    input_bytes = weight_bytes = output_bytes = read_bytes = macs = 0
     for layer in costs.layers:
         out = layer.output_shape
         inp = layer.input_shape or out
         n_out = out[0] if out else 1
         c_out, h_out, w_out = (out[1], out[2], out[3]) if len(out) == 4 else (1, 1, 1)
         c_in, h_in, w_in = (inp[1], inp[2], inp[3]) if len(inp) == 4 else (1, 1, 1)
-        out_slices, in_slices = _slices(c_out), _slices(c_in)
-        acc["gpu:dispatches"] += 1.0
-        acc["gpu:in_slices"] += in_slices
-        acc["gpu:out_slices"] += out_slices
-        acc["gpu:input_bytes"] += n_out * in_slices * h_in * w_in * texel
-        acc["gpu:output_bytes"] += n_out * out_slices * h_out * w_out * texel
-        tile, variant, depth_slices, k = 1, "elementwise", 1, 1
+        out_slices, in_slices = -(-c_out // CHANNEL_SLICE), -(-c_in // CHANNEL_SLICE)
+        dispatches += 1
+        in_total += in_slices
+        out_total += out_slices
+        input_bytes += n_out * in_slices * h_in * w_in * texel
+        output_bytes += n_out * out_slices * h_out * w_out * texel
+        tile, slot, depth_slices, k = 1, _ELEMENTWISE, 1, 1
         if layer.op == "Conv":
             k, groups = layer.kernel, max(layer.groups, 1)
             variant = conv_variant(k, groups, c_in, c_out)
+            slot = _VARIANT_SLOT[variant]
             tile = POINTWISE_TILE if variant == "pointwise" else 1
+            depthwise = variant.startswith("depthwise")
             # Depthwise: one input slice per output slice; otherwise every input slice of the group.
-            depth_slices = 1 if variant.startswith("depthwise") else _slices(c_in // groups)
+            depth_slices = 1 if depthwise else -(-(c_in // groups) // CHANNEL_SLICE)
             padded = n_out * out_slices * CHANNEL_SLICE * h_out * w_out * depth_slices * CHANNEL_SLICE * k * k
-            if variant.startswith("depthwise"):
+            if depthwise:
                 padded //= CHANNEL_SLICE  # one channel in, one channel out per lane
-            acc[f"gpu:{variant}#"] += 1.0
-            acc[f"gpu:{variant}_macs"] += padded
-            acc["gpu:padded_macs"] += padded
-            acc["gpu:strided#"] += 1.0 if layer.stride > 1 else 0.0
-            acc["gpu:weight_bytes"] += out_slices * depth_slices * k * k * CHANNEL_SLICE * texel
-            acc["gpu:read_bytes"] += n_out * out_slices * h_out * w_out * k * k * depth_slices * texel
+            counts[slot] += 1
+            variant_macs[slot] += padded
+            padded_total += padded
+            strided += layer.stride > 1
+            weight_bytes += out_slices * depth_slices * k * k * CHANNEL_SLICE * texel
+            read_bytes += n_out * out_slices * h_out * w_out * k * k * depth_slices * texel
             macs += layer.macs
         x_tiles, y_tiles = -(-w_out // tile), -(-h_out // tile)
-        invocations = n_out * out_slices * x_tiles * y_tiles
+        invocations += n_out * out_slices * x_tiles * y_tiles
         workgroups = n_out * -(-x_tiles // wx) * -(-y_tiles // wy) * -(-out_slices // wz)
         depth = k * k * depth_slices * tile * tile
-        acc["gpu:invocations"] += invocations
-        acc["gpu:workgroups"] += workgroups
-        acc["gpu:out_pixels"] += n_out * h_out * w_out
-        acc["gpu:serial_depth"] += depth
-        for p in CONCURRENT_WORKGROUPS:
-            acc[f"gpu:{variant}_waves/{p}"] += depth * -(-workgroups // p)
-    acc["gpu:bytes"] = acc["gpu:input_bytes"] + acc["gpu:weight_bytes"] + acc["gpu:output_bytes"]
-    acc["gpu:slice_waste"] = acc["gpu:padded_macs"] / macs if macs > 0 else 1.0
-    if acc["gpu:invocations"] > 0:
-        acc["gpu:workgroup_waste"] = acc["gpu:workgroups"] * wx * wy * wz / acc["gpu:invocations"]
-    acc["gpu:intensity"] = acc["gpu:padded_macs"] / acc["gpu:bytes"] if acc["gpu:bytes"] > 0 else 0.0
-    return acc
+        workgroups_total += workgroups
+        out_pixels += n_out * h_out * w_out
+        serial += depth
+        base = slot * n_ladder
+        for i, p in enumerate(CONCURRENT_WORKGROUPS):
+            waves[base + i] += depth * -(-workgroups // p)
+    moved = input_bytes + weight_bytes + output_bytes
+    n_conv = len(CONV_VARIANTS)
+    values = [
+        *counts[:n_conv],
+        *variant_macs[:n_conv],
+        dispatches,
+        strided,
+        in_total,
+        out_total,
+        padded_total,
+        padded_total / macs if macs > 0 else 1.0,
+        invocations,
+        workgroups_total,
+        workgroups_total * wx * wy * wz / invocations if invocations > 0 else 0.0,
+        input_bytes,
+        weight_bytes,
+        output_bytes,
+        read_bytes,
+        moved,
+        padded_total / moved if moved > 0 else 0.0,
+        out_pixels,
+        serial,
+        *waves,
+    ]
+    return [float(v) for v in values]
+
+
+_VARIANT_SLOT = {v: i for i, v in enumerate(VARIANTS)}
+_ELEMENTWISE = _VARIANT_SLOT["elementwise"]
 
 
 def discover_kernels(family: str, configs: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -525,7 +558,7 @@ class Featurizer:
             flops[slot] += layer.flops
             acts[slot] += layer.activation_bytes
         values += [costs.flops, costs.params, costs.activation_bytes, len(costs.layers), len(convs)]
-        accelerator = list(accelerator_costs(costs).values()) if self.accelerator else []
+        accelerator = accelerator_values(costs) if self.accelerator else []
         return np.asarray(values + flops + acts + self._kernel_values(costs) + accelerator, dtype=np.float64)
 
     def _kernel_values(self, costs: Costs) -> list[float]:
