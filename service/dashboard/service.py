@@ -555,6 +555,50 @@ def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+#: How the predictor page names the candidate models of a training run (`metrics["candidates"]`).
+MODEL_LABELS = {"prior_xgboost": "physics-prior XGBoost", "plain_xgboost": "plain XGBoost", "blend": "blend"}
+
+
+@dataclass(frozen=True)
+class CandidateFigures:
+    """One candidate model's holdout figures, and whether it is the one that serves."""
+
+    kind: str
+    label: str
+    serving: bool
+    within_10: str
+    within_5: str
+    mape: str
+
+
+def model_comparison(metrics: dict[str, Any]) -> list[CandidateFigures]:
+    """The served model and the plain baseline with their holdout figures (empty for predictors trained
+    before both were fitted in one run), the served one first."""
+    candidates = metrics.get("candidates")
+    if not isinstance(candidates, dict):
+        return []
+    serving = metrics.get("serving")
+    out = []
+    for kind, figures in sorted(candidates.items(), key=lambda kv: kv[0] != serving):
+        if not isinstance(figures, dict):
+            continue
+        out.append(
+            CandidateFigures(
+                kind=kind,
+                label=MODEL_LABELS.get(kind, kind),
+                serving=kind == serving,
+                within_10=_percent(figures.get("within_10")),
+                within_5=_percent(figures.get("within_5")),
+                mape=f"{figures['mape']:.1f} %" if isinstance(figures.get("mape"), int | float) else "–",
+            )
+        )
+    return out
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, int | float) else "–"
+
+
 # --- plots -------------------------------------------------------------------------------------
 
 

@@ -344,3 +344,17 @@ def test_list_is_keyset_paginated_newest_first(
     ).json()
     assert [p["version"] for p in rest["items"]] == [1] and rest["next_cursor"] is None
     assert "model" not in first["items"][0]
+
+
+def test_a_predictor_says_which_model_serves_and_both_holdout_figures(
+    client: TestClient, make_headers: Headers, trained: Predictor
+) -> None:
+    got = client.get(f"/v1/predictors/{trained.id}", headers=make_headers("read")).json()
+    metrics = got["metrics"]
+    assert metrics["serving"] in ("prior_xgboost", "plain_xgboost")
+    assert set(metrics["candidates"]) == {"prior_xgboost", "plain_xgboost"}
+    served = metrics["candidates"][metrics["serving"]]
+    other = metrics["candidates"][({"prior_xgboost", "plain_xgboost"} - {metrics["serving"]}).pop()]
+    assert (served["within_10"], -served["mape"]) >= (other["within_10"], -other["mape"])
+    assert got["feature_schema"]["model"]["kind"] == metrics["serving"]
+    assert got["feature_schema"]["features_version"] == 3

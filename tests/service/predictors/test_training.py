@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from profilers.blocks import get_family
 from service.predictors import service as predictor_service
-from service.predictors.features import Featurizer
+from service.predictors.features import FEATURES_VERSION, Featurizer
 from service.predictors.inference import LatencyModel
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.schemas import PredictorCreate, TrainFilters
@@ -172,7 +172,9 @@ def test_trained_predictor_is_stored_with_provenance(trained, device_id: int) ->
     assert trained.device_id == device_id and trained.version == 1 and not trained.active
     assert trained.row_count == 180 and len(trained.training_data_hash or "") == 64
     assert trained.model and trained.model_p10 and trained.model_p90
-    assert trained.library_versions["xgboost"] and trained.library_versions["features"] == "2"
+    assert trained.library_versions["xgboost"] and trained.library_versions["features"] == str(
+        FEATURES_VERSION
+    )
     assert set(trained.metrics["per_frequency"]) == {str(f) for f in FREQUENCIES}
     assert trained.feature_schema["default_cluster"] == "big"
     # Holdout rows follow the law closely (sanity of what the dashboard will plot).
