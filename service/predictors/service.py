@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -25,8 +26,14 @@ from service.predictors.features import FeatureError
 from service.predictors.inference import Predictions
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.registry import NoActivePredictorError, PredictorRegistry, load_latency_model
-from service.predictors.schemas import PredictorCreate, PredictRequest, TrainFilters
-from service.predictors.snapshot import Snapshot, SnapshotError, build_snapshot, read_snapshot
+from service.predictors.schemas import PredictorCreate, PredictRequest, TrainFilters, TrainParams
+from service.predictors.snapshot import (
+    Snapshot,
+    SnapshotContents,
+    SnapshotError,
+    build_snapshot,
+    read_snapshot,
+)
 from service.predictors.training import TrainingError, TrainingResult, TrainingRows, fit_predictor
 from service.problems import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from service.settings import Settings
@@ -372,46 +379,65 @@ def export_snapshot(session: Session, predictor_id: int) -> tuple[str, bytes]:
     return f"{predictor.family}-device{device}-v{predictor.version}.tar", archive
 
 
+def _checked_facts(contents: SnapshotContents) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The snapshot's training params and filters, checked as a training request's would be."""
+    facts = contents.facts.predictor
+    filters = {k: v for k, v in facts.filters.items() if k != "imported_from"}
+    try:
+        TrainParams.model_validate(facts.params, strict=True)
+        TrainFilters.model_validate(filters, strict=True)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        raise SnapshotError(
+            f"manifest.json predictor params/filters are malformed at {where}: {first['msg']}"
+        ) from None
+    return dict(facts.params), filters
+
+
 def import_snapshot(
     session: Session, data: bytes, *, device_id: int | None = None, created_by: str | None = None
 ) -> Predictor:
-    """Verify a snapshot fully, then store it as a new ready (inactive) version; nothing is written when
-    verification fails. `device_id` overrides the device named in the snapshot."""
+    """Verify a snapshot fully, then store it as a new ready (inactive) version in one transaction; nothing
+    is written when verification fails. `device_id` overrides the device named in the snapshot."""
     try:
         contents = read_snapshot(data)
         Snapshot(contents)  # the models and feature schema must load, not just hash correctly
+        params, filters = _checked_facts(contents)
     except SnapshotError as exc:
         raise InvalidInputError.at(["body"], f"snapshot refused: {exc}") from None
-    manifest = contents.manifest
-    family = str(manifest["family"])
-    check_family(family, ["body", "manifest", "family"])
+    facts = contents.facts
+    check_family(facts.family, ["body", "manifest", "family"])
     begin_write(session)
-    target = device_id if device_id is not None else manifest.get("device_id")
-    if not isinstance(target, int) or session.get(Device, target) is None:
+    target = device_id if device_id is not None else facts.device_id
+    if target is None or session.get(Device, target) is None:
         raise InvalidInputError.at(
             ["query", "device"],
             f"device {target!r} of the snapshot does not exist here; pass ?device=<id> to import it for one",
         )
-    facts = manifest.get("predictor", {})
     predictor = Predictor(
-        family=family,
+        family=facts.family,
         device_id=target,
-        version=_next_version(session, family, target),
+        version=_next_version(session, facts.family, target),
         status=PredictorStatus.ready,
-        params=dict(facts.get("params") or {}),
-        filters={**dict(facts.get("filters") or {}), "imported_from": facts.get("id")},
+        params=params,
+        filters={**filters, "imported_from": facts.predictor.id},
         metrics=contents.metrics,
         feature_schema=contents.feature_schema,
         holdout=contents.holdout,
-        training_data_hash=facts.get("training_data_hash"),
-        row_count=facts.get("row_count"),
+        training_data_hash=facts.predictor.training_data_hash,
+        row_count=facts.predictor.row_count,
         model=contents.model,
         model_p10=contents.model_p10,
         model_p90=contents.model_p90,
-        library_versions=dict(manifest.get("library_versions") or {}),
+        library_versions=dict(facts.library_versions),
         created_by=created_by,
         finished_at=utcnow(),
     )
     session.add(predictor)
-    session.commit()
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()  # one transaction: a failed insert leaves nothing behind
+        raise
     return predictor

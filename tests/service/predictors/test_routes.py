@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.app import create_app
 from service.predictors.models import Predictor
 from service.predictors.schemas import PredictResponse
-from service.predictors.snapshot import Snapshot
+from service.predictors.snapshot import Snapshot, seal_manifest
 from service.settings import Settings
 from tests.service.predictors.synthetic import (
     FAST_PARAMS,
@@ -213,9 +213,10 @@ def _pack(members: dict[str, bytes]) -> bytes:
 
 
 def _with_manifest(archive_members: dict[str, bytes], **changes: object) -> dict[str, bytes]:
+    """The manifest changed and re-sealed, as a tamperer who recomputes the checksums would."""
     manifest = json.loads(archive_members["manifest.json"])
     manifest.update(changes)
-    return {**archive_members, "manifest.json": json.dumps(manifest).encode()}
+    return {**archive_members, "manifest.json": seal_manifest(manifest)}
 
 
 TAMPERINGS = dict(
@@ -252,7 +253,7 @@ TAMPERINGS = dict(
                 lambda m: _with_manifest(m, features_version=999),
                 "incompatible snapshot: features version 999",
             ),
-            (lambda m: _with_manifest(m, format_version=2), "incompatible snapshot: format version 2"),
+            (lambda m: _with_manifest(m, format_version=3), "incompatible snapshot: format version 3"),
             (lambda m: {**m, "extra.pkl": b"cos\nsystem\n"}, "unexpected member 'extra.pkl'"),
             (lambda m: {"manifest.json": b"not json"}, "manifest.json is not valid JSON"),
         ],
