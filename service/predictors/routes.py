@@ -112,9 +112,11 @@ _PREDICT_OPENAPI = {
 def train(
     body: PredictorCreate, request: Request, session: SessionDep, settings: SettingsDep, who: ProfileAccess
 ) -> PredictorOut:
-    """Start training a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
+    """Queue the training of a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
     predictor = service.create_predictor(session, body, settings, created_by=who.name)
-    service.start_training(request.app.state.sessionmaker, predictor.id, settings)
+    trainer = request.app.state.trainer
+    if trainer is not None:  # else a `latfarm worker` claims it
+        trainer.wake()
     return PredictorOut.from_row(predictor)
 
 
