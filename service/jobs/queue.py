@@ -589,8 +589,9 @@ def claim_training(
             .where(training, Predictor.lease_expires_at < now, Predictor.attempts >= max_attempts)
             .values(
                 status=PredictorStatus.failed,
-                error=f"training was interrupted {max_attempts} times (its process died or lost the "
-                "database before finishing); giving up — retrain with POST /v1/predictors",
+                error=f"training was interrupted {max_attempts} time{'s' if max_attempts != 1 else ''} "
+                "(its process died or lost the database before finishing); giving up — retrain with "
+                "POST /v1/predictors",
                 finished_at=now,
                 lease_owner=None,
                 lease_expires_at=None,

@@ -7,7 +7,8 @@ On a device error the failing task is retried later (backoff) and the rest of th
 the queue; repeated errors mark the phone offline. `stop()` (SIGTERM in `latfarm worker`) lets the
 running benchmark finish, closes the profiler (its pin context restores the governor) and releases the
 tasks that did not run, so nothing waits for a lease to expire. When idle, a worker also runs the opt-in
-retraining policies (`service.predictors.policy`), at most every `retrain_check_seconds`.
+retraining policies (`service.predictors.policy`), at most every `retrain_check_seconds`. With `train`
+(as `latfarm worker` runs), a `Trainer` thread beside the loop claims queued predictor trainings.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from service.jobs.runner import (
 )
 from service.jobs.service import settle_jobs
 from service.predictors.policy import run_retrain_policies
+from service.predictors.trainer import Trainer
 from service.problems import LatfarmError
 from service.settings import Settings
 
@@ -96,6 +98,7 @@ class Worker:
         *,
         device_tags: list[str] | None = None,
         name: str | None = None,
+        train: bool = False,
     ) -> None:
         self.factory = factory
         self.settings = settings
@@ -104,6 +107,7 @@ class Worker:
         self.name = name or worker_name()
         self.completed = 0
         self.discarded = 0
+        self.trainer = Trainer(factory, settings, name=f"{self.name}/trainer") if train else None
         self._stop = threading.Event()
         self._last_housekeeping = float("-inf")
         self._last_retrain_check = float("-inf")
@@ -122,6 +126,8 @@ class Worker:
         """Work until stopped; `once`: until nothing is left; `max_idle_seconds`: until idle that long."""
         _log.info("worker %s started (tags: %s)", self.name, sorted(self.device_tags) or "any")
         idle_since = time.monotonic()
+        if self.trainer is not None:
+            self.trainer.start()
         try:
             while not self._stop.is_set():
                 try:
@@ -143,6 +149,8 @@ class Worker:
             # Leave nothing unsettled behind (a job whose last task we just finished).
             self._housekeeping(force=True)
         finally:
+            if self.trainer is not None:
+                self.trainer.stop()
             self.runner.close()
             _log.info("worker %s stopped: %d results stored", self.name, self.completed)
 
@@ -311,7 +319,8 @@ class Worker:
 def attach_background_worker(app: FastAPI, settings: Settings, runner: DeviceRunner | None = None) -> Worker:
     """Run a worker thread alongside the API (`latfarm serve --with-worker`): started with the app, stopped
     gracefully (running benchmark finished, unstarted tasks released) when it shuts down."""
-    worker = Worker(app.state.sessionmaker, settings, runner)
+    # The app's own trainer, when it has one, trains queued predictors; else this worker does.
+    worker = Worker(app.state.sessionmaker, settings, runner, train=app.state.trainer is None)
     inner = app.router.lifespan_context
 
     @asynccontextmanager
