@@ -188,6 +188,8 @@ def test_a_stored_row_that_does_not_render_never_breaks_the_api(
     assert "stored record is malformed (library_versions, metrics" in shown["error"]
     one = client.get(f"/v1/predictors/{trained.id}", headers=headers)
     assert one.status_code == 200 and one.json()["error"] == shown["error"]
+    page = client.get("/dashboard/predictors", headers=headers)
+    assert page.status_code == 200 and "malformed stored value" in page.text
     activated = client.post(f"/v1/predictors/{trained.id}/activate", headers=headers)
     assert activated.status_code == 200 and activated.json()["active"] is True
     assert activated.json()["status"] == PredictorStatus.ready.value
