@@ -583,6 +583,10 @@ def claim_training(
     """
     now = utcnow()
     training = Predictor.status == PredictorStatus.training
+    with factory() as session:
+        # An idle poll is one read: SQLite's write lock is taken only when there is something to claim.
+        if session.scalar(select(Predictor.id).where(training, _lease_free(now)).limit(1)) is None:
+            return None
     with write_session(factory) as session:
         session.execute(
             update(Predictor)

@@ -32,6 +32,7 @@ from service.db import write_session
 from service.devices.models import Device, DeviceStatus
 from service.devices.probing import apply_facts
 from service.jobs import queue
+from service.jobs.heartbeat import LeaseHeartbeat
 from service.jobs.runner import (
     BatchSpec,
     DeviceRunner,
@@ -55,36 +56,6 @@ HOUSEKEEPING_INTERVAL_S = 1.0
 def worker_name() -> str:
     """A lease owner name unique across hosts and restarts: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class _Heartbeat:
-    """Extends the device and batch leases every third of the lease time until stopped."""
-
-    def __init__(
-        self, factory: sessionmaker[Session], device_id: int, owner: str, token: str, lease_seconds: float
-    ) -> None:
-        self.lost = False
-        self._stop = threading.Event()
-        self._args = (factory, device_id, owner, token, lease_seconds)
-        self._thread = threading.Thread(target=self._beat, name="latfarm-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        interval = max(self._args[-1] / 3, 0.05)
-        while not self._stop.wait(interval):
-            try:
-                if not queue.extend_leases(*self._args):
-                    self.lost = True
-                    return
-            except DBAPIError:
-                _log.warning("heartbeat could not reach the database; retrying", exc_info=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class Worker:
@@ -265,9 +236,8 @@ class Worker:
         pending = {t.id for t in batch.tasks}
         went_offline = False
         records = self.runner.measure(target, spec, requests)
-        with _Heartbeat(
-            self.factory, batch.device_id, self.name, batch.token, self.settings.lease_seconds
-        ) as beat:
+        lease = (self.factory, batch.device_id, self.name, batch.token, self.settings.lease_seconds)
+        with LeaseHeartbeat(lambda: queue.extend_leases(*lease), self.settings.lease_seconds) as beat:
             try:
                 for task in batch.tasks:
                     if self._stop.is_set() or beat.lost:

@@ -277,11 +277,29 @@ def _read_members(data: bytes) -> dict[str, bytes]:
     return members
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _parse_json(name: str, raw: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity and no NUL character (neither can be stored in PostgreSQL's JSONB)."""
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise SnapshotError(f"{name} is not valid JSON: {exc}") from None
+    if _has_nul(value):
+        raise SnapshotError(f"{name} holds a NUL character")
+    return value
 
 
 def _check_format(manifest: Mapping[str, Any]) -> None:

@@ -3,7 +3,7 @@
 A training request records a predictor in `training` state (`service.create_predictor`); that row is the
 queued work. A `Trainer` thread — one in the API process (`Settings.train_in_api`, the default, so an API
 without any worker still trains) and one in each `latfarm worker` — claims it (`queue.claim_training`),
-renews the lease while XGBoost fits (`_LeaseHeartbeat`), and stores the result, or the failure and its
+renews the lease while XGBoost fits (`LeaseHeartbeat`), and stores the result, or the failure and its
 reason, only while it still holds the lease. A process killed mid-training stops renewing: the lease
 lapses, another trainer (or the same service, restarted) claims the predictor and trains it again, and
 after `training_max_attempts` lapsed claims it is `failed` with the reason. No predictor stays
@@ -17,13 +17,13 @@ import os
 import socket
 import threading
 import uuid
-from types import TracebackType
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import utcnow, write_scope
 from service.jobs import queue
+from service.jobs.heartbeat import LeaseHeartbeat
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.schemas import TrainFilters
 from service.predictors.service import load_training_rows
@@ -36,33 +36,6 @@ _log = logging.getLogger("latfarm.predictors")
 def trainer_name(role: str = "trainer") -> str:
     """A lease owner name unique across hosts and restarts."""
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class _LeaseHeartbeat:
-    """Renews a training lease every third of its length until stopped, or until the lease is lost."""
-
-    def __init__(self, factory: sessionmaker[Session], predictor_id: int, owner: str, seconds: float) -> None:
-        self.lost = False
-        self._stop = threading.Event()
-        self._args = (factory, predictor_id, owner, seconds)
-        self._thread = threading.Thread(target=self._beat, name=f"training-lease-{predictor_id}", daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(max(self._args[-1] / 3, 0.05)):
-            try:
-                if not queue.extend_training_lease(*self._args):
-                    self.lost = True
-                    return
-            except DBAPIError:
-                _log.warning("training lease heartbeat could not reach the database; retrying", exc_info=True)
-
-    def __enter__(self) -> _LeaseHeartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def train_predictor(
@@ -85,7 +58,12 @@ def train_predictor(
         )
         if claimed is None:
             return False
-    with _LeaseHeartbeat(session_factory, predictor_id, owner, settings.training_lease_seconds):
+    seconds = settings.training_lease_seconds
+    with LeaseHeartbeat(
+        lambda: queue.extend_training_lease(session_factory, predictor_id, owner, seconds),
+        seconds,
+        name=f"training-lease-{predictor_id}",
+    ):
         outcome = _fit(session_factory, predictor_id, settings)
     try:
         if isinstance(outcome, TrainingResult):
@@ -177,11 +155,16 @@ class Trainer:
         self._current: int | None = None
 
     def start(self) -> Trainer:
-        """Start the thread (idempotent): it claims whatever is queued, including work a dead process left."""
+        """Start the thread unless it runs (again after `stop()`, as an app restarted in one process is):
+        it claims whatever is queued, including work a dead process left."""
         with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name="latfarm-trainer", daemon=True)
-                self._thread.start()
+            if self._thread is not None and not self._stop.is_set():
+                return self
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="latfarm-trainer", daemon=True
+            )
+            self._thread.start()
         return self
 
     def wake(self) -> None:
@@ -192,7 +175,8 @@ class Trainer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop claiming; a training in progress gives its lease back (the next trainer claims it at once,
         without an attempt counted) — its fit is abandoned, not awaited beyond `timeout`."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         self._wake.set()
         current = self._current
         if current is not None:
@@ -219,8 +203,8 @@ class Trainer:
             self._current = None
         return True
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
                 worked = self.run_once()
             except DBAPIError:

@@ -35,6 +35,7 @@ from service.jobs.models import Job, Task, TaskStatus
 from service.jobs.worker import attach_background_worker
 from service.measurements.models import Measurement
 from service.settings import Settings
+from tests.service.processes import free_port, wait_for, wait_until_serving
 
 LATFARM = Path(sys.executable).with_name("latfarm")
 ONLY_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -48,13 +49,7 @@ def _configs(n: int) -> list[dict[str, Any]]:
 
 def _wait(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
     """Poll `predicate` until it returns something truthy (bounded: fails after `timeout` seconds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_for(predicate, what, timeout)
 
 
 class Farm:
@@ -112,15 +107,7 @@ class Farm:
         """`latfarm serve --with-worker` on `port`, once it answers; `self.client` then talks to it."""
         process = self.process("serve", "--with-worker", "--port", str(port), extra_env=extra_env, **env)
         base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            assert process.poll() is None, self.log(process)
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait(healthy, "the API process to answer")
+        wait_until_serving(process, base, lambda: self.log(process), WAIT_S)
         self.client = httpx.Client(base_url=base, timeout=30)  # type: ignore[assignment]
         return process
 
@@ -397,12 +384,6 @@ def test_idle_worker_stops_on_sigterm_and_once_exits_by_itself(farm: Farm) -> No
 
 
 # -- fault injection ----------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _failed_reasons(session: Session, job_id: int) -> list[str | None]:
     session.rollback()
     return list(
@@ -418,7 +399,7 @@ def test_phone_process_killed_mid_job_then_restarted_every_task_once(
 ) -> None:
     """SIGKILL the phone's own process mid-benchmark; the worker retries; the phone comes back (same port,
     same state): every task measured exactly once, none on two runs at a time."""
-    port, state = _free_port(), tmp_path / "killed-phone"
+    port, state = free_port(), tmp_path / "killed-phone"
     phone = farm.phone_process(port, state)
     r = farm.client.post(
         "/v1/devices", json={"serial": f"127.0.0.1:{port}", "transport": "tcp"}, headers=farm.headers
@@ -440,7 +421,7 @@ def test_api_process_killed_mid_job_then_restarted_every_task_once(farm: Farm, d
     """`latfarm serve --with-worker` (API and worker in one process) SIGKILLed mid-job and started again:
     its leases lapse, the new process measures the rest; every task exactly once (on both engines)."""
     phone, device = farm.phone()
-    port = _free_port()
+    port = free_port()
     api = farm.serve(port, worker_batch_size=4)
     job = farm.submit([device], 10)
     _wait(lambda: farm.job(job["id"])["counts"]["done"] >= 4, "the first results")
@@ -517,7 +498,7 @@ def test_service_backends_terminated_mid_transaction_every_task_once(
     """`pg_terminate_backend` on the service's own connections while they are inside a transaction, again
     and again during a job: the service reconnects, and every task is measured exactly once."""
     phone, device = farm.phone()
-    farm.serve(_free_port(), extra_env={"PGAPPNAME": SERVICE_APP_NAME}, worker_batch_size=4)
+    farm.serve(free_port(), extra_env={"PGAPPNAME": SERVICE_APP_NAME}, worker_batch_size=4)
     job = farm.submit([device], 12)
     terminated = 0
     deadline = time.monotonic() + WAIT_S

@@ -10,10 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from service.predictors.service import create_predictor
 from service.predictors.trainer import Trainer
 from service.settings import Settings
 from tests.service.predictors.synthetic import FAST_PARAMS, insert_rows, synthetic_rows
+from tests.service.processes import free_port, wait_for, wait_until_serving
 
 LATFARM = Path(sys.executable).with_name("latfarm")
 WAIT_S = 120.0
@@ -39,14 +38,7 @@ Headers = Callable[..., dict[str, str]]
 
 
 def _wait(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll `predicate` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_for(predicate, what, timeout, interval=0.05)
 
 
 def _row(factory: sessionmaker[Session], predictor_id: int) -> Predictor:
@@ -118,12 +110,6 @@ def test_two_trainers_train_a_queued_predictor_once(
 
 
 # -- real processes, killed ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Processes:
     """`latfarm` processes of one test on its database; every one is killed at teardown."""
 
@@ -147,15 +133,7 @@ class Processes:
 
     def serve(self, port: int, **env: Any) -> subprocess.Popen[bytes]:
         process = self.start("serve", "--port", str(port), **env)
-
-        def healthy() -> bool:
-            assert process.poll() is None, self.log(process)
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait(healthy, "the API to answer")
+        wait_until_serving(process, f"http://127.0.0.1:{port}", lambda: self.log(process), WAIT_S)
         return process
 
     def log(self, process: subprocess.Popen[bytes]) -> str:
@@ -197,7 +175,7 @@ def test_api_killed_mid_training_then_restarted_ends_ready(
     again: the lapsed lease is claimed again and the predictor ends `ready`, trained on its second try."""
     insert_rows(db_session, device_id, synthetic_rows(60))
     headers = make_headers("profile", "read")
-    port = _free_port()
+    port = free_port()
     api = processes.serve(port)
     created = httpx.post(
         f"http://127.0.0.1:{port}/v1/predictors",

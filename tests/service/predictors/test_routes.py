@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Callable
 
 import numpy as np
@@ -17,6 +15,8 @@ from service.predictors.models import Predictor
 from service.predictors.schemas import PredictResponse
 from service.predictors.snapshot import Snapshot, seal_manifest
 from service.settings import Settings
+from tests.service.predictors.archives import members as _members
+from tests.service.predictors.archives import pack as _pack
 from tests.service.predictors.synthetic import (
     FAST_PARAMS,
     insert_rows,
@@ -195,21 +195,6 @@ def test_snapshot_round_trip_is_bit_identical(
         headers=profile,
     )
     assert multipart.status_code == 201 and multipart.json()["version"] == 3
-
-
-def _members(archive: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
-
-
-def _pack(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def _with_manifest(archive_members: dict[str, bytes], **changes: object) -> dict[str, bytes]:

@@ -4,10 +4,8 @@ manifest covered by a checksum, the older format still read, and a bad stored ro
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
-import tarfile
 from collections.abc import Callable
 from typing import Any
 
@@ -23,26 +21,13 @@ from service.predictors.snapshot import (
     read_snapshot,
     seal_manifest,
 )
+from tests.service.predictors.archives import members as _members
+from tests.service.predictors.archives import pack as _pack
 
 Headers = Callable[..., dict[str, str]]
 PROBLEM = "application/problem+json"
 #: Single-bit flips of manifest.json tried (a fixed-seed sample; the manifest has ~12,000 bits).
 BIT_FLIPS = 3000
-
-
-def _members(archive: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
-
-
-def _pack(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def _crafted(members: dict[str, bytes], change: Callable[[dict[str, Any]], None], **replaced: Any) -> bytes:
@@ -92,6 +77,9 @@ CRAFTED: dict[str, tuple[Callable[[dict[str, Any]], None], dict[str, Any], str]]
     "params-out-of-range": (_set("predictor.params", {"max_depth": 10_000}), {}, "max_depth"),
     "holdout-object": (_keep, {"holdout_json": {"a": 1}}, "holdout.json"),
     "metrics-mape-text": (_keep, {"metrics_json": {"mape": "low"}}, "metrics.json is malformed at mape"),
+    # Valid Python, refused by PostgreSQL's JSONB at commit time: refused before.
+    "metrics-nan": (_keep, {"metrics_json": {"mape": float("nan")}}, "NaN is not a JSON number"),
+    "library_versions-nul": (_set("library_versions", {"xgboost": "2\x00"}), {}, "NUL character"),
 }
 
 
