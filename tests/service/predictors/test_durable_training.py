@@ -33,7 +33,7 @@ from tests.service.processes import free_port, wait_for, wait_until_serving
 LATFARM = Path(sys.executable).with_name("latfarm")
 WAIT_S = 120.0
 #: Slow enough (a few seconds here) that a kill lands mid-fit; fast enough to train again after it.
-SLOW_PARAMS = {"n_estimators": 200, "learning_rate": 0.01, "early_stopping_rounds": 200}
+SLOW_PARAMS = {"n_estimators": 100, "learning_rate": 0.01, "early_stopping_rounds": 100}
 Headers = Callable[..., dict[str, str]]
 
 
@@ -164,6 +164,9 @@ def _claimed(factory: sessionmaker[Session], predictor_id: int) -> bool:
     return row.lease_owner is not None and row.status is PredictorStatus.training
 
 
+# SQLite: the lone API without any worker is its deployment; PostgreSQL's lease path runs in real processes
+# in the worker test below, and in process on both engines above.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_api_killed_mid_training_then_restarted_ends_ready(
     processes: Processes,
     session_factory: sessionmaker[Session],

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.snapshot import (
@@ -21,8 +21,10 @@ from service.predictors.snapshot import (
     read_snapshot,
     seal_manifest,
 )
+from service.settings import Settings
 from tests.service.predictors.archives import members as _members
 from tests.service.predictors.archives import pack as _pack
+from tests.service.predictors.synthetic import insert_rows, synthetic_rows, train_now
 
 Headers = Callable[..., dict[str, str]]
 PROBLEM = "application/problem+json"
@@ -88,15 +90,42 @@ def _count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Predictor)) or 0
 
 
+#: One trained and exported archive serves every test of this module (training is the slow part).
+_EXPORTED: dict[str, bytes] = {}
+
+
 @pytest.fixture
-def archive(client: TestClient, make_headers: Headers, trained: Predictor) -> bytes:
-    response = client.get(f"/v1/predictors/{trained.id}/snapshot", headers=make_headers("read"))
-    assert response.status_code == 200
-    return response.content
+def archive(
+    client: TestClient,
+    make_headers: Headers,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    db_session: Session,
+    device_id: int,
+) -> bytes:
+    """A snapshot exported by the service (trained once per module run); its device is this test's."""
+    if "archive" not in _EXPORTED:
+        insert_rows(db_session, device_id, synthetic_rows(60))
+        predictor = train_now(session_factory, settings, device_id)
+        response = client.get(f"/v1/predictors/{predictor.id}/snapshot", headers=make_headers("read"))
+        assert response.status_code == 200
+        _EXPORTED["archive"] = response.content
+    assert json.loads(_members(_EXPORTED["archive"])["manifest.json"])["device_id"] == device_id
+    return _EXPORTED["archive"]
+
+
+@pytest.fixture
+def stored(client: TestClient, make_headers: Headers, archive: bytes, db_session: Session) -> Predictor:
+    """The archive imported into this test's database: a ready predictor."""
+    response = client.post("/v1/predictors/import", content=archive, headers=make_headers("profile"))
+    assert response.status_code == 201, response.text
+    predictor = db_session.get(Predictor, response.json()["id"])
+    assert predictor is not None
+    return predictor
 
 
 def test_crafted_manifests_are_refused_nothing_written_listing_intact(
-    client: TestClient, make_headers: Headers, archive: bytes, trained: Predictor, db_session: Session
+    client: TestClient, make_headers: Headers, archive: bytes, stored: Predictor, db_session: Session
 ) -> None:
     headers = make_headers("profile", "read")
     members = _members(archive)
@@ -111,12 +140,13 @@ def test_crafted_manifests_are_refused_nothing_written_listing_intact(
         assert _count(db_session) == before, name
         listing = client.get("/v1/predictors", headers=headers)
         assert listing.status_code == 200 and len(listing.json()["items"]) == before, name
-        assert client.get(f"/v1/predictors/{trained.id}", headers=headers).status_code == 200, name
+        assert client.get(f"/v1/predictors/{stored.id}", headers=headers).status_code == 200, name
     # The untouched archive, re-sealed the same way, is accepted: the refusals above are the schema's.
     accepted = client.post("/v1/predictors/import", content=_crafted(members, _keep), headers=headers)
     assert accepted.status_code == 201, accepted.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the database only makes the archive
 def test_every_sampled_bit_flip_of_the_manifest_is_refused(archive: bytes) -> None:
     members = _members(archive)
     manifest = members["manifest.json"]
@@ -160,11 +190,11 @@ def test_format_1_snapshots_still_load_and_are_validated_the_same_way(
 
 
 def test_a_stored_row_that_does_not_render_never_breaks_the_api(
-    client: TestClient, make_headers: Headers, trained: Predictor, db_session: Session
+    client: TestClient, make_headers: Headers, stored: Predictor, db_session: Session
 ) -> None:
     """A row written before validation existed (metrics a list): listed, shown and activated, flagged."""
     headers = make_headers("profile", "read")
-    bad = db_session.get(Predictor, trained.id)
+    bad = db_session.get(Predictor, stored.id)
     assert bad is not None
     bad.metrics = [1, 2, 3]  # type: ignore[assignment]
     bad.library_versions = {"xgboost": 2}  # type: ignore[dict-item]
@@ -174,11 +204,11 @@ def test_a_stored_row_that_does_not_render_never_breaks_the_api(
     (shown,) = listing.json()["items"]
     assert shown["metrics"] == {} and shown["library_versions"] == {}
     assert "stored record is malformed (library_versions, metrics" in shown["error"]
-    one = client.get(f"/v1/predictors/{trained.id}", headers=headers)
+    one = client.get(f"/v1/predictors/{stored.id}", headers=headers)
     assert one.status_code == 200 and one.json()["error"] == shown["error"]
     page = client.get("/dashboard/predictors", headers=headers)
     assert page.status_code == 200 and "malformed stored value" in page.text
-    activated = client.post(f"/v1/predictors/{trained.id}/activate", headers=headers)
+    activated = client.post(f"/v1/predictors/{stored.id}/activate", headers=headers)
     assert activated.status_code == 200 and activated.json()["active"] is True
     assert activated.json()["status"] == PredictorStatus.ready.value
 
