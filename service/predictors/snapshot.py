@@ -46,6 +46,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
 )
 
@@ -71,8 +72,8 @@ MEMBERS = (
 MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
 #: Ids and counts are stored in 32-bit integer columns (PostgreSQL `integer`).
 MAX_INT32 = 2**31 - 1
-#: Most holdout rows a snapshot may carry (training keeps far fewer).
-MAX_HOLDOUT_ROWS = 1_000_000
+#: Most holdout rows a snapshot may carry (training keeps at most 5,000).
+MAX_HOLDOUT_ROWS = 100_000
 
 
 class SnapshotError(ValueError):
@@ -182,6 +183,9 @@ class HoldoutRow(BaseModel):
     frequency_khz: _Count
     measured_ms: StrictFloat | StrictInt
     predicted_ms: StrictFloat | StrictInt
+
+
+_HOLDOUT = TypeAdapter(list[HoldoutRow])
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -376,8 +380,10 @@ def read_snapshot(data: bytes) -> SnapshotContents:
     holdout = _parse_json("holdout.json", members["holdout.json"])
     if not isinstance(holdout, list) or len(holdout) > MAX_HOLDOUT_ROWS:
         raise SnapshotError(f"holdout.json must be a JSON array of at most {MAX_HOLDOUT_ROWS} rows")
-    for i, row in enumerate(holdout):
-        _validated(f"holdout.json row {i}", HoldoutRow, row)
+    try:
+        _HOLDOUT.validate_python(holdout)
+    except ValidationError as exc:
+        raise SnapshotError(f"holdout.json is malformed at row {_first_error(exc)}") from None
     if head.family != facts.family:
         raise SnapshotError("the feature schema and the manifest name different families")
     return SnapshotContents(

@@ -78,6 +78,15 @@ CRAFTED: dict[str, tuple[Callable[[dict[str, Any]], None], dict[str, Any], str]]
     "params-unknown": (_set("predictor.params", {"n_estimators": 5, "evil": 1}), {}, "evil"),
     "params-out-of-range": (_set("predictor.params", {"max_depth": 10_000}), {}, "max_depth"),
     "holdout-object": (_keep, {"holdout_json": {"a": 1}}, "holdout.json"),
+    "holdout-row-text": (
+        _keep,
+        {
+            "holdout_json": [
+                {"config_hash": "x", "frequency_khz": "fast", "measured_ms": 1, "predicted_ms": 1}
+            ]
+        },
+        "holdout.json is malformed at row 0.frequency_khz",
+    ),
     "metrics-mape-text": (_keep, {"metrics_json": {"mape": "low"}}, "metrics.json is malformed at mape"),
     # Valid Python, refused by PostgreSQL's JSONB at commit time: refused before.
     "metrics-nan": (_keep, {"metrics_json": {"mape": float("nan")}}, "NaN is not a JSON number"),
