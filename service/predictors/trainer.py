@@ -195,6 +195,10 @@ class Trainer:
         if claimed is None:
             return False
         self._current = claimed
+        if self._stop.is_set():  # stopped while claiming: `stop()` may have missed it, give it back here
+            queue.release_training(self.factory, claimed, self.name)
+            self._current = None
+            return True
         try:
             _log.info("trainer %s: training predictor %s", self.name, claimed)
             if train_predictor(self.factory, claimed, self.settings, owner=self.name):

@@ -109,6 +109,31 @@ def test_two_trainers_train_a_queued_predictor_once(
     assert sum(t.trained for t in trainers) == 1
 
 
+def test_a_stopped_trainer_gives_its_training_back_without_an_attempt(
+    session_factory: sessionmaker[Session], settings: Settings, db_session: Session, device_id: int
+) -> None:
+    """A graceful stop (app shutdown, SIGTERM to a worker) mid-fit hands the lease back at once; the next
+    trainer trains the predictor, and the abandoned fit stores nothing when it ends."""
+    settings.worker_poll_seconds = 0.05
+    insert_rows(db_session, device_id, synthetic_rows(60))
+    predictor_id = _queued(db_session, settings, device_id, SLOW_PARAMS)
+    first = Trainer(session_factory, settings).start()
+    _wait(lambda: _claimed(session_factory, predictor_id), "the first trainer to claim it")
+    first.stop(timeout=0)
+    given_back = _row(session_factory, predictor_id)
+    assert given_back.status is PredictorStatus.training
+    assert given_back.lease_owner is None and given_back.attempts == 0
+    second = Trainer(session_factory, settings).start()
+    try:
+        _wait(lambda: _row(session_factory, predictor_id).status is not PredictorStatus.training, "training")
+    finally:
+        second.stop()
+        first.stop()
+    predictor = _row(session_factory, predictor_id)
+    assert predictor.status is PredictorStatus.ready and predictor.attempts == 1, predictor.error
+    assert second.trained == 1 and first.trained == 0
+
+
 # -- real processes, killed ---------------------------------------------------------------------------------
 class Processes:
     """`latfarm` processes of one test on its database; every one is killed at teardown."""
