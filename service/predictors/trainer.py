@@ -214,6 +214,9 @@ class Trainer:
             except DBAPIError:
                 _log.warning("trainer could not reach the database; retrying after a poll", exc_info=True)
                 worked = False
+            except Exception:  # the thread must outlive any one training: its lease lapses, it is retried
+                _log.exception("trainer %s: a training failed unexpectedly", self.name)
+                worked = False
             if not worked:
                 self._wake.wait(self.settings.worker_poll_seconds)
                 self._wake.clear()
