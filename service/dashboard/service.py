@@ -543,7 +543,13 @@ def list_predictors(session: Session) -> list[tuple[Predictor, str]]:
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """The flat numeric/text metrics of a predictor, formatted (nested breakdowns are left to the API)."""
+    """The flat numeric/text metrics of a predictor, formatted (nested breakdowns are left to the API).
+
+    A stored value that is not a JSON object (a row written before snapshots were validated) is shown as
+    such, never allowed to take the page down.
+    """
+    if not isinstance(metrics, dict):
+        return [("metrics", f"malformed stored value ({type(metrics).__name__}, not an object)")]
     out = []
     for key, value in sorted(metrics.items()):
         if isinstance(value, bool) or value is None:

@@ -48,8 +48,12 @@ async def get_registry(request: Request) -> PredictorRegistry:
 RegistryDep = Annotated[PredictorRegistry, Depends(get_registry)]
 
 
-async def snapshot_body(request: Request) -> bytes:
-    """The archive: the raw body, or the first file of a multipart form."""
+async def snapshot_body(request: Request, _: ProfileAccess) -> bytes:
+    """The archive: the raw body, or the first file of a multipart form.
+
+    Depends on the access check, so the caller is authenticated before any byte of the body is parsed:
+    an anonymous upload answers 401, never a multipart 422.
+    """
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         for value in form.values():
@@ -109,10 +113,12 @@ _PREDICT_OPENAPI = {
 def train(
     body: PredictorCreate, request: Request, session: SessionDep, settings: SettingsDep, who: ProfileAccess
 ) -> PredictorOut:
-    """Start training a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
+    """Queue the training of a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
     predictor = service.create_predictor(session, body, settings, created_by=who.name)
-    service.start_training(request.app.state.sessionmaker, predictor.id, settings)
-    return PredictorOut.model_validate(predictor)
+    trainer = request.app.state.trainer
+    if trainer is not None:  # else a `latfarm worker` claims it
+        trainer.wake()
+    return PredictorOut.from_row(predictor)
 
 
 @router.get("/v1/predictors", response_model=Page[PredictorOut])
@@ -128,31 +134,61 @@ def list_predictors(
     rows, next_cursor = service.list_predictors(
         session, family=family, device_id=device, cursor=cursor, limit=min(limit, settings.page_size_max)
     )
-    return Page[PredictorOut](items=[PredictorOut.model_validate(p) for p in rows], next_cursor=next_cursor)
+    return Page[PredictorOut](items=[PredictorOut.from_row(p) for p in rows], next_cursor=next_cursor)
 
 
-@router.post("/v1/predictors/import", status_code=201, response_model=PredictorOut)
+#: The import body, which the route reads itself (raw or multipart): declared for OpenAPI by hand.
+_IMPORT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "description": "a snapshot archive from `GET /v1/predictors/{id}/snapshot`",
+        "content": {
+            "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"snapshot": {"type": "string", "format": "binary"}},
+                    "required": ["snapshot"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/predictors/import",
+    status_code=201,
+    response_model=PredictorOut,
+    openapi_extra=_IMPORT_OPENAPI,
+    responses={
+        401: {"description": "no token, or an unknown one (checked before the body is read)"},
+        403: {"description": "the token lacks the `profile` scope"},
+        422: {"description": "the snapshot is refused; the detail names the first problem"},
+    },
+)
 def import_predictor(
+    who: ProfileAccess,
     data: Annotated[bytes, Depends(snapshot_body)],
     session: SessionDep,
-    who: ProfileAccess,
     device: Annotated[PathId | None, Query()] = None,
 ) -> PredictorOut:
     """Store a verified snapshot as a new, inactive version (for `device`, default the snapshot's)."""
     predictor = service.import_snapshot(session, data, device_id=device, created_by=who.name)
-    return PredictorOut.model_validate(predictor)
+    return PredictorOut.from_row(predictor)
 
 
 @router.get("/v1/predictors/{predictor_id}", response_model=PredictorOut)
 def get_predictor(predictor_id: PathId, session: SessionDep, _: ReadAccess) -> PredictorOut:
-    return PredictorOut.model_validate(service.get_predictor(session, predictor_id))
+    return PredictorOut.from_row(service.get_predictor(session, predictor_id))
 
 
 @router.post("/v1/predictors/{predictor_id}/activate", response_model=PredictorOut)
 def activate(
     predictor_id: PathId, session: SessionDep, registry: RegistryDep, _: ProfileAccess
 ) -> PredictorOut:
-    return PredictorOut.model_validate(service.activate_predictor(session, predictor_id, registry))
+    return PredictorOut.from_row(service.activate_predictor(session, predictor_id, registry))
 
 
 @router.get("/v1/predictors/{predictor_id}/snapshot", response_class=Response)
