@@ -51,7 +51,8 @@ from service.predictors.features import Featurizer  # noqa: E402
 from service.predictors.inference import PREDICT_THREADS  # noqa: E402
 from service.predictors.registry import load_latency_model  # noqa: E402
 from service.predictors.schemas import PredictorCreate  # noqa: E402
-from service.predictors.service import activate_predictor, create_predictor, train_predictor  # noqa: E402
+from service.predictors.service import activate_predictor, create_predictor  # noqa: E402
+from service.predictors.trainer import train_predictor  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 FREQUENCIES = [800_000, 1_400_000, 2_000_000, 2_600_000]

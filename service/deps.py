@@ -7,18 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from service.auth.models import Scope
 from service.auth.service import authenticate
+from service.dashboard.csrf import HEADER as CSRF_HEADER
+from service.dashboard.csrf import csrf_valid, foreign_origin
 from service.problems import ForbiddenError, UnauthorizedError
 from service.settings import Settings
 
 #: The cookie the dashboard's login form sets (HttpOnly); it carries the same token secret as the header.
 TOKEN_COOKIE = "latfarm_token"
+#: Methods that change nothing: a cookie may authenticate them without a CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_settings(request: Request) -> Settings:
@@ -61,7 +65,29 @@ def _secret_from(request: Request) -> str | None:
         if kind.lower() != "bearer" or not secret.strip():
             raise UnauthorizedError("the Authorization header must be `Bearer <token>`")
         return secret.strip()
-    return request.cookies.get(TOKEN_COOKIE)
+    secret = request.cookies.get(TOKEN_COOKIE)
+    if secret is not None:
+        check_cookie_request(request, secret)
+    return secret
+
+
+def check_cookie_request(request: Request, secret: str) -> None:
+    """Refuse (403) a request the login cookie would authenticate when another site may have sent it.
+
+    A browser attaches the cookie to requests other sites make it send; a bearer header it never adds by
+    itself. So a cookie counts only from this origin, and a request that changes state must also carry
+    the session's CSRF token in the `X-CSRF-Token` header (see `service.dashboard.csrf`).
+    """
+    if foreign_origin(request.headers, request.url.scheme):
+        raise ForbiddenError(
+            f"a request from {request.headers.get('origin')!r} may not use the dashboard's login cookie; "
+            "call the API with an `Authorization: Bearer` token"
+        )
+    if request.method not in SAFE_METHODS and not csrf_valid(secret, request.headers.get(CSRF_HEADER)):
+        raise ForbiddenError(
+            f"a {request.method} authenticated by the login cookie needs the session's CSRF token in the "
+            f"{CSRF_HEADER} header (or use an `Authorization: Bearer` token)"
+        )
 
 
 def current_principal(request: Request, session: SessionDep) -> Principal:
@@ -95,7 +121,37 @@ def require_scope(scope: Scope) -> Callable[..., Principal]:
     return check
 
 
+def read_all_or_own(scope: Scope) -> Callable[..., str | None]:
+    """A dependency for what `read` sees whole and a holder of `scope` sees of its own making: None (every
+    row) for readers, else the token's name (only the rows it created)."""
+    read = require_scope(Scope.read)
+
+    def check(
+        principal: Annotated[Principal, Depends(current_principal)], settings: SettingsDep
+    ) -> str | None:
+        if principal is not ANONYMOUS and not principal.has(Scope.read) and principal.has(scope):
+            return principal.name
+        read(principal, settings)  # 401/403 as for any read
+        return None
+
+    return check
+
+
+def document_bearer_auth(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Declare the bearer token in an OpenAPI document: every `/v1` operation takes one (docs and clients
+    can then send it); the scope each needs is in its 403 answer and the README."""
+    schemes = openapi.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearer"] = {"type": "http", "scheme": "bearer", "description": "a latfarm token (lf_…)"}
+    for path, operations in openapi.get("paths", {}).items():
+        if path.startswith("/v1"):
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}]
+    return openapi
+
+
 ReadAccess = Annotated[Principal, Depends(require_scope(Scope.read))]
+#: Readers see every job; a `profile` token without `read` sees the jobs it submitted.
+JobReader = Annotated[str | None, Depends(read_all_or_own(Scope.profile))]
 AdminAccess = Annotated[Principal, Depends(require_scope(Scope.admin))]
 ProfileAccess = Annotated[Principal, Depends(require_scope(Scope.profile))]
 PredictAccess = Annotated[Principal, Depends(require_scope(Scope.predict))]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.deps import SessionDep
+from service.auth.models import Scope as TokenScope
+from service.deps import ANONYMOUS, SessionDep, SettingsDep, current_principal, require_scope
 from service.predictors.features import cache_stats
-from service.problems import UnavailableError
+from service.problems import UnauthorizedError, UnavailableError, problem_responses
 
 router = APIRouter(tags=["operations"])
 
@@ -106,7 +107,7 @@ def _route_template(scope: Scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=problem_responses(503))
 def healthz(session: SessionDep) -> dict[str, str]:
     """200 when the database answers a query, 503 otherwise."""
     try:
@@ -116,7 +117,16 @@ def healthz(session: SessionDep) -> dict[str, str]:
     return {"status": "ok", "database": session.get_bind().dialect.name}
 
 
-@router.get("/metrics", include_in_schema=False)
+def metrics_access(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+    """With `metrics_require_token`, `/metrics` needs a token with the `read` scope (public read or not)."""
+    if settings.metrics_require_token:
+        principal = current_principal(request, session)
+        if principal is ANONYMOUS:
+            raise UnauthorizedError("/metrics needs a token with the 'read' scope (metrics_require_token)")
+        require_scope(TokenScope.read)(principal, settings)
+
+
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)])
 def metrics(request: Request) -> Response:
     """Prometheus exposition of request counts and latency histograms."""
     body = generate_latest(request.app.state.metrics.registry)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -66,6 +67,55 @@ class UnavailableError(LatfarmError):
     status, title = 503, "Service unavailable"
 
 
+class FieldError(BaseModel):
+    """One invalid field: where it is (`["body", "configs", 3, "widths"]`) and what is wrong with it."""
+
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error the service answers has this `application/problem+json` body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="about:blank: the title says what kind of error it is")
+    title: str
+    status: int
+    detail: str = Field(description="what went wrong and what to do next")
+    errors: list[FieldError] | None = Field(None, description="the invalid fields (validation errors)")
+
+
+_ERROR_MEANING = {
+    401: "no token, or an unknown or revoked one (`Authorization: Bearer <token>`)",
+    403: "the token lacks the scope this needs, or a cookie-authenticated request from another origin",
+    404: "no such resource",
+    409: "the resource's state does not allow this (the detail says why and what to do)",
+    413: "the request body (or the work it asks for) is larger than the service accepts",
+    422: "an invalid field; `errors[].loc` names it",
+    503: "the database does not answer",
+}
+
+
+def problem_responses(
+    *statuses: int, described: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` documenting these error statuses as problem+json (for a router or a route);
+    `described` words a status for one route."""
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    meaning = {**_ERROR_MEANING, **(described or {})}
+    return {status: {"description": meaning[status], "content": content} for status in statuses}
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Add the `Problem` schema the documented error responses refer to to an OpenAPI document."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem.pop("$defs", {}))
+    schemas["Problem"] = problem
+    return openapi
+
+
 def problem_response(
     status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None, **extra: Any
 ) -> JSONResponse:
@@ -111,9 +161,13 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
+        response = problem_response(
             500, "Internal server error", "the server failed on this request; the error is in its log"
         )
+        # Starlette re-raises the error once this answer is sent, and the server then drops the connection:
+        # saying so lets a keep-alive client open a new one instead of failing its next request on it.
+        response.headers["Connection"] = "close"
+        return response
 
 
 class BodySizeLimit:

@@ -64,7 +64,9 @@ _TABLE_FIELDS = (
     "channels",
     "height",
     "width",
-    "cin",
+    "in_channels",
+    "in_height",
+    "in_width",
     "kernel",
     "stride",
     "groups",
@@ -79,8 +81,9 @@ class LayerTable:
     """Every layer of a batch as parallel int64 arrays (a structure of arrays), config-major.
 
     ``config`` is the config's index in the batch; ``op`` indexes :data:`OPS`; ``channels``, ``height``,
-    ``width`` are the output shape (N is 1 for every family); ``cin``, ``kernel``, ``stride``, ``groups``
-    describe a Conv (0 for other ops); ``macs``, ``flops`` (2×MACs), ``params`` and ``activation_bytes``
+    ``width`` are the output shape (N is 1 for every family), ``in_channels``, ``in_height``, ``in_width``
+    the (first) input's; ``kernel``, ``stride``, ``groups`` describe a Conv (1 for other ops, as in
+    `LayerCost`); ``macs``, ``flops`` (2×MACs), ``params`` and ``activation_bytes``
     are counted as in :mod:`profilers.blocks.graph`. ``starts[i]`` is config ``i``'s first row.
     """
 
@@ -90,7 +93,9 @@ class LayerTable:
     channels: np.ndarray
     height: np.ndarray
     width: np.ndarray
-    cin: np.ndarray
+    in_channels: np.ndarray
+    in_height: np.ndarray
+    in_width: np.ndarray
     kernel: np.ndarray
     stride: np.ndarray
     groups: np.ndarray
@@ -167,7 +172,7 @@ class BatchTracer:
         macs = cout * ho * wo * per_output * n
         params = cout * per_output + (cout if bias else 0)
         out = (n, self._full(cout), ho, wo)
-        return self._record(CONV, out, macs, params, present, (cin, kernel, stride, groups))
+        return self._record(CONV, out, macs, params, present, x, (kernel, stride, groups))
 
     def activation(self, x: Tensor, kind: Activations | str, *, present: np.ndarray | None = None) -> Tensor:
         """Element-wise activation: one kind for all (names as `CostTracer.activation`) or one per config."""
@@ -176,23 +181,23 @@ class BatchTracer:
             params: np.ndarray | int = x[1] if kind == "prelu" else 0
         else:
             op, params = kind.op, np.where(kind.prelu, x[1], 0)
-        return self._record(op, x, 0, params, present)
+        return self._record(op, x, 0, params, present, x)
 
     def add(self, a: Tensor, b: Tensor, *, present: np.ndarray | None = None) -> Tensor:
         """Element-wise sum of two tensors of the same shape (where present)."""
         mask = self._all if present is None else present
         if any(bool(np.any((p != q) & mask)) for p, q in zip(a, b, strict=True)):
             raise ValueError("Add: shapes differ")
-        return self._record(_OP_CODE["Add"], a, 0, 0, present)
+        return self._record(_OP_CODE["Add"], a, 0, 0, present, a)
 
     def mul(self, a: Tensor, b: Tensor, *, present: np.ndarray | None = None) -> Tensor:
         """Element-wise product; ``b`` may broadcast as N×C×1×1 (squeeze-excite scaling)."""
-        return self._record(_OP_CODE["Mul"], a, 0, 0, present)
+        return self._record(_OP_CODE["Mul"], a, 0, 0, present, a)
 
     def global_average_pool(self, x: Tensor, *, present: np.ndarray | None = None) -> Tensor:
         """N×C×H×W → N×C×1×1."""
         one = np.ones(self.n, dtype=np.int64)
-        return self._record(_OP_CODE["GlobalAveragePool"], (x[0], x[1], one, one), 0, 0, present)
+        return self._record(_OP_CODE["GlobalAveragePool"], (x[0], x[1], one, one), 0, 0, present, x)
 
     def depth_to_space(
         self, x: Tensor, block: np.ndarray | int, *, present: np.ndarray | None = None
@@ -200,7 +205,7 @@ class BatchTracer:
         """Pixel shuffle: N×C·b²×H×W → N×C×bH×bW."""
         n, c, h, w = x
         return self._record(
-            _OP_CODE["DepthToSpace"], (n, c // (block * block), h * block, w * block), 0, 0, present
+            _OP_CODE["DepthToSpace"], (n, c // (block * block), h * block, w * block), 0, 0, present, x
         )
 
     def table(self) -> LayerTable:
@@ -228,14 +233,16 @@ class BatchTracer:
         macs: np.ndarray | int,
         params: np.ndarray | int,
         present: np.ndarray | None,
-        conv: tuple[np.ndarray | int, ...] = (0, 0, 0, 0),
+        source: Tensor,
+        conv: tuple[np.ndarray | int, ...] = (1, 1, 1),
     ) -> Tensor:
         n, c, h, w = shape
         # One (fields × configs) block per op call, in `_TABLE_FIELDS` order; rows broadcast on assignment.
         block = np.empty((len(_TABLE_FIELDS), self.n), dtype=np.int64)
         block[0], block[1], block[2], block[3] = op, c, h, w
-        block[4], block[5], block[6], block[7] = conv
-        block[8], block[9], block[10] = macs, params, n * c * h * w * FLOAT_BYTES
+        block[4], block[5], block[6] = source[1], source[2], source[3]
+        block[7], block[8], block[9] = conv
+        block[10], block[11], block[12] = macs, params, n * c * h * w * FLOAT_BYTES
         self._blocks.append((self._all if present is None else present, block))
         return shape
 

@@ -10,7 +10,7 @@ import random
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
 from profilers.blocks.family import BlockFamily, choices, odd_kernel
 from profilers.blocks.graph import CostTracer, Shape
@@ -24,13 +24,13 @@ class ConvConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kernel: int = Field(ge=1, le=11)
-    cin: int = Field(ge=1, le=MAX_CHANNELS)
-    cout: int = Field(ge=1, le=MAX_CHANNELS)
-    height: int = Field(ge=1, le=MAX_SIDE)
-    width: int = Field(ge=1, le=MAX_SIDE)
-    stride: int = Field(default=1, ge=1, le=4)
-    groups: int = Field(default=1, ge=1, le=MAX_CHANNELS)
+    kernel: StrictInt = Field(ge=1, le=11)
+    cin: StrictInt = Field(ge=1, le=MAX_CHANNELS)
+    cout: StrictInt = Field(ge=1, le=MAX_CHANNELS)
+    height: StrictInt = Field(ge=1, le=MAX_SIDE)
+    width: StrictInt = Field(ge=1, le=MAX_SIDE)
+    stride: StrictInt = Field(default=1, ge=1, le=4)
+    groups: StrictInt = Field(default=1, ge=1, le=MAX_CHANNELS)
 
     @field_validator("kernel")
     @classmethod

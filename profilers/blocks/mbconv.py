@@ -17,7 +17,7 @@ import random
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from profilers.blocks.family import BlockFamily, choices
 from profilers.blocks.graph import CostTracer, Shape
@@ -39,11 +39,11 @@ class MBConvConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cin: int = Field(ge=1, le=MAX_CHANNELS)
-    cout: int = Field(ge=1, le=MAX_CHANNELS)
-    height: int = Field(ge=1, le=MAX_SIDE)
-    width: int = Field(ge=1, le=MAX_SIDE)
-    expand_ratio: int = Field(default=6, ge=1, le=8)
+    cin: StrictInt = Field(ge=1, le=MAX_CHANNELS)
+    cout: StrictInt = Field(ge=1, le=MAX_CHANNELS)
+    height: StrictInt = Field(ge=1, le=MAX_SIDE)
+    width: StrictInt = Field(ge=1, le=MAX_SIDE)
+    expand_ratio: StrictInt = Field(default=6, ge=1, le=8)
     kernel: Literal[3, 5, 7] = 3
     stride: Literal[1, 2] = 1
     se: bool = False

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
 from profilers.blocks.family import BlockFamily, choices, odd_kernel
 from profilers.blocks.graph import CostTracer, Shape
@@ -41,10 +41,10 @@ class SRBlockConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     scale: Literal[2, 3, 4]
-    height: int = Field(ge=1, le=MAX_SIDE, description="input (low-resolution) height")
-    width: int = Field(ge=1, le=MAX_SIDE, description="input (low-resolution) width")
-    kernel: int = Field(default=3, ge=1, le=9)
-    widths: list[int] = Field(min_length=1, max_length=MAX_DEPTH + 1)
+    height: StrictInt = Field(ge=1, le=MAX_SIDE, description="input (low-resolution) height")
+    width: StrictInt = Field(ge=1, le=MAX_SIDE, description="input (low-resolution) width")
+    kernel: StrictInt = Field(default=3, ge=1, le=9)
+    widths: list[StrictInt] = Field(min_length=1, max_length=MAX_DEPTH + 1)
     activation: Activation = Activation.relu
     residual: bool = False
 

@@ -2,7 +2,8 @@
 
 Pages accept the login cookie (or a bearer header) with the `read` scope, or anyone when
 `LATFARM_PUBLIC_READ=true`; a visitor without either is sent to the login form. Form actions accept only
-the login cookie, with the scope the action needs and the session's CSRF token in the form.
+the login cookie, from the dashboard's own origin, with the scope the action needs and the session's CSRF
+token in the form.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import Depends, Form, HTTPException, Request
 
 from service.auth.models import Scope
 from service.auth.service import authenticate
-from service.dashboard.csrf import FIELD, csrf_valid
+from service.dashboard.csrf import FIELD, csrf_valid, foreign_origin
 from service.deps import ANONYMOUS, TOKEN_COOKIE, Principal, SessionDep, SettingsDep, current_principal
 from service.problems import ForbiddenError, UnauthorizedError
 
@@ -65,6 +66,8 @@ def form_action(scope: Scope | None) -> Callable[..., Principal]:
             raise UnauthorizedError(
                 "log in to the dashboard first (the session cookie is missing or revoked)"
             )
+        if foreign_origin(request.headers, request.url.scheme):
+            raise ForbiddenError("a dashboard form can only be posted from the dashboard's own pages")
         if not csrf_valid(secret, csrf_token):
             raise ForbiddenError(
                 f"the form's {FIELD} is missing or does not match your session; reload the page and retry"

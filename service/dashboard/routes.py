@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from service.auth.models import Scope
 from service.auth.service import authenticate
+from service.bounds import PathId
 from service.dashboard import service
 from service.dashboard.access import AdminForm, PageReader, ProfileForm, SessionForm, safe_next
 from service.dashboard.csrf import FIELD, csrf_token
@@ -188,7 +189,7 @@ def _probe_and_report(session: Session, settings: Settings, device: Device, verb
 @router.post("/devices/{device_id}/enabled")
 def set_device_enabled(
     request: Request,
-    device_id: int,
+    device_id: PathId,
     session: SessionDep,
     principal: AdminForm,
     enabled: Annotated[bool, Form()],
@@ -202,7 +203,7 @@ def set_device_enabled(
 
 @router.post("/devices/{device_id}/probe")
 def probe_device(
-    request: Request, device_id: int, session: SessionDep, settings: SettingsDep, principal: AdminForm
+    request: Request, device_id: PathId, session: SessionDep, settings: SettingsDep, principal: AdminForm
 ) -> Response:
     try:
         device = devices.get_device(session, device_id)
@@ -278,7 +279,7 @@ def jobs(request: Request, session: SessionDep, principal: PageReader) -> Respon
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(request: Request, job_id: int, session: SessionDep, principal: ProfileForm) -> Response:
+def cancel_job(request: Request, job_id: PathId, session: SessionDep, principal: ProfileForm) -> Response:
     try:
         jobs_service.cancel_job(session, job_id)
     except LatfarmError as exc:
@@ -298,7 +299,8 @@ def _predictors(
     request: Request, session: SessionDep, principal: Principal, status: int = 200, **extra: Any
 ) -> Response:
     rows = [
-        (p, device, service.scalar_metrics(p.metrics or {})) for p, device in service.list_predictors(session)
+        (p, device, service.scalar_metrics(p.metrics or {}), service.model_comparison(p.metrics or {}))
+        for p, device in service.list_predictors(session)
     ]
     return _render(request, "predictors.html", principal, status, predictors=rows, **extra)
 
@@ -310,7 +312,7 @@ def predictors(request: Request, session: SessionDep, principal: PageReader) -> 
 
 @router.post("/predictors/{predictor_id}/activate")
 def activate_predictor(
-    request: Request, predictor_id: int, session: SessionDep, registry: RegistryDep, principal: ProfileForm
+    request: Request, predictor_id: PathId, session: SessionDep, registry: RegistryDep, principal: ProfileForm
 ) -> Response:
     try:
         predictor = predictors_service.activate_predictor(session, predictor_id, registry)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.bounds import INT32_MAX, Text
 from service.devices.models import Device
 from service.jobs import service as jobs_service
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
@@ -34,8 +35,9 @@ def _blank_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+# Free of NUL, and each int field bounded to an INTEGER column, as every API input (service.bounds).
 OptionalInt = Annotated[int | None, BeforeValidator(_blank_to_none)]
-OptionalStr = Annotated[str | None, BeforeValidator(_blank_to_none)]
+OptionalStr = Annotated[Text | None, BeforeValidator(_blank_to_none)]
 
 #: Sort keys of the pivot that are not frequency columns.
 FIXED_SORT_KEYS = ("config", "depth", "width")
@@ -47,16 +49,16 @@ class PivotQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    device: OptionalInt = Field(None, ge=1, description="device id")
+    device: OptionalInt = Field(None, ge=1, le=INT32_MAX, description="device id")
     family: OptionalStr = Field(None, max_length=64)
     cluster: OptionalStr = Field(None, max_length=32)
-    depth_min: OptionalInt = Field(None, ge=0)
-    depth_max: OptionalInt = Field(None, ge=0)
-    width_min: OptionalInt = Field(None, ge=0)
-    width_max: OptionalInt = Field(None, ge=0)
+    depth_min: OptionalInt = Field(None, ge=0, le=INT32_MAX)
+    depth_max: OptionalInt = Field(None, ge=0, le=INT32_MAX)
+    width_min: OptionalInt = Field(None, ge=0, le=INT32_MAX)
+    width_max: OptionalInt = Field(None, ge=0, le=INT32_MAX)
     q: OptionalStr = Field(None, max_length=200, description="text the config label must contain")
     sort: OptionalStr = Field(None, max_length=40)
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=INT32_MAX)
     per_page: int = Field(50, ge=1, le=500)
 
     def params(self, **changes: Any) -> dict[str, Any]:
@@ -541,7 +543,13 @@ def list_predictors(session: Session) -> list[tuple[Predictor, str]]:
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """The flat numeric/text metrics of a predictor, formatted (nested breakdowns are left to the API)."""
+    """The flat numeric/text metrics of a predictor, formatted (nested breakdowns are left to the API).
+
+    A stored value that is not a JSON object (a row written before snapshots were validated) is shown as
+    such, never allowed to take the page down.
+    """
+    if not isinstance(metrics, dict):
+        return [("metrics", f"malformed stored value ({type(metrics).__name__}, not an object)")]
     out = []
     for key, value in sorted(metrics.items()):
         if isinstance(value, bool) or value is None:
@@ -553,6 +561,50 @@ def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+#: How the predictor page names the candidate models of a training run (`metrics["candidates"]`).
+MODEL_LABELS = {"prior_xgboost": "physics-prior XGBoost", "plain_xgboost": "plain XGBoost", "blend": "blend"}
+
+
+@dataclass(frozen=True)
+class CandidateFigures:
+    """One candidate model's holdout figures, and whether it is the one that serves."""
+
+    kind: str
+    label: str
+    serving: bool
+    within_10: str
+    within_5: str
+    mape: str
+
+
+def model_comparison(metrics: dict[str, Any]) -> list[CandidateFigures]:
+    """The served model and the plain baseline with their holdout figures (empty for predictors trained
+    before both were fitted in one run), the served one first."""
+    candidates = metrics.get("candidates")
+    if not isinstance(candidates, dict):
+        return []
+    serving = metrics.get("serving")
+    out = []
+    for kind, figures in sorted(candidates.items(), key=lambda kv: kv[0] != serving):
+        if not isinstance(figures, dict):
+            continue
+        out.append(
+            CandidateFigures(
+                kind=kind,
+                label=MODEL_LABELS.get(kind, kind),
+                serving=kind == serving,
+                within_10=_percent(figures.get("within_10")),
+                within_5=_percent(figures.get("within_5")),
+                mape=f"{figures['mape']:.1f} %" if isinstance(figures.get("mape"), int | float) else "–",
+            )
+        )
+    return out
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, int | float) else "–"
+
+
 # --- plots -------------------------------------------------------------------------------------
 
 
@@ -562,12 +614,14 @@ class PlotQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    device: OptionalInt = Field(None, ge=1)
+    device: OptionalInt = Field(None, ge=1, le=INT32_MAX)
     family: OptionalStr = Field(None, max_length=64)
     cluster: OptionalStr = Field(None, max_length=32)
-    config: list[str] = Field(default_factory=list, max_length=50, description="config hashes to draw")
-    frequency: OptionalInt = Field(None, ge=0, description="heatmap frequency (kHz); default the highest")
-    predictor: OptionalInt = Field(None, ge=1)
+    config: list[Text] = Field(default_factory=list, max_length=50, description="config hashes to draw")
+    frequency: OptionalInt = Field(
+        None, ge=0, le=INT32_MAX, description="heatmap frequency (kHz); default the highest"
+    )
+    predictor: OptionalInt = Field(None, ge=1, le=INT32_MAX)
 
 
 def _mhz(khz: int | None) -> float | None:

@@ -6,14 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from service.bounds import Cursor, PathId, Text
 from service.deps import AdminAccess, ReadAccess, SessionDep, SettingsDep
 from service.devices import probing, service
 from service.devices.models import DeviceStatus
 from service.devices.schemas import DeviceCreate, DeviceOut, DevicePatch
 from service.jobs.runner import default_runner
 from service.pagination import Page
+from service.problems import problem_responses
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+router = APIRouter(
+    prefix="/v1/devices", tags=["devices"], responses=problem_responses(401, 403, 404, 409, 413, 422)
+)
 
 
 @router.post("", status_code=201, response_model=DeviceOut)
@@ -36,8 +40,8 @@ def list_devices(
     settings: SettingsDep,
     _: ReadAccess,
     status: DeviceStatus | None = None,
-    tag: str | None = None,
-    cursor: int | None = None,
+    tag: Text | None = None,
+    cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[DeviceOut]:
     rows, next_cursor = service.list_devices(
@@ -47,17 +51,17 @@ def list_devices(
 
 
 @router.get("/{device_id}", response_model=DeviceOut)
-def get_device(device_id: int, session: SessionDep, _: ReadAccess) -> DeviceOut:
+def get_device(device_id: PathId, session: SessionDep, _: ReadAccess) -> DeviceOut:
     return DeviceOut.model_validate(service.get_device(session, device_id))
 
 
 @router.patch("/{device_id}", response_model=DeviceOut)
-def update_device(device_id: int, body: DevicePatch, session: SessionDep, _: AdminAccess) -> DeviceOut:
+def update_device(device_id: PathId, body: DevicePatch, session: SessionDep, _: AdminAccess) -> DeviceOut:
     return DeviceOut.model_validate(service.update_device(session, device_id, body))
 
 
 @router.post("/{device_id}/probe", response_model=DeviceOut)
-def probe_device(device_id: int, session: SessionDep, settings: SettingsDep, _: AdminAccess) -> DeviceOut:
+def probe_device(device_id: PathId, session: SessionDep, settings: SettingsDep, _: AdminAccess) -> DeviceOut:
     runner = default_runner(settings)
     try:
         device = probing.probe_device(session, service.get_device(session, device_id), runner)
@@ -67,6 +71,6 @@ def probe_device(device_id: int, session: SessionDep, settings: SettingsDep, _: 
 
 
 @router.delete("/{device_id}", status_code=204)
-def delete_device(device_id: int, session: SessionDep, _: AdminAccess) -> Response:
+def delete_device(device_id: PathId, session: SessionDep, _: AdminAccess) -> Response:
     service.delete_device(session, device_id)
     return Response(status_code=204)

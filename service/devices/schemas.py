@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.bounds import REQUEST_BODY, Text
 from service.devices.models import DeviceStatus
 
-_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:(?P<port>\d{1,5})$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
@@ -24,12 +25,12 @@ def _check_tags(tags: list[str]) -> list[str]:
 class DeviceCreate(BaseModel):
     """Register a phone: `serial` as adb names it (`host:port` for TCP); `address` defaults to the serial."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
-    serial: str = Field(min_length=1, max_length=200)
+    serial: Text = Field(min_length=1, max_length=200)
     transport: Literal["tcp", "usb"]
-    address: str | None = Field(None, max_length=255)
-    name: str | None = Field(None, max_length=200)
+    address: Text | None = Field(None, max_length=255)
+    name: Text | None = Field(None, max_length=200)
     tags: list[str] = Field(default_factory=list, max_length=50)
 
     _tags = field_validator("tags")(_check_tags)
@@ -38,8 +39,11 @@ class DeviceCreate(BaseModel):
     def _tcp_needs_host_port(self) -> DeviceCreate:
         if self.transport == "tcp":
             address = self.address or self.serial
-            if not _HOST_PORT.match(address):
+            match = _HOST_PORT.match(address)
+            if not match:
                 raise ValueError(f"a tcp device needs a host:port address, got {address!r}")
+            if not 1 <= int(match["port"]) <= 65535:
+                raise ValueError(f"the port of {address!r} must be 1-65535")
             self.address = address
         return self
 
@@ -47,9 +51,9 @@ class DeviceCreate(BaseModel):
 class DevicePatch(BaseModel):
     """Fields an admin may change; absent fields stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
-    name: str | None = Field(None, max_length=200)
+    name: Text | None = Field(None, max_length=200)
     tags: list[str] | None = Field(None, max_length=50)
     enabled: bool | None = None
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from profilers.adb.profiler import check_passes
+from service.bounds import REQUEST_BODY, DbId, DbInt, JsonObject, StrictInt, Text, exactly_one_of
 from service.jobs.models import JobStatus, TaskStatus
 
 #: Hard ceiling on a sampler's `n` at parse time; the configurable per-job task cap is checked by the domain.
@@ -23,13 +24,15 @@ class SamplerSpec(BaseModel):
     band under that device's active predictor is widest (at the first of the job's frequencies on it).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     strategy: Literal["grid", "random", "sobol", "uncertainty"]
-    n: int | None = Field(None, ge=1, le=MAX_SAMPLER_N, description="configs to draw (grid: all when absent)")
-    space: dict[str, Any] = Field(min_length=1)
-    seed: int = 0
-    candidates: int | None = Field(
+    n: StrictInt | None = Field(
+        None, ge=1, le=MAX_SAMPLER_N, description="configs to draw (grid: all when absent)"
+    )
+    space: JsonObject = Field(min_length=1)
+    seed: DbInt = 0
+    candidates: StrictInt | None = Field(
         None,
         ge=1,
         le=MAX_SAMPLER_N,
@@ -56,27 +59,27 @@ class SamplerSpec(BaseModel):
 class DeviceSelector(BaseModel):
     """Every enabled device carrying all of `tags` (and of `model`, when given)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
-    tags: list[str] = Field(default_factory=list, max_length=50)
-    model: str | None = Field(None, max_length=200)
+    tags: list[Text] = Field(default_factory=list, max_length=50)
+    model: Text | None = Field(None, max_length=200)
 
 
 class RuntimeSpec(BaseModel):
     """How each config is benchmarked; `cluster` defaults to each device's fastest cluster."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
-    runs: int = Field(10, ge=1, le=10_000)
-    warmup: int = Field(2, ge=0, le=1_000)
-    threads: int = Field(1, ge=1, le=64)
-    passes: int = Field(
+    runs: StrictInt = Field(10, ge=1, le=10_000)
+    warmup: StrictInt = Field(2, ge=0, le=1_000)
+    threads: StrictInt = Field(1, ge=1, le=64)
+    passes: StrictInt = Field(
         1,
         ge=1,
         le=100,
         description="split each config's runs into this many passes through its batch (at most `runs`)",
     )
-    cluster: str | None = Field(None, min_length=1, max_length=32)
+    cluster: Text | None = Field(None, min_length=1, max_length=32)
 
     @field_validator("passes")
     @classmethod
@@ -85,18 +88,24 @@ class RuntimeSpec(BaseModel):
 
 
 class JobCreate(BaseModel):
-    """A profiling campaign: configs × devices × frequencies."""
+    """A profiling campaign: configs × devices × frequencies (exactly one of `configs`/`sampler`, and
+    of `devices`/`selector`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        **REQUEST_BODY,
+        json_schema_extra=exactly_one_of(
+            {"configs": "array", "sampler": "object"}, {"devices": "array", "selector": "object"}
+        ),
+    )
 
-    family: str = Field(min_length=1, max_length=64)
-    configs: list[dict[str, Any]] | None = Field(None, min_length=1)
+    family: Text = Field(min_length=1, max_length=64)
+    configs: list[JsonObject] | None = Field(None, min_length=1)
     sampler: SamplerSpec | None = None
-    devices: list[int] | None = Field(None, min_length=1)
+    devices: list[DbId] | None = Field(None, min_length=1)
     selector: DeviceSelector | None = None
-    frequencies: list[int] | Literal["all", "min-mid-max"] = "min-mid-max"
+    frequencies: list[Annotated[DbInt, Field(gt=0)]] | Literal["all", "min-mid-max"] = "min-mid-max"
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
-    priority: int = Field(0, ge=-1000, le=1000)
+    priority: StrictInt = Field(0, ge=-1000, le=1000)
     force: bool = False
 
     @model_validator(mode="after")

@@ -276,29 +276,43 @@ def _canonical(family: str, config: BaseModel) -> dict[str, Any]:
     return json.loads(canonical_json(family, config))
 
 
-def get_job(session: Session, job_id: int) -> Job:
-    """The job with this id, or `NotFoundError`."""
+def get_job(session: Session, job_id: int, *, created_by: str | None = None) -> Job:
+    """The job with this id (only if `created_by` submitted it, when given), or `NotFoundError`."""
     job = session.get(Job, job_id)
-    if job is None:
-        raise NotFoundError(f"job {job_id} does not exist")
+    if job is None or (created_by is not None and job.created_by != created_by):
+        mine = f" among the jobs {created_by!r} submitted" if created_by is not None else ""
+        raise NotFoundError(f"job {job_id} does not exist{mine}")
     return job
 
 
 def list_jobs(
-    session: Session, *, status: JobStatus | None = None, cursor: int | None = None, limit: int = 100
+    session: Session,
+    *,
+    status: JobStatus | None = None,
+    created_by: str | None = None,
+    cursor: int | None = None,
+    limit: int = 100,
 ) -> tuple[list[Job], int | None]:
-    """A page of jobs, newest first; the cursor is the last id seen."""
+    """A page of jobs (only those `created_by` submitted, when given), newest first; the cursor is the
+    last id seen."""
     query = select(Job)
     if status is not None:
         query = query.where(Job.status == status)
+    if created_by is not None:
+        query = query.where(Job.created_by == created_by)
     return keyset_page(session, query, Job.id, cursor=cursor, limit=limit, newest_first=True)
 
 
 def list_tasks(
-    session: Session, job_id: int, *, cursor: int | None = None, limit: int = 100
+    session: Session,
+    job_id: int,
+    *,
+    created_by: str | None = None,
+    cursor: int | None = None,
+    limit: int = 100,
 ) -> tuple[list[Task], int | None]:
     """A page of a job's tasks by id; the cursor is the last id seen."""
-    get_job(session, job_id)
+    get_job(session, job_id, created_by=created_by)
     query = select(Task).where(Task.job_id == job_id)
     return keyset_page(session, query, Task.id, cursor=cursor, limit=limit)
 

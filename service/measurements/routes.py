@@ -8,34 +8,48 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from service.bounds import Cursor, PathId, QueryInt, Text, Timestamp
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep
 from service.measurements import service
 from service.measurements.models import MeasurementSource
 from service.measurements.schemas import ImportResult, MeasurementImport, MeasurementOut
 from service.pagination import Page
+from service.problems import problem_responses
 
-router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
+router = APIRouter(
+    prefix="/v1/measurements", tags=["measurements"], responses=problem_responses(401, 403, 404, 413, 422)
+)
 
 _MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+_EXPORT_SCHEMA = {"schema": {"type": "string", "format": "binary"}}
 
 
-@router.get("", response_model=Page[MeasurementOut])
+@router.get(
+    "",
+    response_model=Page[MeasurementOut],
+    responses={
+        200: {
+            "description": "a page (`format=json`), or every match streamed as CSV or Parquet",
+            "content": {media: _EXPORT_SCHEMA for media in _MEDIA.values()},
+        }
+    },
+)
 def list_measurements(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     _: ReadAccess,
-    device: int | None = None,
-    family: str | None = None,
-    job: int | None = None,
-    cluster: str | None = None,
-    frequency_khz: int | None = None,
-    config_hash: str | None = None,
+    device: PathId | None = None,
+    family: Text | None = None,
+    job: PathId | None = None,
+    cluster: Text | None = None,
+    frequency_khz: QueryInt | None = None,
+    config_hash: Text | None = None,
     valid: bool | None = None,
     source: MeasurementSource | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    cursor: int | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
+    cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
     format: Literal["json", "csv", "parquet"] = "json",
 ) -> Page[MeasurementOut] | StreamingResponse:
@@ -52,9 +66,8 @@ def list_measurements(
         until=_aware(until),
     )
     if format != "json":
-        stream = service.stream_csv if format == "csv" else service.stream_parquet
         return StreamingResponse(
-            stream(request.app.state.sessionmaker, filters),
+            service.open_export(request.app.state.sessionmaker, filters, format),
             media_type=_MEDIA[format],
             headers={"Content-Disposition": f'attachment; filename="measurements.{format}"'},
         )

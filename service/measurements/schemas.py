@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from profilers.adb.profiler import check_passes
+from service.bounds import INT32_MAX, REQUEST_BODY, DbId, JsonObject, StrictInt, Text, Timestamp
 from service.measurements.models import MeasurementSource
 
 #: Rows one import request may carry (bigger sets: several requests, each all-or-nothing).
@@ -56,21 +57,23 @@ class MeasurementOut(BaseModel):
 class MeasurementImportRow(BaseModel):
     """An externally measured row: the measurement schema without ids; `config_hash` is computed here."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
-    device_id: int
-    family: str = Field(min_length=1, max_length=64)
-    config: dict[str, Any]
-    cluster: str = Field(min_length=1, max_length=32)
-    frequency_khz: int | None = Field(None, gt=0)
-    observed_frequency_khz: int | None = Field(None, gt=0)
+    device_id: DbId
+    family: Text = Field(min_length=1, max_length=64)
+    config: JsonObject
+    cluster: Text = Field(min_length=1, max_length=32)
+    frequency_khz: StrictInt | None = Field(None, gt=0, le=INT32_MAX)
+    observed_frequency_khz: StrictInt | None = Field(None, gt=0, le=INT32_MAX)
     pinned: bool = False
-    runtime_name: str = Field(min_length=1, max_length=64)
-    runtime_version: str | None = Field(None, max_length=64)
-    threads: int = Field(1, ge=1, le=64)
-    runs: int = Field(ge=1)
-    warmup: int = Field(0, ge=0)
-    passes: int = Field(1, ge=1, description="invocations the runs were split into (at most `runs`)")
+    runtime_name: Text = Field(min_length=1, max_length=64)
+    runtime_version: Text | None = Field(None, max_length=64)
+    threads: StrictInt = Field(1, ge=1, le=64)
+    runs: StrictInt = Field(ge=1, le=INT32_MAX)
+    warmup: StrictInt = Field(0, ge=0, le=INT32_MAX)
+    passes: StrictInt = Field(
+        1, ge=1, le=INT32_MAX, description="invocations the runs were split into (at most `runs`)"
+    )
     median_ms: float = Field(gt=0)
     mean_ms: float = Field(gt=0)
     std_ms: float | None = Field(None, ge=0)
@@ -81,9 +84,9 @@ class MeasurementImportRow(BaseModel):
     temperature_before_c: float | None = None
     temperature_after_c: float | None = None
     valid: bool = True
-    invalid_reason: str | None = None
+    invalid_reason: Text | None = None
     virtual: bool = False
-    measured_at: dt.datetime | None = None
+    measured_at: Timestamp | None = None
 
     @field_validator("passes")
     @classmethod
@@ -94,7 +97,7 @@ class MeasurementImportRow(BaseModel):
 class MeasurementImport(BaseModel):
     """Rows to import, all or nothing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     rows: list[MeasurementImportRow] = Field(min_length=1, max_length=MAX_IMPORT_ROWS)
 

@@ -2,14 +2,17 @@
 
 Exports never hold the whole result: they walk the table by id in batches (`id > last ORDER BY id
 LIMIT n`, the same keyset as the JSON pages) and emit each batch as a CSV chunk or a Parquet row group.
+`open_export` reads the first batch before it returns, so a query that fails does so before the response
+has started (a clean problem+json), never as a stream cut after its header.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,10 +147,19 @@ def iter_export_batches(
             session.rollback()
 
 
-def stream_csv(factory: sessionmaker[Session], filters: MeasurementFilter) -> Iterator[bytes]:
-    """The filtered measurements as CSV, one chunk per batch (header first, even when empty)."""
+def open_export(factory: sessionmaker[Session], filters: MeasurementFilter, format: str) -> Iterator[bytes]:
+    """The filtered measurements as `csv` or `parquet` chunks; the first batch is read now, so errors of
+    the query are raised here, before a response starts, and only the rest streams lazily."""
+    batches = iter_export_batches(factory, filters)
+    first = next(batches, None)
+    frames = itertools.chain([] if first is None else [first], batches)
+    return stream_csv(frames) if format == "csv" else stream_parquet(frames)
+
+
+def stream_csv(frames: Iterable[pd.DataFrame]) -> Iterator[bytes]:
+    """Export batches as CSV, one chunk per batch (header first, even when empty)."""
     yield (",".join(EXPORT_SCHEMA.names) + "\n").encode()
-    for frame in iter_export_batches(factory, filters):
+    for frame in frames:
         yield frame.to_csv(index=False, header=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z").encode()
 
 
@@ -176,12 +188,12 @@ class _ChunkSink(io.RawIOBase):
         return out
 
 
-def stream_parquet(factory: sessionmaker[Session], filters: MeasurementFilter) -> Iterator[bytes]:
-    """The filtered measurements as one Parquet file, written and sent a row group per batch."""
+def stream_parquet(frames: Iterable[pd.DataFrame]) -> Iterator[bytes]:
+    """Export batches as one Parquet file, written and sent a row group per batch."""
     sink = _ChunkSink()
     writer = pq.ParquetWriter(sink, EXPORT_SCHEMA)
     try:
-        for frame in iter_export_batches(factory, filters):
+        for frame in frames:
             writer.write_table(pa.Table.from_pandas(frame, schema=EXPORT_SCHEMA, preserve_index=False))
             chunk = sink.take()
             if chunk:

@@ -137,6 +137,8 @@ def batch_config_rows(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
     parts = [_field_columns(featurizer, batch), _cost_columns(featurizer, table)]
     if featurizer.kernels:
         parts.append(_kernel_columns(featurizer, table))
+    if featurizer.accelerator:
+        parts.append(_accelerator_columns(table))
     rows = np.concatenate(parts, axis=1)
     if rows.shape[1] != len(featurizer.config_names):
         raise RuntimeError(
@@ -242,6 +244,101 @@ def _buckets(featurizer: Featurizer, values: np.ndarray) -> np.ndarray:
     for i in near_half.tolist():
         buckets[i] = featurizer.bucket(float(values[i]))
     return buckets
+
+
+def _ceil_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    return -(-np.asarray(a) // b)
+
+
+def _accelerator_columns(table: LayerTable) -> np.ndarray:
+    """`features.accelerator_values` of every config (features version 3), vectorised over the layer table.
+
+    Same integer arithmetic layer by layer, summed per config (exact: every count is an integer below
+    2**53), and the three ratios divided once per config in float64, as Python divides two such ints.
+    """
+    # Imported here: features imports this module for its dispatch (the constants live with the scalar path).
+    from service.predictors import features as f
+
+    slice_, texel = f.CHANNEL_SLICE, f.CHANNEL_SLICE * f.ACCELERATOR_ELEMENT_BYTES
+    wx, wy, wz = f.WORKGROUP
+    n, ladder, n_variants = table.n_configs, f.CONCURRENT_WORKGROUPS, len(f.VARIANTS)
+    slot_of = {v: i for i, v in enumerate(f.VARIANTS)}
+    c_out, h_out, w_out = table.channels, table.height, table.width
+    c_in, h_in, w_in = table.in_channels, table.in_height, table.in_width
+    out_slices, in_slices = _ceil_div(c_out, slice_), _ceil_div(c_in, slice_)
+    conv = table.op == CONV
+    k = np.where(conv, table.kernel, 1)
+    groups = np.maximum(table.groups, 1)
+    # The conv variant a runtime picks (`features.conv_variant`), element-wise on layers.
+    depthwise = conv & (groups != 1) & (groups == c_in) & (groups == c_out)
+    slot = np.full(len(table), slot_of["elementwise"], dtype=np.int64)
+    slot[conv & (groups == 1) & (k == 1)] = slot_of["pointwise"]
+    slot[conv & (groups == 1) & (k != 1)] = slot_of["general"]
+    slot[conv & (groups != 1) & ~depthwise] = slot_of["grouped"]
+    slot[depthwise] = slot_of["depthwise"]
+    slot[depthwise & (k == 3)] = slot_of["depthwise_3x3"]
+    slot[depthwise & (k == 5)] = slot_of["depthwise_5x5"]
+    pointwise = slot == slot_of["pointwise"]
+    tile = np.where(pointwise, f.POINTWISE_TILE, 1)
+    depth_slices = np.where(conv & ~depthwise, _ceil_div(c_in // groups, slice_), 1)
+    padded = out_slices * slice_ * h_out * w_out * depth_slices * slice_ * k * k
+    padded = np.where(depthwise, padded // slice_, padded) * conv
+    x_tiles, y_tiles = _ceil_div(w_out, tile), _ceil_div(h_out, tile)
+    workgroups = _ceil_div(x_tiles, wx) * _ceil_div(y_tiles, wy) * _ceil_div(out_slices, wz)
+    depth = k * k * depth_slices * tile * tile
+    per_config = table.per_config
+    macs = per_config(table.macs * conv)
+    padded_total = per_config(padded)
+    invocations = per_config(out_slices * x_tiles * y_tiles)
+    workgroups_total = per_config(workgroups)
+    input_bytes = per_config(in_slices * h_in * w_in * texel)
+    weight_bytes = per_config((out_slices * depth_slices * k * k * slice_ * texel) * conv)
+    output_bytes = per_config(out_slices * h_out * w_out * texel)
+    moved = input_bytes + weight_bytes + output_bytes
+    cell = table.config * n_variants + slot
+    counts = np.bincount(cell[conv], minlength=n * n_variants).reshape(n, n_variants)
+    variant_macs = np.bincount(cell, padded.astype(np.float64), minlength=n * n_variants)
+    variant_macs = variant_macs.reshape(n, n_variants)
+    waves = np.empty((n, n_variants, len(ladder)), dtype=np.float64)
+    for i, p in enumerate(ladder):
+        wave = (depth * _ceil_div(workgroups, p)).astype(np.float64)
+        waves[:, :, i] = np.bincount(cell, wave, minlength=n * n_variants).reshape(n, n_variants)
+    n_conv = len(f.CONV_VARIANTS)
+
+    def ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
+        return np.where(den > 0, num.astype(np.float64) / np.maximum(den, 1), empty)
+
+    columns = [
+        counts[:, :n_conv].astype(np.float64),
+        variant_macs[:, :n_conv],
+        np.stack(
+            [
+                table.counts(),  # one dispatch per layer
+                per_config(((table.stride > 1) & conv).astype(np.int64)),
+                per_config(in_slices),
+                per_config(out_slices),
+                padded_total,
+            ],
+            axis=1,
+        ).astype(np.float64),
+        ratio(padded_total, macs, 1.0)[:, None],
+        np.stack([invocations, workgroups_total], axis=1).astype(np.float64),
+        ratio(workgroups_total * wx * wy * wz, invocations, 0.0)[:, None],
+        np.stack(
+            [
+                input_bytes,
+                weight_bytes,
+                output_bytes,
+                per_config(out_slices * h_out * w_out * k * k * depth_slices * texel * conv),
+                moved,
+            ],
+            axis=1,
+        ).astype(np.float64),
+        ratio(padded_total, moved, 0.0)[:, None],
+        np.stack([per_config(h_out * w_out), per_config(depth)], axis=1).astype(np.float64),
+        waves.reshape(n, n_variants * len(ladder)),
+    ]
+    return np.concatenate(columns, axis=1)
 
 
 def _target_column(featurizer: Featurizer, key: str) -> int:

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from service.auth.models import Scope
+from service.bounds import Cursor, PathId, Text
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep, current_principal, require_scope
 from service.pagination import Page
 from service.predictors import service
@@ -20,9 +21,9 @@ from service.predictors.features import JsonConfigs
 from service.predictors.nesting import MAX_NESTING, too_deep
 from service.predictors.registry import PredictorRegistry
 from service.predictors.schemas import PredictorCreate, PredictorOut, PredictRequest, PredictResponse
-from service.problems import InvalidInputError
+from service.problems import InvalidInputError, problem_responses
 
-router = APIRouter(tags=["predictors"])
+router = APIRouter(tags=["predictors"], responses=problem_responses(401, 403, 404, 409, 413, 422))
 
 _REGISTRY_LOCK = threading.Lock()
 
@@ -49,8 +50,12 @@ async def get_registry(request: Request) -> PredictorRegistry:
 RegistryDep = Annotated[PredictorRegistry, Depends(get_registry)]
 
 
-async def snapshot_body(request: Request) -> bytes:
-    """The archive: the raw body, or the first file of a multipart form."""
+async def snapshot_body(request: Request, _: ProfileAccess) -> bytes:
+    """The archive: the raw body, or the first file of a multipart form.
+
+    Depends on the access check, so the caller is authenticated before any byte of the body is parsed:
+    an anonymous upload answers 401, never a multipart 422.
+    """
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         for value in form.values():
@@ -132,10 +137,12 @@ _PREDICT_OPENAPI = {
 def train(
     body: PredictorCreate, request: Request, session: SessionDep, settings: SettingsDep, who: ProfileAccess
 ) -> PredictorOut:
-    """Start training a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
+    """Queue the training of a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
     predictor = service.create_predictor(session, body, settings, created_by=who.name)
-    service.start_training(request.app.state.sessionmaker, predictor.id, settings)
-    return PredictorOut.model_validate(predictor)
+    trainer = request.app.state.trainer
+    if trainer is not None:  # else a `latfarm worker` claims it
+        trainer.wake()
+    return PredictorOut.from_row(predictor)
 
 
 @router.get("/v1/predictors", response_model=Page[PredictorOut])
@@ -143,41 +150,73 @@ def list_predictors(
     session: SessionDep,
     settings: SettingsDep,
     _: ReadAccess,
-    family: str | None = None,
-    device: Annotated[int | None, Query()] = None,
-    cursor: int | None = None,
+    family: Text | None = None,
+    device: Annotated[PathId | None, Query()] = None,
+    cursor: Cursor | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[PredictorOut]:
     rows, next_cursor = service.list_predictors(
         session, family=family, device_id=device, cursor=cursor, limit=min(limit, settings.page_size_max)
     )
-    return Page[PredictorOut](items=[PredictorOut.model_validate(p) for p in rows], next_cursor=next_cursor)
+    return Page[PredictorOut](items=[PredictorOut.from_row(p) for p in rows], next_cursor=next_cursor)
 
 
-@router.post("/v1/predictors/import", status_code=201, response_model=PredictorOut)
+#: The import body, which the route reads itself (raw or multipart): declared for OpenAPI by hand.
+_IMPORT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "description": "a snapshot archive from `GET /v1/predictors/{id}/snapshot`",
+        "content": {
+            "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"snapshot": {"type": "string", "format": "binary"}},
+                    "required": ["snapshot"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/predictors/import",
+    status_code=201,
+    response_model=PredictorOut,
+    openapi_extra=_IMPORT_OPENAPI,
+    responses={
+        401: {"description": "no token, or an unknown one (checked before the body is read)"},
+        403: {"description": "the token lacks the `profile` scope"},
+        422: {"description": "the snapshot is refused; the detail names the first problem"},
+    },
+)
 def import_predictor(
+    who: ProfileAccess,
     data: Annotated[bytes, Depends(snapshot_body)],
     session: SessionDep,
-    who: ProfileAccess,
-    device: Annotated[int | None, Query()] = None,
+    device: Annotated[PathId | None, Query()] = None,
 ) -> PredictorOut:
     """Store a verified snapshot as a new, inactive version (for `device`, default the snapshot's)."""
     predictor = service.import_snapshot(session, data, device_id=device, created_by=who.name)
-    return PredictorOut.model_validate(predictor)
+    return PredictorOut.from_row(predictor)
 
 
 @router.get("/v1/predictors/{predictor_id}", response_model=PredictorOut)
-def get_predictor(predictor_id: int, session: SessionDep, _: ReadAccess) -> PredictorOut:
-    return PredictorOut.model_validate(service.get_predictor(session, predictor_id))
+def get_predictor(predictor_id: PathId, session: SessionDep, _: ReadAccess) -> PredictorOut:
+    return PredictorOut.from_row(service.get_predictor(session, predictor_id))
 
 
 @router.post("/v1/predictors/{predictor_id}/activate", response_model=PredictorOut)
-def activate(predictor_id: int, session: SessionDep, registry: RegistryDep, _: ProfileAccess) -> PredictorOut:
-    return PredictorOut.model_validate(service.activate_predictor(session, predictor_id, registry))
+def activate(
+    predictor_id: PathId, session: SessionDep, registry: RegistryDep, _: ProfileAccess
+) -> PredictorOut:
+    return PredictorOut.from_row(service.activate_predictor(session, predictor_id, registry))
 
 
 @router.get("/v1/predictors/{predictor_id}/snapshot", response_class=Response)
-def snapshot(predictor_id: int, session: SessionDep, _: ReadAccess) -> Response:
+def snapshot(predictor_id: PathId, session: SessionDep, _: ReadAccess) -> Response:
     filename, archive = service.export_snapshot(session, predictor_id)
     return Response(
         archive,
@@ -193,11 +232,16 @@ _PREDICT_ACCESS = require_scope(Scope.predict)
     "/v1/predict",
     response_model=PredictResponse,
     openapi_extra=_PREDICT_OPENAPI,
-    responses={
-        409: {"description": "no active predictor for (device, family); the detail says how to train one"},
-        413: {"description": "more configs × frequencies than `max_predict_configs`"},
-        422: {"description": "invalid body or config; `errors[].loc` names the index and field"},
-    },
+    responses=problem_responses(
+        409,
+        413,
+        422,
+        described={
+            409: "no active predictor for (device, family); the detail says how to train one",
+            413: "more configs × frequencies than `max_predict_configs`",
+            422: "invalid body or config; `errors[].loc` names the index and field",
+        },
+    ),
 )
 async def predict(request: Request) -> Response:
     """Latency of each config at each frequency, config-major (config 0 at every frequency, then 1, …)."""

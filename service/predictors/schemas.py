@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.bounds import INT32_MAX, REQUEST_BODY, DbId, DbInt, StrictInt, Text, exactly_one_of
 from service.predictors.models import PredictorStatus
 
 
 class TrainParams(BaseModel):
     """Overrides of the training defaults (`service.predictors.training.DEFAULT_PARAMS`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
-    n_estimators: int | None = Field(None, ge=1, le=20_000, description="most boosting rounds")
+    n_estimators: StrictInt | None = Field(None, ge=1, le=20_000, description="most boosting rounds")
     learning_rate: float | None = Field(None, gt=0, le=1)
-    max_depth: int | None = Field(None, ge=1, le=16)
+    max_depth: StrictInt | None = Field(None, ge=1, le=16)
     min_child_weight: float | None = Field(None, ge=0)
     subsample: float | None = Field(None, gt=0, le=1)
     colsample_bytree: float | None = Field(None, gt=0, le=1)
     reg_lambda: float | None = Field(None, ge=0)
-    early_stopping_rounds: int | None = Field(None, ge=1, le=1000)
+    early_stopping_rounds: StrictInt | None = Field(None, ge=1, le=1000)
     holdout_fraction: float | None = Field(None, gt=0, lt=0.9)
     validation_fraction: float | None = Field(None, gt=0, lt=0.9)
-    seed: int | None = Field(None, ge=0)
+    seed: StrictInt | None = Field(None, ge=0, le=INT32_MAX)
     refit: bool | None = Field(
         None, description="after scoring the holdout, grow the served models on every config (default true)"
     )
@@ -41,24 +42,24 @@ class TrainParams(BaseModel):
 class TrainFilters(BaseModel):
     """Which valid measurements to train on (all of the device and family by default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
-    frequencies_khz: list[int] | None = Field(
+    frequencies_khz: list[Annotated[DbInt, Field(gt=0)]] | None = Field(
         None, min_length=1, description="only these frequencies; several ask for a multi-frequency model"
     )
-    cluster: str | None = None
-    threads: int | None = Field(None, ge=1)
-    runtime_name: str | None = None
+    cluster: Text | None = Field(None, max_length=32)
+    threads: StrictInt | None = Field(None, ge=1, le=INT32_MAX)
+    runtime_name: Text | None = Field(None, max_length=64)
     include_virtual: bool = True
 
 
 class PredictorCreate(BaseModel):
     """Train a predictor of `family` for device `device` (its id)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
-    family: str = Field(min_length=1, max_length=64)
-    device: int
+    family: Text = Field(min_length=1, max_length=64)
+    device: DbId
     params: TrainParams = Field(default_factory=TrainParams)
     filters: TrainFilters = Field(default_factory=TrainFilters)
 
@@ -87,20 +88,51 @@ class PredictorOut(BaseModel):
     finished_at: dt.datetime | None
     activated_at: dt.datetime | None
 
+    @classmethod
+    def from_row(cls, predictor: Any) -> PredictorOut:
+        """The predictor as the API shows it; a stored row whose JSON fields do not fit (written by an
+        older build, or by hand) is still shown — those fields emptied, `error` naming them — so one bad
+        row never takes down a listing."""
+        try:
+            return cls.model_validate(predictor)
+        except ValidationError as exc:
+            bad = sorted({str(err["loc"][0]) for err in exc.errors() if err.get("loc")})
+        blank: dict[str, Any] = {name: _EMPTY.get(name) for name in bad}
+        fields = {name: getattr(predictor, name, None) for name in cls.model_fields}
+        note = f"the stored record is malformed ({', '.join(bad)} not shown); re-import or retrain it"
+        fields.update(blank, error=f"{fields.get('error')}; {note}" if fields.get("error") else note)
+        return cls.model_validate(fields)
+
+
+#: What a malformed stored field is shown as.
+_EMPTY: dict[str, Any] = {
+    "params": {},
+    "filters": {},
+    "metrics": {},
+    "feature_schema": {},
+    "library_versions": {},
+    "training_data_hash": None,
+    "row_count": None,
+    "created_by": None,
+}
+
 
 class PredictRequest(BaseModel):
     """Configs to predict at one frequency or several (answers are config-major: all frequencies of
     config 0, then of config 1, …). `cluster`/`threads` default to the training data's most common."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        **REQUEST_BODY,
+        json_schema_extra=exactly_one_of({"frequency_khz": "integer", "frequencies_khz": "array"}),
+    )
 
-    device: int
-    family: str = Field(min_length=1, max_length=64)
-    frequency_khz: int | None = Field(None, gt=0)
-    frequencies_khz: list[int] | None = Field(None, min_length=1)
+    device: DbId
+    family: Text = Field(min_length=1, max_length=64)
+    frequency_khz: StrictInt | None = Field(None, gt=0, le=INT32_MAX)
+    frequencies_khz: list[Annotated[DbInt, Field(gt=0)]] | None = Field(None, min_length=1)
     configs: list[dict[str, Any]]
-    cluster: str | None = None
-    threads: int | None = Field(None, ge=1)
+    cluster: Text | None = Field(None, max_length=32)
+    threads: StrictInt | None = Field(None, ge=1, le=INT32_MAX)
 
     @model_validator(mode="after")
     def _one_frequency_field(self) -> PredictRequest:

@@ -78,6 +78,10 @@ def test_layer_table_equals_the_tracer_layer_by_layer(family: str) -> None:
             assert shape == layer.output_shape
             got = (table.macs[row], table.flops[row], table.params[row], table.activation_bytes[row])
             assert tuple(map(int, got)) == (layer.macs, layer.flops, layer.params, layer.activation_bytes)
+            source = (1, int(table.in_channels[row]), int(table.in_height[row]), int(table.in_width[row]))
+            assert source == layer.input_shape
+            geometry = (int(table.kernel[row]), int(table.stride[row]), int(table.groups[row]))
+            assert geometry == (layer.kernel, layer.stride, layer.groups)
     costs = [fam.costs(c) for c in configs]
     assert table.per_config(table.flops).tolist() == [c.flops for c in costs]
     assert table.per_config(table.params).tolist() == [c.params for c in costs]

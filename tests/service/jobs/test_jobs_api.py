@@ -252,3 +252,53 @@ def test_scopes(client: TestClient, make_headers: Callable[..., dict[str, str]],
     r = _submit(client, make_headers("read"), configs=[_cfg()], devices=[device.id])
     assert r.status_code == 403
     assert client.get("/v1/jobs").status_code == 401
+
+
+def test_a_profile_token_reads_the_jobs_it_submitted_only(
+    client: TestClient, make_headers: Callable[..., dict[str, str]], make_device, db_session: Session
+) -> None:
+    device = make_device("10.0.0.1:5555")
+    mine, theirs = make_headers("profile"), make_headers("profile")
+    own = _submit(client, mine, configs=[_cfg(8)], devices=[device.id], frequencies="min-mid-max").json()
+    other = _submit(client, theirs, configs=[_cfg(4)], devices=[device.id], frequencies="min-mid-max").json()
+
+    got = client.get(f"/v1/jobs/{own['id']}", headers=mine)
+    assert got.status_code == 200 and got.json()["id"] == own["id"]
+    tasks = client.get(f"/v1/jobs/{own['id']}/tasks", headers=mine)
+    assert tasks.status_code == 200 and len(tasks.json()["items"]) == own["total_tasks"]
+    assert [j["id"] for j in client.get("/v1/jobs", headers=mine).json()["items"]] == [own["id"]]
+    # Another token's job stays out of sight; a reader sees both.
+    for path in (f"/v1/jobs/{other['id']}", f"/v1/jobs/{other['id']}/tasks"):
+        hidden = client.get(path, headers=mine)
+        assert hidden.status_code == 404 and hidden.headers["content-type"] == "application/problem+json"
+    everything = client.get("/v1/jobs", headers=make_headers("read")).json()["items"]
+    assert {j["id"] for j in everything} == {own["id"], other["id"]}
+    assert client.get("/v1/jobs", headers=make_headers("predict")).status_code == 403
+    assert client.get("/v1/jobs").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"devices": [True]}, "devices"),
+        ({"configs": [{"scale": 2, "height": 16, "width": 16, "widths": [True, 8]}]}, "configs"),
+        ({"runtime": {"runs": True}}, "runs"),
+        ({"devices": [2**31]}, "devices"),
+        ({"frequencies": [2**31]}, "frequencies"),
+        ({"priority": True}, "priority"),
+    ],
+)
+def test_booleans_and_out_of_range_integers_are_refused(
+    client: TestClient,
+    make_headers: Callable[..., dict[str, str]],
+    make_device,
+    db_session: Session,
+    change: dict[str, Any],
+    field: str,
+) -> None:
+    device = make_device("10.0.0.1:5555")
+    body = {"configs": [_cfg(8)], "devices": [device.id], **change}
+    r = _submit(client, make_headers("profile"), **body)
+    assert r.status_code == 422, r.text
+    assert any(field in [str(p) for p in e["loc"]] or field in e["msg"] for e in r.json()["errors"]), r.text
+    assert _counts(db_session) == (0, 0)

@@ -54,13 +54,21 @@ def _assert_bit_equal(featurizer: Featurizer, got: np.ndarray, want: np.ndarray)
 
 @pytest.mark.parametrize("family", sorted(SPACES))
 def test_every_column_equals_the_one_config_path(family: str) -> None:
-    """3,000 random configs; kernels listed from 20 of them, so unseen conv shapes occur too."""
+    """3,000 random configs, every features version; kernels listed from 20 configs, so unseen ones occur."""
     configs = random_configs(family, 3000, seed=2024)
     kernels = discover_kernels(family, configs[:20])
-    for featurizer in (Featurizer(family, ["big"]), Featurizer(family, ["big", "little"], kernels)):
+    layouts = (
+        Featurizer(family, ["big"]),
+        Featurizer(family, ["big", "little"], kernels),
+        Featurizer(family, ["big"], kernels, version=2),  # stored schemas of earlier versions keep theirs
+        Featurizer(family, ["big"], version=1),
+    )
+    for featurizer in layouts:
         _assert_bit_equal(featurizer, _batch_rows(featurizer, configs), _scalar_rows(featurizer, configs))
     with_kernels = Featurizer(family, ["big"], kernels)
-    unseen = _batch_rows(with_kernels, configs)[:, -1]
+    unseen = _batch_rows(with_kernels, configs)[
+        :, with_kernels.config_names.index(features.UNSEEN_KERNEL_COLUMN)
+    ]
     assert (unseen > 0).any() and (unseen == 0).any()
 
 
@@ -89,11 +97,13 @@ def test_lax_and_bad_configs_take_the_one_config_path_with_the_same_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     configs = random_configs("sr_block", 100, seed=11)
-    lax = dict(configs[5], height=str(configs[5]["height"]))  # pydantic accepts "360"; the struct does not
+    lax = dict(
+        configs[5], widths=configs[5]["widths"][:1], residual="false"
+    )  # pydantic: False; struct: refused
     configs[5] = lax
     featurizer = Featurizer("sr_block", ["big"])
     rows = featurizer.config_rows(configs)
-    assert rows[5].tobytes() == _scalar_rows(featurizer, [dict(lax, height=int(lax["height"]))])[0].tobytes()
+    assert rows[5].tobytes() == _scalar_rows(featurizer, [dict(lax, residual=False)])[0].tobytes()
     cases = (
         (20, {"height": 2**70}, "height"),
         (40, {"kernel": 4}, "kernel"),
@@ -129,14 +139,14 @@ def test_the_cache_is_bounded_and_counts_its_hits() -> None:
     try:
         featurizer.config_rows(unique[:40])
         featurizer.config_rows(unique[:40])
-        (stats,) = [s for s in features.cache_stats() if s.layout == "conv"]
+        (stats,) = [s for s in features.cache_stats() if s.layout == featurizer._cache_name]
         assert (stats.hits, stats.misses, stats.entries, stats.limit) == (40, 40, 40, 50)
         featurizer.config_rows(unique[40:100])
-        (stats,) = [s for s in features.cache_stats() if s.layout == "conv"]
+        (stats,) = [s for s in features.cache_stats() if s.layout == featurizer._cache_name]
         assert stats.entries == 50
         # The oldest rows went first: the newest 50 are all hits now.
         featurizer.config_rows(unique[50:100])
-        (stats,) = [s for s in features.cache_stats() if s.layout == "conv"]
+        (stats,) = [s for s in features.cache_stats() if s.layout == featurizer._cache_name]
         assert stats.hits == 90
     finally:
         features.configure_cache(features.DEFAULT_CACHE_ENTRIES)
