@@ -195,6 +195,16 @@ class VirtualPhone:
         """Host directory behind the phone's `/`."""
         return self.runtime.fs.root
 
+    # -- work in progress -----------------------------------------------------------------------------------
+    @property
+    def services_running(self) -> int:
+        """Shell commands, file transfers and benchmarks running now (0 when the phone is idle)."""
+        return self._server.services_running if self._server is not None else 0
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until nothing runs on the phone (e.g. after a client left); False if busy at `timeout`."""
+        return self._server.wait_idle(timeout) if self._server is not None else True
+
     # -- faults and heat ------------------------------------------------------------------------------------
     def set_fault(self, **changes: Any) -> FaultSpec:
         """Switch faults at run time (written to `state_dir/faults.json`), e.g. `set_fault(offline=True)`."""

@@ -21,6 +21,10 @@ delayed ACK on ours and every message stalls ~40 ms. We therefore set TCP_QUICKA
 TCP_NODELAY on the socket, and write each of our messages (header + payload) with a single `write()`.
 `stat_v2`, `ls_v2` and `delayed_ack` are not advertised: adb 29 then keeps to STAT/LIST and plain OKAY flow
 control.
+
+A service runs as long as its stream is open: when the host closes the stream (CLSE) or the connection drops,
+the service's task is cancelled at once, and with it the shell command or benchmark it runs (the benchmark's
+process is killed, see bench.py). A service that fails is logged in one line, never with a traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +69,16 @@ TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 # A callable, not a coroutine: a stream closed before its service starts leaves nothing un-awaited.
 ServiceRunner = Callable[[], Awaitable[None]]
 ServiceFactory = Callable[["Stream", str], ServiceRunner | None]
+
+
+def one_line(value: object, limit: int = 300) -> str:
+    """`value` as one bounded log/answer line: an exception as `Type: message`, newlines flattened."""
+    if isinstance(value, BaseException):
+        text = f"{type(value).__name__}: {value}" if str(value) else type(value).__name__
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def checksum(data: bytes) -> int:
@@ -352,21 +367,35 @@ class Connection:
             return
         self.streams[local_id] = stream
         await self.send(A_OKAY, local_id, remote_id)
+        self.server.service_started()
         task = asyncio.create_task(self._run_service(stream, runner))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda _task: self.server.service_ended())  # also when cancelled unstarted
 
     async def _run_service(self, stream: Stream, runner: ServiceRunner) -> None:
+        """Run a stream's service until it ends or the host closes the stream (then it is cancelled)."""
+        work = asyncio.ensure_future(runner())
+        closed = asyncio.ensure_future(stream.closed.wait())
         try:
-            await runner()
-        except asyncio.CancelledError:
-            raise
-        except ConnectionError:
-            return
-        except Exception:
-            log.exception("service failed on stream %d", stream.local_id)
-        with contextlib.suppress(ConnectionError):
-            await stream.close()
+            await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():  # the client left: the work it asked for ends now
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+                return
+            exc = None if work.cancelled() else work.exception()
+            if exc is not None and not isinstance(exc, ConnectionError):
+                log.warning("service failed on stream %d: %s", stream.local_id, one_line(exc))
+            if not isinstance(exc, ConnectionError):
+                with contextlib.suppress(ConnectionError):
+                    await stream.close()
+        finally:
+            closed.cancel()
+            if not work.done():  # this task itself was cancelled (connection shutdown)
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
 
 
 class DeviceServer:
@@ -387,6 +416,30 @@ class DeviceServer:
         self.faults = faults
         self.connections: set[Connection] = set()
         self._server: asyncio.base_events.Server | None = None
+        self._services_running = 0
+        self._idle = threading.Condition()
+
+    def service_started(self) -> None:
+        """Count a service that starts (see `wait_idle`)."""
+        with self._idle:
+            self._services_running += 1
+
+    def service_ended(self) -> None:
+        """Count a service that ended, however it ended."""
+        with self._idle:
+            self._services_running -= 1
+            self._idle.notify_all()
+
+    @property
+    def services_running(self) -> int:
+        """Services (shell commands, syncs, benchmarks) running now, on every connection."""
+        with self._idle:
+            return self._services_running
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block (from another thread) until no service runs; False if some still run after `timeout` s."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._services_running == 0, timeout)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port) and return the bound port."""
