@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from profilers.virtual_phone import bench
+from profilers.virtual_phone.bench_process import BenchmarkLimits, workdir_for
 from profilers.virtual_phone.errors import PhoneStateError
 from profilers.virtual_phone.faults import FaultControl, FaultSpec
 from profilers.virtual_phone.filesystem import Filesystem
@@ -29,7 +30,14 @@ ROOTFS = "rootfs"
 class PhoneRuntime:
     """What the services and the shell of one phone share: profile, SoC, filesystem, faults, benchmark log."""
 
-    def __init__(self, profile: Profile, state_dir: Path, rooted: bool, faults: FaultControl) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        state_dir: Path,
+        rooted: bool,
+        faults: FaultControl,
+        bench_limits: BenchmarkLimits | None = None,
+    ) -> None:
         self.profile = profile
         self.state_dir = state_dir
         self.rooted = rooted
@@ -38,6 +46,8 @@ class PhoneRuntime:
         self.fs = Filesystem(state_dir / ROOTFS, self.soc, profile.storage_free_bytes)
         self.serialno = "LF" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10].upper()
         self.bench_log = state_dir / BENCH_LOG
+        self.bench_limits = bench_limits or BenchmarkLimits()
+        self.bench_workdir = workdir_for(state_dir)
 
     def props(self) -> dict[str, str]:
         """System properties as `getprop` shows them."""
@@ -97,6 +107,7 @@ class VirtualPhone:
         rooted: bool | None = None,
         faults: FaultSpec | None = None,
         quickack: bool = True,
+        bench_limits: BenchmarkLimits | None = None,
     ) -> None:
         if isinstance(profile, Profile):
             self.profile = profile
@@ -117,6 +128,7 @@ class VirtualPhone:
             self.state_dir,
             self.profile.rooted if rooted is None else rooted,
             self.fault_control,
+            bench_limits,
         )
         self.auth = AuthPolicy(insecure=insecure, authorized_keys=authorized_keys)
         self.quickack = quickack

@@ -22,9 +22,10 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
+from profilers.virtual_phone.errors import one_line
 from profilers.virtual_phone.filesystem import PUSH_TMP_MARKER, FsError
 from profilers.virtual_phone.shell import Output, Shell
-from profilers.virtual_phone.transport import ServiceRunner, Stream, one_line
+from profilers.virtual_phone.transport import ServiceRunner, Stream
 
 if TYPE_CHECKING:
     from profilers.virtual_phone.phone import PhoneRuntime

@@ -46,7 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-from profilers.virtual_phone.errors import ProtocolError
+from profilers.virtual_phone.errors import ProtocolError, one_line
 from profilers.virtual_phone.faults import FaultControl
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,6 @@ TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 # A callable, not a coroutine: a stream closed before its service starts leaves nothing un-awaited.
 ServiceRunner = Callable[[], Awaitable[None]]
 ServiceFactory = Callable[["Stream", str], ServiceRunner | None]
-
-
-def one_line(value: object, limit: int = 300) -> str:
-    """`value` as one bounded log/answer line: an exception as `Type: message`, newlines flattened."""
-    if isinstance(value, BaseException):
-        text = f"{type(value).__name__}: {value}" if str(value) else type(value).__name__
-    else:
-        text = str(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def checksum(data: bytes) -> int:
