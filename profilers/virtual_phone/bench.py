@@ -231,6 +231,8 @@ def _measure(
     start_wall = time.time()
     if not child.start():
         return "Run failed: benchmark stopped\n"
+    pid = child.pid or 0
+    runtime.benchmark_started(pid)
     soc.begin_load(cluster)
     creation = first = 0.0
     costs = array("d")
@@ -270,6 +272,7 @@ def _measure(
                 break
     finally:
         child.close()
+        runtime.benchmark_ended(pid)
         soc.end_load(cluster)
         runtime.record_benchmark(start_wall, time.time(), opts.model, cluster)
     if not costs:

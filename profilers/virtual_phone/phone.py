@@ -48,6 +48,27 @@ class PhoneRuntime:
         self.bench_log = state_dir / BENCH_LOG
         self.bench_limits = bench_limits or BenchmarkLimits()
         self.bench_workdir = workdir_for(state_dir)
+        self._benchmarks = threading.Condition()
+        self._benchmark_pids: set[int] = set()
+
+    def benchmark_started(self, pid: int) -> None:
+        """A benchmark child process runs (see `wait_benchmark_pids`)."""
+        with self._benchmarks:
+            self._benchmark_pids.add(pid)
+            self._benchmarks.notify_all()
+
+    def benchmark_ended(self, pid: int) -> None:
+        """A benchmark child process is gone (killed or exited, and reaped)."""
+        with self._benchmarks:
+            self._benchmark_pids.discard(pid)
+            self._benchmarks.notify_all()
+
+    def wait_benchmark_pids(self, count: int, timeout: float) -> set[int] | None:
+        """The pids of the benchmark children once exactly `count` run; None if not within `timeout`."""
+        with self._benchmarks:
+            if self._benchmarks.wait_for(lambda: len(self._benchmark_pids) == count, timeout):
+                return set(self._benchmark_pids)
+            return None
 
     def props(self) -> dict[str, str]:
         """System properties as `getprop` shows them."""
@@ -212,6 +233,10 @@ class VirtualPhone:
     def services_running(self) -> int:
         """Shell commands, file transfers and benchmarks running now (0 when the phone is idle)."""
         return self._server.services_running if self._server is not None else 0
+
+    def wait_benchmark_pids(self, count: int, timeout: float = 10.0) -> set[int] | None:
+        """Wait until exactly `count` benchmark child processes run; their pids (None on timeout)."""
+        return self.runtime.wait_benchmark_pids(count, timeout)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until nothing runs on the phone (e.g. after a client left); False if busy at `timeout`."""

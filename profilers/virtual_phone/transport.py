@@ -356,12 +356,12 @@ class Connection:
             await self.send(A_CLSE, 0, remote_id)
             return
         self.streams[local_id] = stream
-        await self.send(A_OKAY, local_id, remote_id)
-        self.server.service_started()
+        self.server.service_started()  # counted before the host hears OKAY (see wait_idle)
         task = asyncio.create_task(self._run_service(stream, runner))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         task.add_done_callback(lambda _task: self.server.service_ended())  # also when cancelled unstarted
+        await self.send(A_OKAY, local_id, remote_id)
 
     async def _run_service(self, stream: Stream, runner: ServiceRunner) -> None:
         """Run a stream's service until it ends or the host closes the stream (then it is cancelled)."""
