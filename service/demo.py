@@ -6,7 +6,8 @@
 3. the API with an in-process worker (uvicorn in a thread), on 127.0.0.1;
 4. a profiling campaign: N `sr_block` configs × 3 frequencies (min-mid-max) per phone, with a progress bar;
 5. a predictor trained and activated per phone;
-6. the example SR search (`examples/sr_search.py`) on each phone's predictor, its winners profiled for real;
+6. the SR search (`service.sr_search`, which `examples/sr_search.py` runs) on each phone's predictor, its
+   winners profiled for real;
 7. a summary and the dashboard URL; the service keeps running until Ctrl-C (`--exit-after-summary`: exits).
 
 Sizes are the demo's, chosen so the whole loop fits in minutes on 2 cores: ×4 blocks from a 96×54 input
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib
 import random
 import re
 import subprocess
@@ -196,7 +196,8 @@ def _fresh_dir(requested: Path | None) -> Path:
 
 
 def _demo_space() -> Any:
-    search = importlib.import_module("examples.sr_search")
+    from service import sr_search as search
+
     return search.SearchSpace(
         scale=4,
         output_height=DEMO_OUTPUT[0],
@@ -208,7 +209,8 @@ def _demo_space() -> Any:
 
 def campaign_configs(n: int, seed: int) -> list[dict[str, Any]]:
     """`n` distinct sr_block configs of the demo's space, drawn with `seed`."""
-    search = importlib.import_module("examples.sr_search")
+    from service import sr_search as search
+
     space = _demo_space()
     rng = random.Random(seed)
     seen: set[tuple[int, ...]] = set()
@@ -253,13 +255,13 @@ def _running_service(settings: Any, port: int) -> Iterator[ServerThread]:
 def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Set everything up, run the loop, print the summary; returns the exit status."""
     from service import schema
+    from service import sr_search as search
     from service.auth.service import create_token
     from service.client import LatfarmClient
     from service.client_cli import JobProgressBar
     from service.db import make_engine, make_sessionmaker
     from service.settings import Settings
 
-    search = importlib.import_module("examples.sr_search")
     if args.configs < 10:
         raise DemoError("--configs must be at least 10: the predictors need rows to train and to hold out")
     started = time.monotonic()
@@ -395,7 +397,8 @@ def summary(
     reports: list[PhoneReport], n_configs: int, elapsed_s: float, dashboard: str, reader: str, state: Path
 ) -> str:
     """The closing summary of the demo."""
-    search = importlib.import_module("examples.sr_search")
+    from service import sr_search as search
+
     out_h, out_w = DEMO_OUTPUT
     lines = ["", "=" * 78, "latfarm demo — summary", "=" * 78]
     lines.append(
@@ -417,7 +420,7 @@ def summary(
     lines.append("Predictors (XGBoost, accuracy on held-out configs):")
     for r in reports:
         lines.append(f"  {r.profile:<17} predictor {r.predictor_id}: {_accuracy(r.metrics)}")
-    lines.append("Search (examples/sr_search.py): most parameters under the budget, predicted vs measured:")
+    lines.append("Search (service.sr_search): most parameters under the budget, predicted vs measured:")
     for r in reports:
         top = max(r.frequencies_khz)
         lines.append(f"  {r.profile} at {top / 1000:.0f} MHz, budget {r.budget_ms:.2f} ms:")
