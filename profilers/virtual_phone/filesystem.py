@@ -31,7 +31,7 @@ from profilers.virtual_phone.soc import Soc, SysfsNode, SysfsWriteError
 STANDARD_DIRS = ("/data/local/tmp", "/sdcard", "/system/bin", "/vendor", "/proc", "/sys", "/dev", "/etc")
 SHELL_WRITABLE = ("/data/local/tmp", "/sdcard")
 VIRTUAL_ROOTS = ("/sys", "/proc")
-#: Temporary files of pushes in flight carry this in their name; their bytes count as reservations.
+#: Temporary files of pushes in flight carry this in their name (their bytes count through reservations).
 PUSH_TMP_MARKER = ".latfarm-push-"
 
 _P = ParamSpec("_P")
@@ -80,6 +80,7 @@ class Filesystem:
         self.storage_free_bytes = storage_free_bytes
         self._quota_lock = threading.RLock()
         self._reserved = 0
+        self._pushes_in_flight: set[str] = set()  # host paths of their temporary files
         for d in STANDARD_DIRS:
             (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
         self._root_real = os.path.realpath(root)
@@ -252,12 +253,15 @@ class Filesystem:
     def used_bytes(self) -> int:
         """Bytes stored in the rootfs (pushes in flight count through their reservations instead)."""
         total = 0
+        with self._quota_lock:
+            in_flight = set(self._pushes_in_flight)
         for dirpath, _dirs, files in os.walk(self.root):
             for f in files:
-                if PUSH_TMP_MARKER in f:
+                path = os.path.join(dirpath, f)
+                if path in in_flight:  # counted by its reservation (a stored file's name never exempts it)
                     continue
                 try:
-                    total += os.lstat(os.path.join(dirpath, f)).st_size
+                    total += os.lstat(path).st_size
                 except OSError:
                     continue
         return total
@@ -266,6 +270,11 @@ class Filesystem:
         """What is left of the profile's storage after the files stored and the bytes reserved by pushes."""
         with self._quota_lock:
             return max(0, self.storage_free_bytes - self.used_bytes() - self._reserved)
+
+    def begin_push(self, tmp: Path) -> None:
+        """A push starts writing `tmp` (inside the rootfs): its bytes count through `reserve` from now on."""
+        with self._quota_lock:
+            self._pushes_in_flight.add(str(tmp))
 
     def reserve(self, minimum: int, ahead: int = 0) -> int:
         """Reserve at least `minimum` bytes (and up to `ahead` more if free) for a push; the bytes granted.
@@ -281,14 +290,17 @@ class Filesystem:
             self._reserved += granted
             return granted
 
-    def release(self, nbytes: int) -> None:
-        """Give back a reservation (a push that failed or stored fewer bytes)."""
+    def end_push(self, tmp: Path, reserved: int) -> None:
+        """A push failed or was abandoned: its temporary file goes, and its reservation with it."""
         with self._quota_lock:
-            self._reserved = max(0, self._reserved - nbytes)
+            tmp.unlink(missing_ok=True)
+            self._pushes_in_flight.discard(str(tmp))
+            self._reserved = max(0, self._reserved - reserved)
 
     @_host_errors
     def commit_push(self, tmp: Path, vpath: str, reserved: int) -> None:
         """Move a finished push's temporary file to `vpath` and drop its reservation, as one step."""
         with self._quota_lock:
             os.replace(tmp, self.host(vpath))
+            self._pushes_in_flight.discard(str(tmp))
             self._reserved = max(0, self._reserved - reserved)

@@ -252,6 +252,7 @@ async def _receive_file(runtime: PhoneRuntime, stream: Stream, reader: _SyncRead
             raise FsError("No space left on device")
         host = fs.host(path)
         tmp = host.with_name(f".{host.name[:64]}{PUSH_TMP_MARKER}{os.getpid()}-{id(stream)}")
+        fs.begin_push(tmp)
         fh = open(tmp, "wb")  # noqa: SIM115 - closed in the finally below, across awaits
     except (FsError, OSError) as exc:
         error = f"couldn't create file: {_reason(exc)}"
@@ -302,8 +303,7 @@ async def _receive_file(runtime: PhoneRuntime, stream: Stream, reader: _SyncRead
         if fh is not None:
             fh.close()
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        fs.release(reserved)
+            fs.end_push(tmp, reserved)
 
 
 def _reason(exc: Exception) -> str:

@@ -357,11 +357,15 @@ class Connection:
             return
         self.streams[local_id] = stream
         self.server.service_started()  # counted before the host hears OKAY (see wait_idle)
+        try:
+            await self.send(A_OKAY, local_id, remote_id)  # before the service can write its first WRTE
+        except BaseException:
+            self.server.service_ended()
+            raise
         task = asyncio.create_task(self._run_service(stream, runner))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         task.add_done_callback(lambda _task: self.server.service_ended())  # also when cancelled unstarted
-        await self.send(A_OKAY, local_id, remote_id)
 
     async def _run_service(self, stream: Stream, runner: ServiceRunner) -> None:
         """Run a stream's service until it ends or the host closes the stream (then it is cancelled)."""

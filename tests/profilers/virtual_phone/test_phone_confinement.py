@@ -229,6 +229,18 @@ def test_concurrent_pushes_never_store_more_than_the_quota(tmp_path: Path) -> No
         assert leftovers == []
 
 
+def test_a_stored_file_named_like_a_push_in_flight_still_counts(tmp_path: Path) -> None:
+    profile = {"name": "tiny-storage", "storage_free_bytes": 100_000}
+    with VirtualPhone(profile=_with(profile), state_dir=tmp_path / "quota") as phone:
+        dev = AdbDeviceTcp("127.0.0.1", phone.port, default_transport_timeout_s=60)
+        assert dev.connect(read_timeout_s=10)
+        dev.push(io.BytesIO(b"x" * 80_000), "/data/local/tmp/.a.latfarm-push-1")
+        with pytest.raises(PushFailedError, match="No space left on device"):
+            dev.push(io.BytesIO(b"y" * 80_000), "/data/local/tmp/b.bin")
+        assert phone.runtime.fs.used_bytes() == 80_000
+        dev.close()
+
+
 def _with(overrides: dict[str, object]) -> dict[str, object]:
     import json
 
