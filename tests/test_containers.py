@@ -60,3 +60,19 @@ def test_compose_phones_are_reachable_only_from_the_farm() -> None:
     phone_nets = {n for name in phones for n in services[name]["networks"]}
     for client in ("api", "worker"):
         assert phone_nets <= set(services[client].get("networks", [])), client
+
+
+def test_dockerfile_copies_every_package_the_wheel_ships() -> None:
+    """The image installs `.` from what the Dockerfile copies: every top-level package must be there (the demo
+    imports its search from `service.sr_search`, nothing from `examples/`)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    top_level = {pattern.rstrip("*").split(".")[0] for pattern in include["include"]}
+    copied = {
+        line.split()[1].rstrip("/")
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+    }
+    assert top_level <= copied, top_level - copied
+    assert (ROOT / "service" / "sr_search.py").exists()
