@@ -266,7 +266,10 @@ class Connection:
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         except ProtocolError as exc:
-            log.info("closing connection: %s", exc)
+            log.info("closing connection: %s", one_line(exc))
+            return
+        except Exception as exc:  # a bug must cost this connection only, and one log line
+            log.warning("closing connection after an internal error: %s", one_line(exc))
             return
         finally:
             await self.shutdown()
