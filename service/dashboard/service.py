@@ -577,9 +577,11 @@ class CandidateFigures:
     mape: str
 
 
-def model_comparison(metrics: dict[str, Any]) -> list[CandidateFigures]:
+def model_comparison(metrics: object) -> list[CandidateFigures]:
     """The served model and the plain baseline with their holdout figures (empty for predictors trained
-    before both were fitted in one run), the served one first."""
+    before both were fitted in one run, or whose stored metrics are malformed), the served one first."""
+    if not isinstance(metrics, dict):
+        return []
     candidates = metrics.get("candidates")
     if not isinstance(candidates, dict):
         return []
