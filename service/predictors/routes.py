@@ -186,11 +186,16 @@ _IMPORT_OPENAPI = {
     status_code=201,
     response_model=PredictorOut,
     openapi_extra=_IMPORT_OPENAPI,
-    responses={
-        401: {"description": "no token, or an unknown one (checked before the body is read)"},
-        403: {"description": "the token lacks the `profile` scope"},
-        422: {"description": "the snapshot is refused; the detail names the first problem"},
-    },
+    responses=problem_responses(
+        401,
+        403,
+        422,
+        described={
+            401: "no token, or an unknown one (checked before the body is read)",
+            403: "the token lacks the `profile` scope",
+            422: "the snapshot is refused; the detail names the first problem",
+        },
+    ),
 )
 def import_predictor(
     who: ProfileAccess,
