@@ -36,8 +36,7 @@ from profilers.blocks import config_hash  # noqa: E402
 from service import schema  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.auth.service import create_token  # noqa: E402
-from service.dashboard import service  # noqa: E402
-from service.dashboard.service import PivotQuery  # noqa: E402
+from service.dashboard.pivot import PivotQuery, clear_pivot_cache, latency_pivot, pivot_csv  # noqa: E402
 from service.db import make_engine, make_sessionmaker, utcnow  # noqa: E402
 from service.devices.models import Device, DeviceStatus, Transport  # noqa: E402
 from service.measurements.models import Measurement  # noqa: E402
@@ -135,21 +134,21 @@ def bench(url: str, label: str, n_configs: int, n_freqs: int, rounds: int, state
     def pivot(query: PivotQuery) -> Callable[[], object]:
         def run() -> object:
             with sessions() as s:
-                return service.latency_pivot(s, query)
+                return latency_pivot(s, query)
 
         return run
 
     def cold(query: PivotQuery) -> Callable[[], object]:
         def run() -> object:
-            service.clear_pivot_cache()
+            clear_pivot_cache()
             with sessions() as s:
-                return service.latency_pivot(s, query)
+                return latency_pivot(s, query)
 
         return run
 
     def csv_export() -> object:
         with sessions() as s:
-            return service.pivot_csv(service.latency_pivot(s, base.model_copy(update={"per_page": 500})))
+            return pivot_csv(latency_pivot(s, base.model_copy(update={"per_page": 500})))
 
     last_page = (n_configs + base.per_page - 1) // base.per_page
     client = TestClient(create_app(Settings(database_url=url, state_dir=state)))

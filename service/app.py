@@ -17,6 +17,7 @@ from service.devices.routes import router as devices_router
 from service.jobs.routes import router as jobs_router
 from service.measurements.routes import router as measurements_router
 from service.predictors.features import configure_cache
+from service.predictors.registry import PredictorRegistry
 from service.predictors.routes import router as predictors_router
 from service.predictors.trainer import Trainer
 from service.problems import BodySizeLimit, document_problems, install_handlers
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = factory
     app.state.trainer = trainer
+    # One cache of loaded predictors per app, given to routes by `service.predictors.deps.RegistryDep`.
+    app.state.predictor_registry = PredictorRegistry(settings.predictor_refresh_ms)
     app.state.metrics = operations.RequestMetrics()
 
     install_handlers(app)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from service.auth.models import Scope
 from service.auth.service import authenticate
 from service.bounds import PathId
-from service.dashboard import service
+from service.dashboard import pivot, service
 from service.dashboard.access import AdminForm, PageReader, ProfileForm, SessionForm, safe_next
 from service.dashboard.csrf import FIELD, csrf_token
 from service.deps import ANONYMOUS, TOKEN_COOKIE, Principal, ReadAccess, SessionDep, SettingsDep
@@ -32,7 +32,7 @@ from service.devices.schemas import DeviceCreate, DevicePatch
 from service.jobs import service as jobs_service
 from service.jobs.runner import default_runner
 from service.predictors import service as predictors_service
-from service.predictors.routes import RegistryDep
+from service.predictors.deps import RegistryDep
 from service.problems import LatfarmError, NotFoundError
 from service.settings import Settings
 
@@ -220,23 +220,21 @@ def latency(
     request: Request,
     session: SessionDep,
     principal: PageReader,
-    query: Annotated[service.PivotQuery, Query()],
+    query: Annotated[pivot.PivotQuery, Query()],
 ) -> Response:
     pairs = service.measured_pairs(session)
     if query.device is None and pairs:
         query = query.model_copy(update={"device": pairs[0].device_id, "family": pairs[0].family})
-    page = service.latency_pivot(session, query) if query.device is not None and query.family else None
+    page = pivot.latency_pivot(session, query) if query.device is not None and query.family else None
     return _render(request, "latency.html", principal, pairs=pairs, page=page, query=query)
 
 
 @router.get("/latency.csv")
-def latency_csv(
-    session: SessionDep, _: PageReader, query: Annotated[service.PivotQuery, Query()]
-) -> Response:
-    page = service.latency_pivot(session, query)
+def latency_csv(session: SessionDep, _: PageReader, query: Annotated[pivot.PivotQuery, Query()]) -> Response:
+    page = pivot.latency_pivot(session, query)
     filename = f"latency-{query.family}-device{query.device}-page{query.page}.csv"
     return Response(
-        service.pivot_csv(page),
+        pivot.pivot_csv(page),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -252,7 +250,7 @@ def plots(
     pairs = service.measured_pairs(session)
     if query.device is None and pairs:
         query = query.model_copy(update={"device": pairs[0].device_id, "family": pairs[0].family})
-    predictors = service.list_predictors(session)
+    predictors = service.predictors_with_devices(session)
     if query.predictor is None and predictors:
         active = [p for p, _ in predictors if p.active] or [p for p, _ in predictors]
         query = query.model_copy(update={"predictor": active[0].id})
@@ -300,7 +298,7 @@ def _predictors(
 ) -> Response:
     rows = [
         (p, device, service.scalar_metrics(p.metrics or {}), service.model_comparison(p.metrics or {}))
-        for p, device in service.list_predictors(session)
+        for p, device in service.predictors_with_devices(session)
     ]
     return _render(request, "predictors.html", principal, status, predictors=rows, **extra)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from typing import Annotated
 
 import msgspec
@@ -17,37 +16,13 @@ from service.bounds import Cursor, PathId, Text
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep, current_principal, require_scope
 from service.pagination import Page
 from service.predictors import service
+from service.predictors.deps import RegistryDep, registry_of
 from service.predictors.features import JsonConfigs
 from service.predictors.nesting import MAX_NESTING, too_deep
-from service.predictors.registry import PredictorRegistry
 from service.predictors.schemas import PredictorCreate, PredictorOut, PredictRequest, PredictResponse
 from service.problems import InvalidInputError, problem_responses
 
 router = APIRouter(tags=["predictors"], responses=problem_responses(401, 403, 404, 409, 413, 422))
-
-_REGISTRY_LOCK = threading.Lock()
-
-
-def _registry_of(request: Request) -> PredictorRegistry:
-    registry = getattr(request.app.state, "predictor_registry", None)
-    if registry is None:
-        with _REGISTRY_LOCK:
-            registry = getattr(request.app.state, "predictor_registry", None)
-            if registry is None:
-                registry = PredictorRegistry(request.app.state.settings.predictor_refresh_ms)
-                request.app.state.predictor_registry = registry
-    return registry
-
-
-async def get_registry(request: Request) -> PredictorRegistry:
-    """The app's predictor cache, made on first use (one per app, so apps on other databases don't mix).
-
-    Async so FastAPI resolves it on the loop rather than in a worker thread (a thread hop per request).
-    """
-    return _registry_of(request)
-
-
-RegistryDep = Annotated[PredictorRegistry, Depends(get_registry)]
 
 
 async def snapshot_body(request: Request, _: ProfileAccess) -> bytes:
@@ -271,6 +246,6 @@ def _predict_in_thread(request: Request, data: bytes) -> Response:
         # Access first, as the dependency order would: a caller without a token gets 401/403, never 422.
         _PREDICT_ACCESS(current_principal(request, session), settings)
         body = parse_predict_body(data)
-        predictor_id, result = service.predict(session, _registry_of(request), body, settings)
+        predictor_id, result = service.predict(session, registry_of(request), body, settings)
     # Serialised directly: re-validating 10⁵ rows through the response model would cost more than predicting.
     return Response(result.to_json(predictor_id), media_type="application/json")

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from profilers.blocks import config_hash
 from service.app import create_app
-from service.dashboard import service
-from service.dashboard.service import PivotQuery, PlotQuery, format_ms
+from service.dashboard import pivot, service
+from service.dashboard.pivot import PivotQuery, format_ms
+from service.dashboard.service import PlotQuery
 from service.deps import TOKEN_COOKIE
 from service.devices.models import Device, DeviceStatus
 from service.problems import InvalidInputError
@@ -110,7 +111,7 @@ def test_pages_render_the_seeded_farm(client: TestClient, seeded, make_headers) 
 
 
 def test_pivot_shows_the_newest_valid_median_of_every_point(db_session: Session, seeded) -> None:
-    page = service.latency_pivot(
+    page = pivot.latency_pivot(
         db_session, PivotQuery(device=seeded.device_id, family="sr_block", per_page=500)
     )
     assert page.total == 30 and len(page.rows) == 30
@@ -126,13 +127,13 @@ def test_pivot_shows_the_newest_valid_median_of_every_point(db_session: Session,
 
 def test_pivot_sorts_filters_and_pages_server_side(db_session: Session, seeded) -> None:
     base = PivotQuery(device=seeded.device_id, family="sr_block", per_page=500)
-    desc = service.latency_pivot(db_session, base.model_copy(update={"sort": "-f2000000"}))
+    desc = pivot.latency_pivot(db_session, base.model_copy(update={"sort": "-f2000000"}))
     top = [r.cells[2].median_ms for r in desc.rows]
     assert top == sorted(top, reverse=True)
-    by_config = service.latency_pivot(db_session, base)
+    by_config = pivot.latency_pivot(db_session, base)
     assert [r.label for r in by_config.rows] == sorted(r.label for r in by_config.rows)
 
-    filtered = service.latency_pivot(
+    filtered = pivot.latency_pivot(
         db_session, base.model_copy(update={"depth_min": 2, "depth_max": 3, "width_min": 16, "q": "PRELU"})
     )
     expected = {h for h, (d, w) in seeded.shapes.items() if 2 <= d <= 3 and w >= 16}
@@ -141,9 +142,7 @@ def test_pivot_sorts_filters_and_pages_server_side(db_session: Session, seeded) 
     assert filtered.total == len(shown) < len(expected)  # the text filter removed the relu half
 
     pages = [
-        service.latency_pivot(
-            db_session, base.model_copy(update={"per_page": 7, "page": n, "sort": "-width"})
-        )
+        pivot.latency_pivot(db_session, base.model_copy(update={"per_page": 7, "page": n, "sort": "-width"}))
         for n in range(1, 6)
     ]
     assert [len(p.rows) for p in pages] == [7, 7, 7, 7, 2] and pages[0].pages == 5
@@ -151,7 +150,7 @@ def test_pivot_sorts_filters_and_pages_server_side(db_session: Session, seeded) 
     assert len(set(hashes)) == 30  # no row on two pages, none skipped
 
     with pytest.raises(InvalidInputError) as bad:
-        service.latency_pivot(db_session, base.model_copy(update={"sort": "f123"}))
+        pivot.latency_pivot(db_session, base.model_copy(update={"sort": "f123"}))
     assert bad.value.errors[0]["loc"] == ["query", "sort"]
 
 
@@ -353,7 +352,7 @@ def test_pivot_sees_new_and_invalidated_measurements_at_once(
     db_session: Session, seeded, new_measurement, configs_of_seed
 ) -> None:
     query = PivotQuery(device=seeded.device_id, family="sr_block", per_page=500)
-    before = service.latency_pivot(db_session, query)
+    before = pivot.latency_pivot(db_session, query)
     config = configs_of_seed(1)[0]
     row = before.rows[[r.config_hash for r in before.rows].index(config_hash("sr_block", config))]
     assert row.cells[0].median_ms == pytest.approx(seeded.medians[(row.config_hash, 800_000)])
@@ -362,12 +361,12 @@ def test_pivot_sees_new_and_invalidated_measurements_at_once(
     newer = new_measurement(device, config, 800_000, 42.0)
     db_session.add(newer)
     db_session.commit()
-    after = service.latency_pivot(db_session, query)
+    after = pivot.latency_pivot(db_session, query)
     assert next(r for r in after.rows if r.config_hash == row.config_hash).cells[0].median_ms == 42.0
 
     newer.valid, newer.invalid_reason = False, "throttled"
     db_session.commit()
-    again = service.latency_pivot(db_session, query)
+    again = pivot.latency_pivot(db_session, query)
     cell = next(r for r in again.rows if r.config_hash == row.config_hash).cells[0]
     assert cell.median_ms == pytest.approx(seeded.medians[(row.config_hash, 800_000)])
 
