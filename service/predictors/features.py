@@ -27,7 +27,8 @@ Per-config features are computed once per distinct config (parsing + cost counts
 and cached by the config's marshal bytes (its repr when marshal cannot encode it), or by its JSON text
 when the batch comes straight from a request body (`JsonConfigs`); a batch is then broadcast
 over its frequencies with numpy (config-major: row `i * n_freq + j` is config `i` at frequency `j`). This
-module imports no database code: the snapshot loader depends on it.
+module imports no database code: the snapshot loader depends on it. The physics prior's terms over these
+columns, its fit and its evaluation live in `service.predictors.prior`.
 """
 
 from __future__ import annotations
@@ -57,17 +58,6 @@ from service.predictors import batch_features
 #: Version 3 added the accelerator columns and prior terms; versions 1 and 2 still read, with their layouts.
 FEATURES_VERSION = 3
 READABLE_FEATURE_VERSIONS = (1, 2, 3)
-
-#: Terms of `Featurizer.prior_design` without kernels, in column order (stored with a predictor's prior).
-PRIOR_TERMS = (
-    "flops_per_mhz",
-    "activation_bytes_per_mhz",
-    "layers_per_mhz",
-    "per_mhz",
-    "activation_bytes",
-    "layers",
-    "constant",
-)
 
 #: Conv layers whose costs get their own columns; later conv layers are added into the last slot.
 _LAYER_SLOTS = {"sr_block": 18, "conv": 1, "mbconv": 5}
@@ -556,19 +546,11 @@ class Featurizer:
         self._flops_col = self.config_names.index("flops")
         self._act_col = self.config_names.index("activation_bytes")
         self._layers_col = self.config_names.index("layers")
-        self._kernel_col = len(self.config_names)
         if self.kernels:
             self.config_names += [f"kernel:{k}" for k in self.kernels] + [UNSEEN_KERNEL_COLUMN]
         self.accelerator = self.version >= 3
-        self._accel_col = len(self.config_names)
         if self.accelerator:
             self.config_names += list(ACCELERATOR_COLUMNS)
-        # The accelerator terms join the kernel prior only (no kernels: the generic 7-term prior, as asked).
-        self._accel_prior = (
-            [ACCELERATOR_COLUMNS.index(c) for c in ACCELERATOR_PRIOR_COLUMNS]
-            if self.accelerator and self.kernels
-            else []
-        )
         self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
         self._conv_shapes = {k: shape for k in self.kernels if (shape := _conv_shape(k)) is not None}
         self._family = get_family(self.family)
@@ -757,78 +739,11 @@ class Featurizer:
             return np.full(n, lookup.get(cluster, -1), dtype=np.int64)
         return np.fromiter((lookup.get(str(c), -1) for c in cluster), dtype=np.int64, count=len(cluster))
 
-    def prior_terms(self) -> list[str]:
-        """Names of the `prior_design` columns, in order (stored with a predictor's prior coefficients)."""
-        per_kernel = [name for k in self.kernels for name in (f"{k}/MHz", k)]
-        return [*PRIOR_TERMS, *self._accelerator_terms(), *per_kernel]
-
-    def _accelerator_terms(self) -> list[str]:
-        if not self._accel_prior:
-            return []
-        return [name for c in ACCELERATOR_PRIOR_COLUMNS for name in (f"{c}/MHz", c)]
-
-    @property
-    def prior_shrunk_from(self) -> int:
-        """First prior term `fit_prior` shrinks toward 0: the per-kernel-shape terms."""
-        return len(PRIOR_TERMS) + len(self._accelerator_terms())
-
     def plain_columns(self) -> list[int]:
         """Columns of the plain model: the raw config fields and the run conditions (no derived costs)."""
         n = len(self.config_names)
         fields = range(self.config_names.index("flops"))
         return [*fields, n, n + 3, *range(n + 5, n + 5 + len(self.clusters))]
-
-    def prior_design(self, x: np.ndarray) -> np.ndarray:
-        """Terms of the physics prior, one row per row of `x` (float64, n × len(prior_terms())).
-
-        Latency ≈ compute (FLOPs / f) + memory traffic (bytes / f, or bytes at a fixed bandwidth) + per-layer
-        and per-call overheads (cycles / f, or fixed); the prior is a non-negative mix of exactly these,
-        followed, when the featuriser has kernels, by each kernel's work over f and as it is (the extra
-        cost of that kernel shape beyond the generic rates; `fit_prior` shrinks those toward 0).
-        """
-        generic, mhz = self._generic_design(x)
-        if not self.kernels:
-            return generic
-        paired = np.hstack([self._accelerator_block(x), self._kernel_block(x)])
-        design = np.empty((x.shape[0], len(PRIOR_TERMS) + 2 * paired.shape[1]), dtype=np.float64)
-        design[:, : len(PRIOR_TERMS)] = generic
-        design[:, len(PRIOR_TERMS) :: 2] = paired / mhz[:, None]
-        design[:, len(PRIOR_TERMS) + 1 :: 2] = paired
-        return design
-
-    def _accelerator_block(self, x: np.ndarray) -> np.ndarray:
-        """The `ACCELERATOR_PRIOR_COLUMNS` of `x` as float64 (none before version 3 or without kernels)."""
-        if not self._accel_prior:
-            return np.empty((x.shape[0], 0), dtype=np.float64)
-        return x[:, [self._accel_col + i for i in self._accel_prior]].astype(np.float64)
-
-    def _kernel_block(self, x: np.ndarray) -> np.ndarray:
-        """The kernel columns of `x` (the listed kernels, not the unseen-MACs column), as float64."""
-        return x[:, self._kernel_col : self._kernel_col + len(self.kernels)].astype(np.float64)
-
-    def _generic_design(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The `PRIOR_TERMS` columns of each row, and the rows' MHz."""
-        n = len(self.config_names)
-        # Only the five columns used are widened to float64, not the whole matrix.
-        cols = x[:, [n, n + 1, n + 2, self._act_col, self._layers_col]].astype(np.float64)
-        mhz, flops_per_mhz, acts_per_mhz, acts, layers = cols.T
-        generic = [flops_per_mhz, acts_per_mhz, layers / mhz, 1.0 / mhz, acts, layers, np.ones(x.shape[0])]
-        return np.column_stack(generic), mhz
-
-    def prior_ms(self, x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-        """`prior_design(x) @ coefficients` without building the design (the serving path's margin).
-
-        The kernel terms are summed as (kernels @ per-MHz weights) / MHz + kernels @ fixed weights: at 1,000
-        rows and ~60 kernels that is a tenth of the cost of materialising the 130-column design first.
-        """
-        n_generic = len(PRIOR_TERMS)
-        generic, mhz = self._generic_design(x)
-        prior = generic @ coefficients[:n_generic]
-        if self.kernels:
-            # Accelerator then kernel terms, each pair (over f, as it is), as `prior_design` lays them out.
-            paired = np.hstack([self._accelerator_block(x), self._kernel_block(x)])
-            prior += (paired @ coefficients[n_generic::2]) / mhz + paired @ coefficients[n_generic + 1 :: 2]
-        return prior
 
     def baseline_input(self, x: np.ndarray) -> np.ndarray:
         """log(FLOPs / MHz) of each row: the one input of the log-log baseline the trees correct."""

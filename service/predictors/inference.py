@@ -20,19 +20,12 @@ import numpy as np
 import xgboost as xgb
 
 from service.predictors.features import ACCELERATOR_RATIO_COLUMNS, Featurizer
-
-#: Floor of the prior (ms) before its logarithm: a row whose non-negative terms all vanish stays finite.
-PRIOR_FLOOR_MS = 1e-6
+from service.predictors.prior import PhysicsPrior, read_prior
 
 #: What a predictor's median model is: trees over the physics prior, or plain trees on the raw fields.
 PRIOR_MODEL = "prior_xgboost"
 PLAIN_MODEL = "plain_xgboost"
 MODEL_KINDS = (PRIOR_MODEL, PLAIN_MODEL)
-
-
-def prior_log_ms(featurizer: Featurizer, x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    """log of the physics prior (ms) of each row of the feature matrix `x` (float64)."""
-    return np.log(np.maximum(featurizer.prior_ms(x, coefficients), PRIOR_FLOOR_MS))
 
 
 @dataclass(frozen=True)
@@ -105,10 +98,8 @@ class LatencyModel:
         self.booster_p90 = load_booster(model_p90)
         self.baseline = (float(schema["baseline"][0]), float(schema["baseline"][1]))
         # A predictor trained before the physics prior has none; it keeps its log-log baseline margin.
-        prior = schema.get("prior")
-        self.prior = None if prior is None else np.asarray(prior["coefficients"], dtype=np.float64)
-        if self.prior is not None and list(prior["terms"]) != self.featurizer.prior_terms():
-            raise ValueError("the prior terms of the schema differ from the ones this build computes")
+        self.physics = PhysicsPrior(self.featurizer)
+        self.prior = read_prior(schema, self.physics)
         # Predictors trained before the plain candidate have no "model" entry: they serve the prior trees.
         served = schema.get("model") or {"kind": PRIOR_MODEL}
         self.kind = str(served["kind"])
@@ -136,7 +127,7 @@ class LatencyModel:
         if self.columns is not None:
             return np.full(x.shape[0], self.plain_margin, dtype=np.float32)
         if self.prior is not None:
-            return prior_log_ms(self.featurizer, x, self.prior).astype(np.float32)
+            return self.physics.log_ms(x, self.prior).astype(np.float32)
         c0, c1 = self.baseline
         return (c0 + c1 * self.featurizer.baseline_input(x)).astype(np.float32)
 

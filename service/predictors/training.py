@@ -6,7 +6,7 @@ Recipe (why each step):
 - target log(median ms): latency spans orders of magnitude and errors that matter are relative;
 - a physics prior — the block as a sum of kernels, each kernel shape's work (conv MACs by GEMM depth and
   width, other ops' bytes, layer counts) over f and as it is, plus 1/f and a constant, mixed with
-  non-negative weights fitted for least relative error (`fit_prior`) — gives the base margin log(prior) the
+  non-negative weights fitted for least relative error (`prior.py`) — gives the base margin log(prior) the
   trees correct, so the trees learn a smooth residual and the model extrapolates sanely in size and
   frequency. Kernel-level costs are what published mobile predictors build on: a 12→16-channel conv does
   not cost what a 32→32 one costs per MAC. On virtual-phone data the kernel prior holds 91 % of unseen
@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import scipy
 import xgboost as xgb
-from scipy.optimize import nnls
 from scipy.stats import spearmanr
 
 from service.predictors.features import (
@@ -47,7 +46,8 @@ from service.predictors.features import (
     Featurizer,
     discover_kernels,
 )
-from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel, prior_log_ms
+from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel
+from service.predictors.prior import PhysicsPrior, fit_prior_choosing_kernel_terms, prior_entry
 
 #: Defaults of `params`; a request may override any of them.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -72,12 +72,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 #: Threads of one XGBoost fit (see `_xgb_params`).
 TRAIN_THREADS = 1
-
-#: Reweighting rounds of `fit_prior` (the first is plain least squares).
-PRIOR_L1_ROUNDS = 5
-
-#: Ridge strength on the per-kernel prior terms, per row, in the unit-scaled relative space of `fit_prior`.
-KERNEL_SHRINKAGE = 1e-3
 
 #: Fewest distinct configurations: at least one each for holdout and validation, the rest to train on.
 MIN_CONFIGS = 5
@@ -187,37 +181,6 @@ def _split_configs(
     return set(order[n_hold + n_val :]), validation, holdout
 
 
-def fit_prior(design: np.ndarray, measured_ms: np.ndarray, *, shrunk_from: int | None = None) -> np.ndarray:
-    """Non-negative coefficients of the physics prior minimising its *relative absolute* error.
-
-    Each row is divided by its measured latency so a 0.1 ms block counts as much as a 20 ms one (the trees
-    then correct a log residual); columns are scaled to unit maximum for a well-conditioned NNLS. Absolute,
-    not squared, error (iteratively reweighted least squares): slow outliers of a busy host must not lift
-    the prior any more than the median trees above it. Columns from `shrunk_from` on (the per-kernel terms)
-    carry a small ridge penalty: with few configs and dozens of kernel shapes the plain fit has many exact
-    solutions and scatters them, while the penalty keeps what the generic rates explain with them (on
-    virtual-phone data, 50 configs: 67 % within ±10 % instead of 64 %; 1,000 configs: unchanged).
-    """
-    relative = design / measured_ms[:, None]
-    scale = np.abs(relative).max(axis=0)
-    scale[scale == 0] = 1.0
-    scaled, target = relative / scale, np.ones(len(measured_ms))
-    penalty = np.zeros((0, design.shape[1]))
-    if shrunk_from is not None and shrunk_from < design.shape[1]:
-        shrunk = np.arange(shrunk_from, design.shape[1])
-        penalty = np.zeros((len(shrunk), design.shape[1]))
-        penalty[np.arange(len(shrunk)), shrunk] = np.sqrt(KERNEL_SHRINKAGE * len(measured_ms))
-    row_weight = np.ones(len(measured_ms))
-    for _ in range(PRIOR_L1_ROUNDS):
-        matrix = np.vstack([scaled * row_weight[:, None], penalty])
-        rhs = np.concatenate([target * row_weight, np.zeros(len(penalty))])
-        coefficients, _ = nnls(matrix, rhs, maxiter=50 * design.shape[1])
-        # Weights 1/|residual| turn the next squared fit into an absolute one (floored at 1 %).
-        residual = np.abs(scaled @ coefficients - 1.0)
-        row_weight = 1.0 / np.sqrt(np.maximum(residual, 0.01))
-    return coefficients / scale
-
-
 def _xgb_params(params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "eta": params["learning_rate"],
@@ -284,18 +247,16 @@ def _fit_models(
     (indexed like `_OBJECTIVES`) instead. A plain model sees only `Featurizer.plain_columns`, with the
     median log latency of the fitted rows as its constant margin. `kernel_terms` says whether the prior
     keeps its per-kernel-shape terms (None: the validation rows decide, see
-    `_fit_prior_choosing_kernel_terms`); a given `prior` (coefficients) is stored as it is instead.
+    `prior.fit_prior_choosing_kernel_terms`); a given `prior` (coefficients) is stored as it is instead.
     """
     y = np.log(measured)
     z = featurizer.baseline_input(x)
     design = np.column_stack([np.ones(int(fit.sum())), z[fit]])
     (c0, c1), *_ = np.linalg.lstsq(design, y[fit], rcond=None)
-    prior_entry: dict[str, Any] = {"terms": featurizer.prior_terms()}
+    physics = PhysicsPrior(featurizer)
+    kept: bool | None = None  # whether the kernel terms were kept, when the prior is fitted here
     if prior is None:
-        prior, prior_entry["kernel_terms"] = _fit_prior_choosing_kernel_terms(
-            featurizer, x, measured, fit, validation, kernel_terms
-        )
-    prior_entry["coefficients"] = prior.tolist()
+        prior, kept = fit_prior_choosing_kernel_terms(physics, x, measured, fit, validation, kernel_terms)
     served: dict[str, Any] = {"kind": kind}
     if kind == PLAIN_MODEL:
         columns = featurizer.plain_columns()
@@ -305,7 +266,7 @@ def _fit_models(
         served |= {"columns": [featurizer.names[c] for c in columns], "margin": base}
     else:
         trees_in = x
-        margin = prior_log_ms(featurizer, x, prior).astype(np.float32)
+        margin = physics.log_ms(x, prior).astype(np.float32)
     dfit = xgb.DMatrix(trees_in[fit], label=y[fit], base_margin=margin[fit])
     dval = None
     if rounds is None:
@@ -325,7 +286,7 @@ def _fit_models(
     schema = {
         **featurizer.to_schema(),
         "baseline": [float(c0), float(c1)],
-        "prior": prior_entry,
+        "prior": prior_entry(physics, prior, kept),
         "model": served,
         "ranges": {"min": x_fit.min(axis=0).tolist(), "max": x_fit.max(axis=0).tolist()},
         "frequencies_khz": sorted({int(f) for f in np.asarray(rows.frequencies_khz)[fit]}),
@@ -333,50 +294,6 @@ def _fit_models(
         "default_threads": int(Counter(rows.threads).most_common(1)[0][0]),
     }
     return models, schema, used
-
-
-def _fit_prior_choosing_kernel_terms(
-    featurizer: Featurizer,
-    x: np.ndarray,
-    measured: np.ndarray,
-    fit: np.ndarray,
-    validation: np.ndarray | None,
-    kernel_terms: bool | None,
-) -> tuple[np.ndarray, bool]:
-    """The prior's coefficients, with or without its per-kernel-shape terms (those then weigh 0), and which.
-
-    A kernel shape's terms price its MACs at one rate, which is how CPU kernels behave; on an accelerator a
-    shape's cost per MAC swings with the layer's size (fixed and serial costs), and a shape seen only in
-    small layers then prices a big one many times too high. With `kernel_terms` None both priors are
-    fitted and the one that predicts the `validation` rows better (alone, before any tree; mean |log error|)
-    is kept.
-    """
-    design = featurizer.prior_design(x[fit])
-    start = featurizer.prior_shrunk_from
-    options = (
-        [True, False] if kernel_terms is None and start < design.shape[1] else [kernel_terms is not False]
-    )
-    fitted = {}
-    for keep in options:
-        if keep:
-            fitted[keep] = fit_prior(design, measured[fit], shrunk_from=start)
-        else:
-            coefficients = np.zeros(design.shape[1])
-            coefficients[:start] = fit_prior(design[:, :start], measured[fit])
-            fitted[keep] = coefficients
-    if len(fitted) == 1:
-        keep = next(iter(fitted))
-        return fitted[keep], keep
-    assert validation is not None
-    # Mean |log error|: the trees correct the prior in log space, so that is what they are left with.
-    log_error = {
-        keep: float(
-            np.mean(np.abs(prior_log_ms(featurizer, x[validation], c) - np.log(measured[validation])))
-        )
-        for keep, c in fitted.items()
-    }
-    keep = log_error[True] <= log_error[False]
-    return fitted[keep], keep
 
 
 def _beats(candidate: Mapping[str, Any], incumbent: Mapping[str, Any]) -> bool:

@@ -22,6 +22,7 @@ from service.predictors.features import (
     conv_variant,
 )
 from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel
+from service.predictors.prior import PhysicsPrior
 from service.predictors.snapshot import Snapshot, build_snapshot
 from service.predictors.training import TrainingResult, TrainingRows, fit_predictor, library_versions
 from tests.service.predictors.synthetic import FAST_PARAMS
@@ -92,7 +93,8 @@ def test_version_3_adds_the_accelerator_columns_and_version_2_keeps_its_layout()
     v3 = Featurizer("conv", ["gpu"], ("Conv#",))
     v2 = Featurizer("conv", ["gpu"], ("Conv#",), version=2)
     assert [n for n in v3.names if n not in v2.names] == list(ACCELERATOR_COLUMNS)
-    assert v2.prior_terms() == [t for t in v3.prior_terms() if not t.startswith("gpu:")]
+    v2_terms, v3_terms = PhysicsPrior(v2).terms, PhysicsPrior(v3).terms
+    assert v2_terms == [t for t in v3_terms if not t.startswith("gpu:")]
     config = {"kernel": 3, "cin": 16, "cout": 32, "height": 28, "width": 28}
     rows2, rows3 = v2.config_rows([config]), v3.config_rows([config])
     assert rows3.shape[1] == rows2.shape[1] + len(ACCELERATOR_COLUMNS)

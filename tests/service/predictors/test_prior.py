@@ -13,17 +13,16 @@ import xgboost as xgb
 from profilers.blocks import config_hash, get_family
 from service.predictors.features import (
     ACCELERATOR_PRIOR_COLUMNS,
-    PRIOR_TERMS,
     UNSEEN_KERNEL_COLUMN,
     Featurizer,
 )
 from service.predictors.inference import LatencyModel
+from service.predictors.prior import PRIOR_TERMS, PhysicsPrior, fit_prior
 from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
 from service.predictors.training import (
     TrainingResult,
     TrainingRows,
     fit_predictor,
-    fit_prior,
     library_versions,
 )
 from tests.service.predictors.synthetic import (
@@ -138,7 +137,7 @@ def test_kernel_prior_keeps_the_generic_terms_first_and_fits_the_known_law(
     kernels = schema["kernels"]
     assert any(k.startswith("Conv/") for k in kernels) and "Conv#" in kernels and "DepthToSpace" in kernels
     terms = schema["prior"]["terms"]
-    assert terms == model.featurizer.prior_terms() and terms[: len(PRIOR_TERMS)] == list(PRIOR_TERMS)
+    assert terms == PhysicsPrior(model.featurizer).terms and terms[: len(PRIOR_TERMS)] == list(PRIOR_TERMS)
     # Then the accelerator terms (features version 3), then each kernel's pair.
     n_acc = 2 * len(ACCELERATOR_PRIOR_COLUMNS)
     assert terms[len(PRIOR_TERMS) : len(PRIOR_TERMS) + n_acc : 2] == [
