@@ -32,7 +32,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 import service.devices.routes as device_routes  # noqa: E402
-from service import schema  # noqa: E402
+from service import migrate  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.auth.service import create_token  # noqa: E402
 from service.db import make_engine, make_sessionmaker  # noqa: E402
@@ -58,7 +58,7 @@ def _postgres() -> tuple[str, Callable[[], None]]:
 
 
 def _run(engine_name: str, url: str, state: Path, per_operation: int, seed: int) -> list[str]:
-    schema.upgrade(url)
+    migrate.upgrade(url)
     app = create_app(Settings(database_url=url, state_dir=state))
     engine = make_engine(url)
     with make_sessionmaker(engine)() as session:

@@ -13,7 +13,7 @@ from service.settings import get_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service import schema
+    from service import migrate
     from service.app import create_app
     from service.db import make_engine
 
@@ -21,9 +21,9 @@ def _serve(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         if settings.auto_migrate:
-            schema.upgrade(settings.database_url)
-        schema.check_current(engine)
-    except schema.SchemaNotCurrentError as exc:
+            migrate.upgrade(settings.database_url)
+        migrate.check_current(engine)
+    except migrate.SchemaNotCurrentError as exc:
         print(f"latfarm serve: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -38,18 +38,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
-    from service import schema
+    from service import migrate
 
     url = get_settings().database_url
     if args.action == "upgrade":
-        schema.upgrade(url, args.revision or "head")
+        migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
-        schema.downgrade(url, args.revision or "base")
+        migrate.downgrade(url, args.revision or "base")
     else:
         from service.db import make_engine
 
         engine = make_engine(url)
-        print(f"current: {schema.current_revision(engine)}  head: {schema.head_revision(url)}")
+        print(f"current: {migrate.current_revision(engine)}  head: {migrate.head_revision(url)}")
         engine.dispose()
     return 0
 
