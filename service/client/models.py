@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.client.errors import LatfarmClientError
@@ -133,10 +134,10 @@ class Prediction:
     """Predicted latencies: shape `(n_configs,)` for one frequency, `(n_configs, n_frequencies)` for many."""
 
     predictor_id: int | None
-    latency_ms: np.ndarray
-    p10_ms: np.ndarray
-    p90_ms: np.ndarray
-    extrapolated: np.ndarray
+    latency_ms: npt.NDArray[np.float64]
+    p10_ms: npt.NDArray[np.float64]
+    p90_ms: npt.NDArray[np.float64]
+    extrapolated: npt.NDArray[np.bool_]
     frequencies_khz: list[int] | None = None
     raw: list[dict[str, Any]] = field(default_factory=list, repr=False)
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel
 
@@ -127,18 +128,16 @@ def _prediction(body: Mapping[str, Any], n_configs: int, frequencies: list[int] 
     if len(rows) != int(np.prod(shape)):
         raise LatfarmClientError(f"the server returned {len(rows)} predictions for a {shape} request")
 
-    def column(name: str, dtype: type) -> np.ndarray:
-        values = [row.get(name) for row in rows]
-        if dtype is float:
-            values = [np.nan if v is None else v for v in values]
-        return np.asarray(values, dtype=dtype).reshape(shape)
+    def floats(name: str) -> npt.NDArray[np.float64]:
+        values = [np.nan if row.get(name) is None else row[name] for row in rows]
+        return np.asarray(values, dtype=np.float64).reshape(shape)
 
     return Prediction(
         predictor_id=body.get("predictor_id"),
-        latency_ms=column("latency_ms", float),
-        p10_ms=column("p10_ms", float),
-        p90_ms=column("p90_ms", float),
-        extrapolated=column("extrapolated", bool),
+        latency_ms=floats("latency_ms"),
+        p10_ms=floats("p10_ms"),
+        p90_ms=floats("p90_ms"),
+        extrapolated=np.asarray([row.get("extrapolated") for row in rows], dtype=np.bool_).reshape(shape),
         frequencies_khz=frequencies,
         raw=rows,
     )
