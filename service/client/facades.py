@@ -4,7 +4,9 @@ Each method is one line: it picks the operation (`service.client.operations`) an
 driver, which performs the steps the retry policy (`service.client.retry`) makes of it — an HTTP attempt or a
 sleep — and nothing else. The methods are documented once, on `LatfarmClient`; the asyncio twin takes each
 docstring from its blocking namesake (`_documented_by`), which also refuses an undocumented method without
-one, so the two cannot drift apart. A test holds their signatures equal.
+one, so the two cannot drift apart. The signatures are written twice on purpose: a type checker (and a
+reader) must see each method's arguments and whether it returns a value or a coroutine of it, which one
+generic definition cannot say in Python's type system; a test holds the two signatures equal.
 """
 
 from __future__ import annotations
