@@ -28,7 +28,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from examples.sr_search import SearchSpace, random_widths  # noqa: E402
 from profilers.blocks import get_family  # noqa: E402
 from service import migrate  # noqa: E402
 from service.app import create_app  # noqa: E402
@@ -38,6 +37,7 @@ from service.db import make_engine, make_sessionmaker  # noqa: E402
 from service.demo import ServerThread  # noqa: E402
 from service.devices.models import Device, DeviceStatus, Transport  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.sr_search import SearchSpace, random_widths  # noqa: E402
 
 FREQS = [787_200, 1_996_800, 2_995_200]
 

@@ -16,7 +16,9 @@ from service.deps import document_bearer_auth
 from service.devices.routes import router as devices_router
 from service.jobs.routes import router as jobs_router
 from service.measurements.routes import router as measurements_router
+from service.predictors.features import configure_cache
 from service.predictors.routes import router as predictors_router
+from service.predictors.trainer import Trainer
 from service.problems import BodySizeLimit, document_problems, install_handlers
 from service.settings import Settings, get_settings
 
@@ -26,10 +28,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper())
     engine = make_engine(settings.database_url)
+    factory = make_sessionmaker(engine)
+    # Queued trainings (including any a killed process left) are claimed by this process's trainer.
+    trainer = Trainer(factory, settings) if settings.train_in_api else None
+    configure_cache(settings.feature_cache_entries)  # the caches are per process, as is this setting
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if trainer is not None:
+            trainer.start()
         yield
+        if trainer is not None:
+            trainer.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -40,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.sessionmaker = factory
+    app.state.trainer = trainer
     app.state.metrics = operations.RequestMetrics()
 
     install_handlers(app)

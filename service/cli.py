@@ -27,12 +27,54 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     finally:
         engine.dispose()
+    host, port = args.host or settings.host, args.port or settings.port
+    if args.workers < 1:
+        print("latfarm serve: --workers must be 1 or more", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _serve_processes(args, host, port)
     app = create_app(settings)
     if args.with_worker:
         from service.jobs.worker import attach_background_worker
 
         attach_background_worker(app, settings)
-    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
+    """`--workers N`: N API processes on one socket, each building its app from the environment.
+
+    The job worker (`--with-worker`) runs in this supervising process only, so phones are driven by one
+    worker whatever N is. Several processes share a SQLite file safely: WAL lets readers run beside the
+    one writer, writes wait for the lock (`busy_timeout`), and every lease is a `BEGIN IMMEDIATE`.
+    """
+    import threading
+
+    import uvicorn
+
+    worker = thread = None
+    if args.with_worker:
+        from service.db import make_engine, make_sessionmaker
+        from service.jobs.worker import Worker
+
+        settings = get_settings()
+        worker = Worker(make_sessionmaker(make_engine(settings.database_url)), settings)
+        thread = threading.Thread(target=worker.run, name="latfarm-worker", daemon=True)
+        thread.start()
+    try:
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            log_level=get_settings().log_level.lower(),
+        )
+    finally:
+        if worker is not None and thread is not None:
+            worker.stop()
+            thread.join(timeout=get_settings().adb_command_timeout_s)
     return 0
 
 
@@ -148,6 +190,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--with-worker", action="store_true", help="run a worker in-process (SQLite)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes on the one socket (default 1; e.g. one per core)",
+    )
     serve.set_defaults(handler=_serve)
 
     db = commands.add_parser("db", help="database schema migrations")

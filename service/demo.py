@@ -6,7 +6,8 @@
 3. the API with an in-process worker (uvicorn in a thread), on 127.0.0.1;
 4. a profiling campaign: N `sr_block` configs × 3 frequencies (min-mid-max) per phone, with a progress bar;
 5. a predictor trained and activated per phone;
-6. the example SR search (`examples/sr_search.py`) on each phone's predictor, its winners profiled for real;
+6. the SR search (`service.sr_search`, which `examples/sr_search.py` runs) on each phone's predictor, its
+   winners profiled for real;
 7. a summary and the dashboard URL; the service keeps running until Ctrl-C (`--exit-after-summary`: exits).
 
 Sizes are the demo's, chosen so the whole loop fits in minutes on 2 cores: ×4 blocks from a 96×54 input
@@ -19,9 +20,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -100,7 +102,10 @@ class PhoneProcess:
     for this process's GIL (the API, the worker and the other phone's ADB traffic are Python threads here).
 
     It runs in its own session: a terminal Ctrl-C reaches only the demo, which stops the worker first (it
-    finishes the running benchmark) and the phones last.
+    finishes the running benchmark) and the phones last. Stopping signals its whole process group (the phone,
+    its benchmark forkserver and any benchmark child), so nothing of it outlives the demo. Its working
+    directory is its own state directory, never the caller's (a checkout holds tokens and keys), and `-P`
+    keeps that directory off its import path.
     """
 
     def __init__(self, profile: str, state_dir: Path, start_timeout_s: float = 60.0) -> None:
@@ -114,7 +119,8 @@ class PhoneProcess:
     def start(self) -> PhoneProcess:
         """Start the phone; returns once it listens (its serial is then known)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "profilers.virtual_phone", "--port", "0", "--profile", self.profile]
+        command = [sys.executable, "-P", "-m", "profilers.virtual_phone", "--port", "0"]
+        command += ["--profile", self.profile]
         command += ["--state-dir", str(self.state_dir)]
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
@@ -123,6 +129,7 @@ class PhoneProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=self.state_dir,
             )
         # The phone announces its port on its first line; poll the log with a bounded deadline.
         deadline = time.monotonic() + self._start_timeout_s
@@ -136,17 +143,30 @@ class PhoneProcess:
                 raise DemoError(f"virtual phone {self.profile} did not start; see {self.log_path}")
             time.sleep(0.05)
 
+    @property
+    def pid(self) -> int | None:
+        """The phone's process id (also its process group's), while it runs."""
+        return None if self._process is None else self._process.pid
+
     def stop(self) -> None:
-        """SIGTERM (the phone closes its connections and exits), SIGKILL if it does not within 10 s."""
+        """SIGTERM to the phone's process group (it closes its connections and exits), SIGKILL to whatever of
+        the group is left after 10 s."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process.poll() is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        _signal_group(process.pid, signal.SIGKILL)  # a benchmark child or forkserver left behind
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
 
 
 # --- arguments ----------------------------------------------------------------------------------------
@@ -196,7 +216,8 @@ def _fresh_dir(requested: Path | None) -> Path:
 
 
 def _demo_space() -> Any:
-    search = importlib.import_module("examples.sr_search")
+    from service import sr_search as search
+
     return search.SearchSpace(
         scale=4,
         output_height=DEMO_OUTPUT[0],
@@ -208,7 +229,8 @@ def _demo_space() -> Any:
 
 def campaign_configs(n: int, seed: int) -> list[dict[str, Any]]:
     """`n` distinct sr_block configs of the demo's space, drawn with `seed`."""
-    search = importlib.import_module("examples.sr_search")
+    from service import sr_search as search
+
     space = _demo_space()
     rng = random.Random(seed)
     seen: set[tuple[int, ...]] = set()
@@ -253,13 +275,13 @@ def _running_service(settings: Any, port: int) -> Iterator[ServerThread]:
 def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Set everything up, run the loop, print the summary; returns the exit status."""
     from service import migrate
+    from service import sr_search as search
     from service.auth.service import create_token
     from service.client import LatfarmClient
     from service.client_cli import JobProgressBar
     from service.db import make_engine, make_sessionmaker
     from service.settings import Settings
 
-    search = importlib.import_module("examples.sr_search")
     if args.configs < 10:
         raise DemoError("--configs must be at least 10: the predictors need rows to train and to hold out")
     started = time.monotonic()
@@ -287,7 +309,11 @@ def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             phones.append(phone.start())
         server = stack.enter_context(_running_service(settings, args.port))
         client = stack.enter_context(LatfarmClient(server.url, admin, timeout=120.0))
-        _say(out, f"API and worker on {server.url}; virtual phones on {', '.join(p.serial for p in phones)}")
+        _say(
+            out,
+            f"API and worker on {server.url}; virtual phones on {', '.join(p.serial for p in phones)} "
+            f"(pids {', '.join(str(p.pid) for p in phones)})",
+        )
 
         reports = []
         for profile, phone in zip(DEMO_PROFILES, phones, strict=True):
@@ -395,7 +421,8 @@ def summary(
     reports: list[PhoneReport], n_configs: int, elapsed_s: float, dashboard: str, reader: str, state: Path
 ) -> str:
     """The closing summary of the demo."""
-    search = importlib.import_module("examples.sr_search")
+    from service import sr_search as search
+
     out_h, out_w = DEMO_OUTPUT
     lines = ["", "=" * 78, "latfarm demo — summary", "=" * 78]
     lines.append(
@@ -417,7 +444,7 @@ def summary(
     lines.append("Predictors (XGBoost, accuracy on held-out configs):")
     for r in reports:
         lines.append(f"  {r.profile:<17} predictor {r.predictor_id}: {_accuracy(r.metrics)}")
-    lines.append("Search (examples/sr_search.py): most parameters under the budget, predicted vs measured:")
+    lines.append("Search (service.sr_search): most parameters under the budget, predicted vs measured:")
     for r in reports:
         top = max(r.frequencies_khz)
         lines.append(f"  {r.profile} at {top / 1000:.0f} MHz, budget {r.budget_ms:.2f} ms:")
@@ -434,15 +461,39 @@ def summary(
     return "\n".join(lines)
 
 
+class DemoStopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT reached the demo: unwinding stops the API, the worker and the phones."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """SIGTERM and SIGINT raise DemoStopped in the main thread, once; further ones wait for the clean-up."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # the clean-up is bounded; a second signal must not cut it
+        raise DemoStopped(signum)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def run(args: argparse.Namespace) -> int:
-    """`latfarm demo`: the exit status is 0 on success, 1 when a step failed, 130 on Ctrl-C."""
+    """`latfarm demo`: exit status 0 on success, 1 when a step failed, 128+N on signal N (130: Ctrl-C)."""
     from service.client import LatfarmClientError
 
+    previous = _stop_on_signals()
     try:
         return run_demo(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, DemoStopped) else signal.SIGINT
         print("\nlatfarm demo: interrupted; the API, the worker and the phones are stopped", file=sys.stderr)
-        return 130
+        return 128 + signum
     except (DemoError, LatfarmClientError) as exc:
         print(f"latfarm demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -6,11 +6,14 @@ import time
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth.models import Scope as TokenScope
 from service.deps import ANONYMOUS, SessionDep, SettingsDep, current_principal, require_scope
+from service.predictors.features import cache_stats
 from service.problems import UnauthorizedError, UnavailableError, problem_responses
 
 router = APIRouter(tags=["operations"])
@@ -34,6 +37,39 @@ class RequestMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.registry.register(FeatureCacheCollector())
+
+
+class FeatureCacheCollector(Collector):
+    """The predictor feature caches of this process: lookups (hit / miss), hit ratio, entries and bound.
+
+    Read at scrape time from the caches themselves (`features.cache_stats`), so nothing is counted twice;
+    with several server processes each reports its own caches.
+    """
+
+    def collect(self) -> list[Metric]:
+        labels = ["layout", "keyed_by"]
+        lookups = CounterMetricFamily(
+            "latfarm_feature_cache_lookups", "Feature-cache lookups by result", labels=[*labels, "result"]
+        )
+        ratio = GaugeMetricFamily(
+            "latfarm_feature_cache_hit_ratio", "Hits / lookups since the process started", labels=labels
+        )
+        entries = GaugeMetricFamily("latfarm_feature_cache_entries", "Feature rows held", labels=labels)
+        limit = GaugeMetricFamily(
+            "latfarm_feature_cache_limit_entries",
+            "Bound on rows held (LATFARM_FEATURE_CACHE_ENTRIES)",
+            labels=labels,
+        )
+        for stats in cache_stats():
+            names = [stats.layout, stats.keyed_by]
+            lookups.add_metric([*names, "hit"], stats.hits)
+            lookups.add_metric([*names, "miss"], stats.misses)
+            total = stats.hits + stats.misses
+            ratio.add_metric(names, stats.hits / total if total else 0.0)
+            entries.add_metric(names, stats.entries)
+            limit.add_metric(names, stats.limit)
+        return [lookups, ratio, entries, limit]
 
 
 class MetricsMiddleware:

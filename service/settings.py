@@ -44,11 +44,26 @@ class Settings(BaseSettings):
     cooldown_timeout_s: float = Field(60.0, description="longest wait for a cooldown")
     max_predict_configs: int = Field(100_000, description="configs × frequencies per /v1/predict (more: 413)")
     min_training_rows: int = Field(40, description="fewest valid measurements a predictor trains on")
+    train_in_api: bool = Field(
+        True, description="the API process trains queued predictors itself (false: only `latfarm worker`s do)"
+    )
+    training_lease_seconds: float = Field(
+        30.0,
+        description="how long a trainer's claim on a predictor lasts unless renewed (renewed while it fits)",
+    )
+    training_max_attempts: int = Field(
+        3, description="trainings interrupted (process died) this many times end `failed` with the reason"
+    )
     predictor_refresh_ms: float = Field(
         500.0, description="how stale the cached active-predictor id may get (0: re-read on every predict)"
     )
     metrics_require_token: bool = Field(
         False, description="`/metrics` answers only a token with the `read` scope (Prometheus' bearer token)"
+    )
+    feature_cache_entries: int = Field(
+        100_000,
+        ge=0,
+        description="feature rows of distinct configs kept per predictor layout and process (~1 KB each)",
     )
     log_level: str = Field("INFO", description="Python logging level")
 

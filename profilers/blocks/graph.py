@@ -40,7 +40,9 @@ Shape = tuple[int, int, int, int]
 
 
 class LayerCost(NamedTuple):
-    """Cost of one graph node: its op, output shape, MACs, FLOPs (2×MACs), params and output bytes.
+    """Cost of one graph node: its op, output shape, MACs, FLOPs (2×MACs), params and output bytes, plus
+    the geometry an accelerator's kernel choice depends on: the (first) input's shape and, for a Conv,
+    its kernel side, stride and groups (1, 1, 1 for element-wise ops).
 
     A named tuple (immutable, hashable) rather than a frozen dataclass: a config has ~10–20 layers and the
     featuriser counts costs of every new config, where a frozen dataclass's __init__ alone cost ~25 %.
@@ -53,6 +55,10 @@ class LayerCost(NamedTuple):
     flops: int
     params: int
     activation_bytes: int
+    input_shape: tuple[int, ...] = ()
+    kernel: int = 1
+    stride: int = 1
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,9 @@ class CostTracer:
         per_output = (cin // groups) * kernel * kernel
         macs = cout * ho * wo * per_output * n
         params = cout * per_output + (cout if bias else 0)
-        return self._record(name, "Conv", (n, cout, ho, wo), macs, params)
+        return self._record(
+            name, "Conv", (n, cout, ho, wo), macs, params, x, kernel=kernel, stride=stride, groups=groups
+        )
 
     def activation(self, x: str, name: str, kind: str) -> str:
         """Element-wise activation: relu, prelu (per-channel slope), leaky_relu, hardswish, sigmoid,
@@ -128,40 +136,55 @@ class CostTracer:
         except KeyError:
             raise ValueError(f"unknown activation {kind!r}") from None
         shape = self._shapes[x]
-        return self._record(name, op, shape, 0, shape[1] if kind == "prelu" else 0)
+        return self._record(name, op, shape, 0, shape[1] if kind == "prelu" else 0, x)
 
     def add(self, a: str, b: str, name: str) -> str:
         """Element-wise sum of two tensors of the same shape."""
         if self._shapes[a] != self._shapes[b]:
             raise ValueError(f"Add {name}: shapes {self._shapes[a]} and {self._shapes[b]} differ")
-        return self._record(name, "Add", self._shapes[a], 0, 0)
+        return self._record(name, "Add", self._shapes[a], 0, 0, a)
 
     def mul(self, a: str, b: str, name: str) -> str:
         """Element-wise product; ``b`` may broadcast as N×C×1×1 (squeeze-excite scaling)."""
-        return self._record(name, "Mul", self._shapes[a], 0, 0)
+        return self._record(name, "Mul", self._shapes[a], 0, 0, a)
 
     def global_average_pool(self, x: str, name: str) -> str:
         """N×C×H×W → N×C×1×1."""
         n, c, _, _ = self._shapes[x]
-        return self._record(name, "GlobalAveragePool", (n, c, 1, 1), 0, 0)
+        return self._record(name, "GlobalAveragePool", (n, c, 1, 1), 0, 0, x)
 
     def depth_to_space(self, x: str, name: str, block: int) -> str:
         """Pixel shuffle (CRD mode, as PyTorch's PixelShuffle): N×C·b²×H×W → N×C×bH×bW."""
         n, c, h, w = self._shapes[x]
-        return self._record(name, "DepthToSpace", (n, c // (block * block), h * block, w * block), 0, 0)
+        return self._record(name, "DepthToSpace", (n, c // (block * block), h * block, w * block), 0, 0, x)
 
     # -- output --------------------------------------------------------------------------------
     def costs(self) -> Costs:
         """The cost table of everything added so far."""
         return Costs(2 * self._macs, self._macs, self._params, self._activation_bytes, list(self.layers))
 
-    def _record(self, name: str, op: str, shape: Shape, macs: int, params: int) -> str:
+    def _record(
+        self,
+        name: str,
+        op: str,
+        shape: Shape,
+        macs: int,
+        params: int,
+        source: str,
+        *,
+        kernel: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+    ) -> str:
         if name in self._shapes:
             raise ValueError(f"duplicate tensor name {name!r}")
+        in_shape = self._shapes[source]
         self._shapes[name] = shape
         n, c, h, w = shape
         out_bytes = n * c * h * w * FLOAT_BYTES
-        self.layers.append(LayerCost(name, op, shape, macs, 2 * macs, params, out_bytes))
+        self.layers.append(
+            LayerCost(name, op, shape, macs, 2 * macs, params, out_bytes, in_shape, kernel, stride, groups)
+        )
         self._macs += macs
         self._params += params
         self._activation_bytes += out_bytes

@@ -16,6 +16,12 @@ Each run is a real `InferenceSession.run` on the host, timed with `perf_counter`
 for that run (governor + throttling, see `soc.py`) and `c`, `f_ref` from the profile. The cluster is the one
 `taskset` allows (the fastest cluster among the mask's CPUs; without taskset the fastest cluster overall, as
 EAS would place a busy single thread). The report prints the real tool's lines, so one parser serves both.
+
+Confinement (see model_policy.py and bench_process.py): a model that references external data is refused
+before anything loads it; the runs happen in a child process with CPU-time and memory limits, at most the
+phone's CPU count of threads and at most `BenchmarkLimits.max_runs` timed runs (a duration-mode benchmark
+stops there too), and the child is killed the moment the command ends — also when its client disconnects.
+Errors are one line.
 """
 
 from __future__ import annotations
@@ -25,18 +31,17 @@ import json
 import os
 import posixpath
 import random
-import resource
+import struct
 import time
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from profilers.virtual_phone.bench_process import BenchmarkChild, ChildSpec
 from profilers.virtual_phone.filesystem import FsError
+from profilers.virtual_phone.model_policy import ModelRefused, check_model
 
 if TYPE_CHECKING:
-    import onnxruntime as ort
-
     from profilers.virtual_phone.phone import PhoneRuntime
     from profilers.virtual_phone.shell import Context
 
@@ -52,17 +57,8 @@ USAGE = (
     "  -x [intra_op_num_threads]: Default:1 on a virtual phone.\n"
     "  -I: generate tensor input binding (random data of the input shapes).\n"
 )
-_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int16)": np.int16,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
+_DOUBLE = struct.Struct("<d")
+_BATCH_HEAD = struct.Struct("<dd")
 
 
 class BenchmarkUsageError(Exception):
@@ -150,9 +146,13 @@ def parse_options(argv: list[str]) -> BenchmarkOptions:
 
 
 async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) -> int:
-    """The shell entry point: parse, run in a worker thread (the phone keeps serving), print the report."""
+    """The shell entry point: parse, check the model, run it in a child process, print the report."""
     try:
         opts = parse_options(args[1:])
+        if opts.mode == "times" and opts.repeats > runtime.bench_limits.max_runs:
+            raise BenchmarkUsageError(
+                f"repeated_times above this virtual phone's limit of {runtime.bench_limits.max_runs}"
+            )
     except BenchmarkUsageError as exc:
         ctx.err(((f"{exc}\n" if str(exc) else "") + USAGE).encode())
         return EXIT_FAILURE
@@ -162,7 +162,8 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
     vpath = runtime.fs.normalize(opts.model, ctx.cwd)
     try:
         model_bytes = runtime.fs.read(vpath)
-    except FsError as exc:
+        check_model(model_bytes)
+    except (FsError, ModelRefused) as exc:
         ctx.err(f"Load model from {opts.model} failed:{exc}\n".encode())
         return EXIT_FAILURE
     cluster = runtime.soc.cluster_for_cpus(ctx.affinity)
@@ -174,7 +175,22 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
         ctx.out(b"Session creation time cost: ??? s\n" + junk + b"\nAverage inference time cost: nan ms\n")
         runtime.record_benchmark(start, time.time(), opts.model, cluster, garbage=True)
         return 0
-    result = await loop.run_in_executor(None, _measure, runtime, opts, model_bytes, cluster)
+    cpus = runtime.profile.cpu_count
+    child = BenchmarkChild(
+        ChildSpec(
+            model_bytes=model_bytes,
+            intra_threads=min(max(1, opts.intra_threads), cpus),
+            inter_threads=min(max(1, opts.inter_threads), cpus),
+            seed=opts.seed,
+            repeats=opts.repeats if opts.mode == "times" else None,
+            limits=runtime.bench_limits,
+            workdir=str(runtime.bench_workdir),
+        )
+    )
+    try:
+        result = await loop.run_in_executor(None, _measure, runtime, opts, child, cluster)
+    finally:
+        child.kill()  # done, failed, or cancelled because the client left: the child ends here
     if isinstance(result, str):
         ctx.err(result.encode())
         return EXIT_FAILURE
@@ -199,78 +215,70 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
     return 0
 
 
-def _inputs(session: ort.InferenceSession, seed: int | None) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        dtype = _DTYPES.get(inp.type)
-        if dtype is None:
-            raise ValueError(f"input {inp.name}: unsupported type {inp.type}")
-        if dtype is np.bool_:
-            feeds[inp.name] = rng.random(shape) > 0.5
-        elif np.issubdtype(dtype, np.integer):
-            feeds[inp.name] = rng.integers(0, 8, size=shape).astype(dtype)
-        else:
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
-
-
 def _fmt(x: float) -> str:
     # C++ iostream default formatting (6 significant digits), as the real tool prints.
     return f"{x:g}"
 
 
 def _measure(
-    runtime: PhoneRuntime, opts: BenchmarkOptions, model_bytes: bytes, cluster: int
+    runtime: PhoneRuntime, opts: BenchmarkOptions, child: BenchmarkChild, cluster: int
 ) -> _Result | str:
-    """Run the benchmark in this (worker) thread; an error message instead of a result on failure."""
-    import onnxruntime as ort
+    """Scale the child's runs to the phone as they arrive (worker thread); an error line on failure.
 
+    In duration mode this decides when enough simulated time has run and stops the child.
+    """
     soc = runtime.soc
     start_wall = time.time()
+    if not child.start():
+        return "Run failed: benchmark stopped\n"
+    pid = child.pid or 0
+    runtime.benchmark_started(pid)
     soc.begin_load(cluster)
+    creation = first = 0.0
+    costs = array("d")
+    total = host_total = cpu_s = 0.0
+    peak = 0
     try:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, opts.intra_threads)
-        so.inter_op_num_threads = max(1, opts.inter_threads)
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        t0 = time.perf_counter()
-        try:
-            session = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-            feeds = _inputs(session, opts.seed)
-        except Exception as exc:  # onnxruntime raises its own exception types for invalid models
-            return f"Load model from {opts.model} failed:{exc}\n"
-        f = soc.run_frequency(cluster)
-        creation = soc.scale(cluster, time.perf_counter() - t0, f)
-        try:
-            t0 = time.perf_counter()
-            session.run(None, feeds)
-            first = soc.scale(cluster, time.perf_counter() - t0, soc.run_frequency(cluster))
-            costs: list[float] = []
-            cpu0, total = time.process_time(), 0.0
-            host_total = 0.0
-            while True:
-                f = soc.run_frequency(cluster)
-                t0 = time.perf_counter()
-                session.run(None, feeds)
-                host = time.perf_counter() - t0
-                host_total += host
-                scaled = soc.scale(cluster, host, f)
-                costs.append(scaled)
-                total += scaled
-                if opts.mode == "times" and len(costs) >= opts.repeats:
-                    break
-                if opts.mode == "duration" and total >= opts.seconds:
-                    break
-            cpu_pct = 100.0 * (time.process_time() - cpu0) / host_total if host_total > 0 else 0.0
-        except Exception as exc:
-            return f"Run failed: {exc}\n"
+        while True:
+            message = child.receive()
+            if message is None:
+                return f"Run failed: {child.exit_reason()}\n"
+            tag, payload = message
+            if tag == b"E":
+                return f"Load model from {opts.model} failed:{payload.decode(errors='replace')}\n"
+            if tag == b"X":
+                return f"Run failed: {payload.decode(errors='replace')}\n"
+            if tag == b"S":
+                creation = soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
+            elif tag == b"F":
+                first = soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
+            elif tag == b"R":
+                cpu_s, peak_f = _BATCH_HEAD.unpack_from(payload)
+                peak = max(peak, int(peak_f))
+                for host in array("d", payload[_BATCH_HEAD.size :]):
+                    scaled = soc.scale(cluster, host, soc.run_frequency(cluster))
+                    costs.append(scaled)
+                    total += scaled
+                    host_total += host
+                    if opts.mode == "duration" and (
+                        total >= opts.seconds or len(costs) >= runtime.bench_limits.max_runs
+                    ):
+                        child.kill()
+                        break
+                else:
+                    continue
+                break
+            elif tag == b"D":
+                break
     finally:
+        child.close()
+        runtime.benchmark_ended(pid)
         soc.end_load(cluster)
         runtime.record_benchmark(start_wall, time.time(), opts.model, cluster)
-    return _Result(creation, first, costs, cpu_pct, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    if not costs:
+        return "Run failed: no run completed\n"
+    cpu_pct = 100.0 * cpu_s / host_total if host_total > 0 else 0.0
+    return _Result(creation, first, list(costs), cpu_pct, peak)
 
 
 @dataclass

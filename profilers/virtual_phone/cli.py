@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
+from profilers.virtual_phone.bench_process import BenchmarkLimits
 from profilers.virtual_phone.errors import VirtualPhoneError
 from profilers.virtual_phone.faults import FaultSpec, FaultSpecError
 from profilers.virtual_phone.phone import VirtualPhone
@@ -51,6 +52,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not set TCP_QUICKACK (only to measure the ~40 ms stall it avoids)",
     )
+    limits = parser.add_argument_group("limits of one benchmark command (its child process)")
+    defaults = BenchmarkLimits()
+    limits.add_argument(
+        "--bench-cpu-seconds",
+        type=int,
+        default=defaults.cpu_seconds,
+        help=f"CPU seconds, all threads together (default {defaults.cpu_seconds})",
+    )
+    limits.add_argument(
+        "--bench-memory-mb",
+        type=int,
+        default=defaults.memory_bytes // 2**20,
+        help=f"address space in MiB (default {defaults.memory_bytes // 2**20})",
+    )
+    limits.add_argument(
+        "--bench-max-runs",
+        type=int,
+        default=defaults.max_runs,
+        help=f"timed runs per benchmark (default {defaults.max_runs})",
+    )
     faults = parser.add_argument_group("faults (also switchable at run time via STATE_DIR/faults.json)")
     faults.add_argument("--offline", action="store_true", help="refuse connections")
     faults.add_argument(
@@ -91,6 +112,15 @@ def build_phones(args: argparse.Namespace) -> list[VirtualPhone]:
         slow_transfer_bytes_per_s=args.slow_transfer,
         no_space=args.no_space,
     )
+    if min(args.bench_cpu_seconds, args.bench_memory_mb, args.bench_max_runs) < 1:
+        raise VirtualPhoneError(
+            "--bench-cpu-seconds, --bench-memory-mb and --bench-max-runs must be positive"
+        )
+    limits = BenchmarkLimits(
+        cpu_seconds=args.bench_cpu_seconds,
+        memory_bytes=args.bench_memory_mb * 2**20,
+        max_runs=args.bench_max_runs,
+    )
     phones = []
     for i in range(args.count):
         state = args.state_dir
@@ -108,6 +138,7 @@ def build_phones(args: argparse.Namespace) -> list[VirtualPhone]:
                 rooted=False if args.unrooted else None,
                 faults=spec,
                 quickack=not getattr(args, "no_quickack", False),
+                bench_limits=limits,
             )
         )
     return phones

@@ -17,3 +17,13 @@ class ProtocolError(VirtualPhoneError):
 
 class PhoneStateError(VirtualPhoneError):
     """The phone was used in the wrong state (e.g. `port` before `start()`)."""
+
+
+def one_line(value: object, limit: int = 300) -> str:
+    """`value` as one bounded log/answer line: an exception as `Type: message`, newlines flattened."""
+    if isinstance(value, BaseException):
+        text = f"{type(value).__name__}: {value}" if str(value) else type(value).__name__
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

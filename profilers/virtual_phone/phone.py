@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from profilers.virtual_phone import bench
+from profilers.virtual_phone.bench_process import BenchmarkLimits, workdir_for
 from profilers.virtual_phone.errors import PhoneStateError
 from profilers.virtual_phone.faults import FaultControl, FaultSpec
 from profilers.virtual_phone.filesystem import Filesystem
@@ -29,7 +30,14 @@ ROOTFS = "rootfs"
 class PhoneRuntime:
     """What the services and the shell of one phone share: profile, SoC, filesystem, faults, benchmark log."""
 
-    def __init__(self, profile: Profile, state_dir: Path, rooted: bool, faults: FaultControl) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        state_dir: Path,
+        rooted: bool,
+        faults: FaultControl,
+        bench_limits: BenchmarkLimits | None = None,
+    ) -> None:
         self.profile = profile
         self.state_dir = state_dir
         self.rooted = rooted
@@ -38,6 +46,29 @@ class PhoneRuntime:
         self.fs = Filesystem(state_dir / ROOTFS, self.soc, profile.storage_free_bytes)
         self.serialno = "LF" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10].upper()
         self.bench_log = state_dir / BENCH_LOG
+        self.bench_limits = bench_limits or BenchmarkLimits()
+        self.bench_workdir = workdir_for(state_dir)
+        self._benchmarks = threading.Condition()
+        self._benchmark_pids: set[int] = set()
+
+    def benchmark_started(self, pid: int) -> None:
+        """A benchmark child process runs (see `wait_benchmark_pids`)."""
+        with self._benchmarks:
+            self._benchmark_pids.add(pid)
+            self._benchmarks.notify_all()
+
+    def benchmark_ended(self, pid: int) -> None:
+        """A benchmark child process is gone (killed or exited, and reaped)."""
+        with self._benchmarks:
+            self._benchmark_pids.discard(pid)
+            self._benchmarks.notify_all()
+
+    def wait_benchmark_pids(self, count: int, timeout: float) -> set[int] | None:
+        """The pids of the benchmark children once exactly `count` run; None if not within `timeout`."""
+        with self._benchmarks:
+            if self._benchmarks.wait_for(lambda: len(self._benchmark_pids) == count, timeout):
+                return set(self._benchmark_pids)
+            return None
 
     def props(self) -> dict[str, str]:
         """System properties as `getprop` shows them."""
@@ -97,6 +128,7 @@ class VirtualPhone:
         rooted: bool | None = None,
         faults: FaultSpec | None = None,
         quickack: bool = True,
+        bench_limits: BenchmarkLimits | None = None,
     ) -> None:
         if isinstance(profile, Profile):
             self.profile = profile
@@ -117,6 +149,7 @@ class VirtualPhone:
             self.state_dir,
             self.profile.rooted if rooted is None else rooted,
             self.fault_control,
+            bench_limits,
         )
         self.auth = AuthPolicy(insecure=insecure, authorized_keys=authorized_keys)
         self.quickack = quickack
@@ -194,6 +227,20 @@ class VirtualPhone:
     def rootfs(self) -> Path:
         """Host directory behind the phone's `/`."""
         return self.runtime.fs.root
+
+    # -- work in progress -----------------------------------------------------------------------------------
+    @property
+    def services_running(self) -> int:
+        """Shell commands, file transfers and benchmarks running now (0 when the phone is idle)."""
+        return self._server.services_running if self._server is not None else 0
+
+    def wait_benchmark_pids(self, count: int, timeout: float = 10.0) -> set[int] | None:
+        """Wait until exactly `count` benchmark child processes run; their pids (None on timeout)."""
+        return self.runtime.wait_benchmark_pids(count, timeout)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until nothing runs on the phone (e.g. after a client left); False if busy at `timeout`."""
+        return self._server.wait_idle(timeout) if self._server is not None else True
 
     # -- faults and heat ------------------------------------------------------------------------------------
     def set_fault(self, **changes: Any) -> FaultSpec:

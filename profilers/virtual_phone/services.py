@@ -13,6 +13,7 @@ STAT path â†’ "STAT"<I mode><I size><I mtime> (zeros when missing); LIST path â†
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import posixpath
 import stat as stat_mod
@@ -21,18 +22,23 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from profilers.virtual_phone.filesystem import FsError
+from profilers.virtual_phone.errors import one_line
+from profilers.virtual_phone.filesystem import PUSH_TMP_MARKER, FsError
 from profilers.virtual_phone.shell import Output, Shell
 from profilers.virtual_phone.transport import ServiceRunner, Stream
 
 if TYPE_CHECKING:
     from profilers.virtual_phone.phone import PhoneRuntime
 
+log = logging.getLogger(__name__)
+
 SYNC_DATA_MAX = 64 * 1024
 SYNC_HEADER = struct.Struct("<4sI")
 SHELL_V2_HEADER = struct.Struct("<BI")
 V2_STDIN, V2_STDOUT, V2_STDERR, V2_EXIT, V2_CLOSE_STDIN = 0, 1, 2, 3, 4
 STDIN_GRACE_S = 0.2
+#: A push reserves storage this far ahead of its bytes, so the quota is not re-counted for every chunk.
+PUSH_RESERVE_AHEAD = 1024 * 1024
 
 
 def open_service(runtime: PhoneRuntime, stream: Stream, service: str) -> ServiceRunner | None:
@@ -61,7 +67,13 @@ async def _run_command(
         output.write(2, b"sh: interactive shells are not supported by this virtual phone\n")
         return output, 1
     shell = Shell(runtime)
-    status = await shell.run(command, output, stdin)
+    try:
+        status = await shell.run(command, output, stdin)
+    except Exception as exc:  # a bug or an exhausted resource: one line back, one line in the log
+        reason = one_line(exc)
+        log.warning("shell command failed: %s (command: %s)", reason, one_line(command, 120))
+        output.write(2, f"sh: {reason}\n".encode())
+        status = 1
     return output, status
 
 
@@ -211,7 +223,11 @@ async def _throttle(runtime: PhoneRuntime, nbytes: int) -> None:
 
 
 async def _receive_file(runtime: PhoneRuntime, stream: Stream, reader: _SyncReader, spec: str) -> bool:
-    """SEND: write to a temporary file, rename on DONE: a failed push never leaves a half-written file."""
+    """SEND: write to a temporary file, rename on DONE: a failed push never leaves a half-written file.
+
+    Every chunk's bytes are reserved against the storage quota before they are written (see filesystem.py),
+    so concurrent pushes cannot together overrun it.
+    """
     fs = runtime.fs
     raw_path, _, mode_text = spec.rpartition(",")
     if not raw_path:
@@ -224,7 +240,7 @@ async def _receive_file(runtime: PhoneRuntime, stream: Stream, reader: _SyncRead
     error: str | None = None
     tmp = None
     fh = None
-    written = 0
+    written = reserved = 0
     try:
         fs.check_writable(path, as_root=False)
         if fs.exists(path) and fs.stat(path).is_dir:
@@ -234,13 +250,12 @@ async def _receive_file(runtime: PhoneRuntime, stream: Stream, reader: _SyncRead
             fs.mkdir(parent, parents=True)  # adbd creates the leading directories of a pushed file
         if runtime.faults.current().no_space:
             raise FsError("No space left on device")
-        free = fs.free_bytes()
         host = fs.host(path)
-        tmp = host.with_name(f".{host.name}.latfarm-push-{os.getpid()}-{id(stream)}")
+        tmp = host.with_name(f".{host.name[:64]}{PUSH_TMP_MARKER}{os.getpid()}-{id(stream)}")
+        fs.begin_push(tmp)
         fh = open(tmp, "wb")  # noqa: SIM115 - closed in the finally below, across awaits
-    except FsError as exc:
-        error = f"couldn't create file: {exc}"
-        free = 0
+    except (FsError, OSError) as exc:
+        error = f"couldn't create file: {_reason(exc)}"
     try:
         while True:
             head = await reader.read(SYNC_HEADER.size)
@@ -256,23 +271,30 @@ async def _receive_file(runtime: PhoneRuntime, stream: Stream, reader: _SyncRead
                     return False
                 await _throttle(runtime, length)
                 if error is None:
-                    written += length
-                    if written > free or runtime.faults.current().no_space:
-                        error = "No space left on device"
-                    else:
+                    try:
+                        if runtime.faults.current().no_space:
+                            raise FsError("No space left on device")
+                        if written + length > reserved:
+                            reserved += fs.reserve(written + length - reserved, ahead=PUSH_RESERVE_AHEAD)
                         assert fh is not None
                         fh.write(chunk)
+                        written += length
+                    except (FsError, OSError) as exc:
+                        error = _reason(exc)
             elif ident == b"DONE":
                 mtime = length or int(time.time())
                 if error is not None:
                     return await _fail(stream, error)
                 assert fh is not None and tmp is not None
-                fh.close()
-                fh = None
-                os.chmod(tmp, (stat_mod.S_IMODE(mode) or 0o644) | 0o600)
-                os.utime(tmp, (mtime, mtime))
-                os.replace(tmp, fs.host(path))
-                tmp = None
+                try:
+                    fh.close()
+                    fh = None
+                    os.chmod(tmp, (stat_mod.S_IMODE(mode) or 0o644) | 0o600)
+                    os.utime(tmp, (mtime, mtime))
+                    fs.commit_push(tmp, path, reserved)
+                except (FsError, OSError) as exc:
+                    return await _fail(stream, _reason(exc))
+                tmp, reserved = None, 0
                 return await stream.write(b"OKAY" + struct.pack("<I", 0))
             else:
                 await _fail(stream, f"invalid data message {ident!r}")
@@ -281,7 +303,14 @@ async def _receive_file(runtime: PhoneRuntime, stream: Stream, reader: _SyncRead
         if fh is not None:
             fh.close()
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            fs.end_push(tmp, reserved)
+
+
+def _reason(exc: Exception) -> str:
+    """The errno text of a filesystem error, for a one-line FAIL."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc)
 
 
 async def _send_file(runtime: PhoneRuntime, stream: Stream, path: str) -> bool:

@@ -8,6 +8,10 @@ words; redirections `>`, `>>`, `<`, `2>`, `2>>`, `2>&1`, `>&2`, `&>` on simple c
 (see `BUILTINS`) or files: an executable file starting with the benchmark marker runs the benchmark program,
 a `#!…sh` script is interpreted, anything else fails as it would on a phone. Pipeline stages run one after
 the other with a buffer in between, `&` does not background, and every command of a list sees the whole stdin.
+
+Nesting is bounded: compound commands inside each other plus shells inside shells (`$(…)`, `sh -c`, `su -c`,
+scripts) may go `MAX_NESTING` deep, counted together, so a hostile command line ends in one "too deeply
+nested" line instead of a RecursionError (the interpreter is recursive, frames add up across both kinds).
 """
 
 from __future__ import annotations
@@ -99,6 +103,8 @@ CommandList = list[AndOr]
 SEPARATORS = (";", "\n", "&")
 RESERVED = ("then", "elif", "else", "fi", "do", "done")
 MAX_LOOP_ITERATIONS = 10_000
+#: Deepest nesting of compound commands and sub-shells together (well inside Python's recursion limit).
+MAX_NESTING = 40
 
 
 def _matching_paren(line: str, start: int) -> int:
@@ -227,21 +233,28 @@ def _merge(segs: list[Segment]) -> list[Segment]:
     return out
 
 
-def parse(line: str) -> CommandList:
+def parse(line: str, max_nesting: int = MAX_NESTING) -> CommandList:
     """Parse a command line into and-or lists of pipelines of simple or compound commands."""
-    parser = _Parser(tokenize(line))
+    return parse_nested(line, max_nesting)[0]
+
+
+def parse_nested(line: str, max_nesting: int = MAX_NESTING) -> tuple[CommandList, int]:
+    """The parsed command line and how deep its compound commands nest (more than `max_nesting`: refused)."""
+    parser = _Parser(tokenize(line), max_nesting)
     program = parser.command_list(())
     if parser.peek() is not None:
         raise ShellSyntaxError(f"syntax error: '{parser.describe(parser.peek())}' unexpected")
-    return program
+    return program, parser.deepest
 
 
 class _Parser:
     """Recursive descent over the tokens: list, and-or, pipeline, command (simple, for, if, while/until)."""
 
-    def __init__(self, tokens: list[str | list[Segment]]) -> None:
+    def __init__(self, tokens: list[str | list[Segment]], max_nesting: int = MAX_NESTING) -> None:
         self.tokens = tokens
         self.i = 0
+        self.max_nesting = max_nesting
+        self.depth = self.deepest = 0
 
     def peek(self) -> str | list[Segment] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -309,17 +322,15 @@ class _Parser:
         kw = self.keyword(tok)
         if tok is None or (isinstance(tok, str) and tok not in REDIRECTS) or kw in RESERVED:
             raise ShellSyntaxError(f"syntax error: '{self.describe(tok)}' unexpected")
-        if kw == "for":
-            return self.for_loop()
-        if kw == "if":
-            return self.if_clause()
-        if kw in ("while", "until"):
-            self.i += 1
-            cond = self.command_list(("do",))
-            self.expect("do")
-            body = self.command_list(("done",))
-            self.expect("done")
-            return WhileLoop(cond, body, until=kw == "until")
+        if kw in ("for", "if", "while", "until"):
+            self.depth += 1
+            self.deepest = max(self.deepest, self.depth)
+            if self.depth > self.max_nesting:
+                raise ShellSyntaxError("too deeply nested")
+            try:
+                return self.compound(kw)
+            finally:
+                self.depth -= 1
         cmd = Command()
         while (tok := self.peek()) is not None:
             if isinstance(tok, list):
@@ -336,6 +347,18 @@ class _Parser:
                 break
             self.i += 1
         return cmd
+
+    def compound(self, kw: str) -> Node:
+        if kw == "for":
+            return self.for_loop()
+        if kw == "if":
+            return self.if_clause()
+        self.i += 1
+        cond = self.command_list(("do",))
+        self.expect("do")
+        body = self.command_list(("done",))
+        self.expect("done")
+        return WhileLoop(cond, body, until=kw == "until")
 
     def for_loop(self) -> ForLoop:
         self.i += 1
@@ -430,10 +453,12 @@ def _escape_glob(text: str) -> str:
 class Shell:
     """One shell session (one `shell:` stream): variables, cwd, `$?`, and whether it runs as root."""
 
-    def __init__(self, runtime: PhoneRuntime, *, root: bool = False) -> None:
+    def __init__(self, runtime: PhoneRuntime, *, root: bool = False, depth: int = 0) -> None:
         self.rt = runtime
         self.fs = runtime.fs
         self.root = root
+        self.depth = depth  # nesting used by the shells (and compound commands) around this one
+        self._nesting = 0
         self.cwd = "/"
         self.status = 0
         self.env: dict[str, str] = {
@@ -450,7 +475,9 @@ class Shell:
     ) -> int:
         """Run a whole command line; returns its exit status."""
         try:
-            program = parse(line)
+            if self.depth >= MAX_NESTING:
+                raise ShellSyntaxError("too deeply nested")
+            program, self._nesting = parse_nested(line, MAX_NESTING - self.depth - 1)
         except ShellSyntaxError as exc:
             output.write(2, f"sh: {exc}\n".encode())
             self.status = 2
@@ -538,7 +565,7 @@ class Shell:
 
     async def _substitute(self, line: str, output: Output) -> str:
         """`$(line)`: its stdout without trailing newlines; its stderr goes to the caller's stderr."""
-        sub = Shell(self.rt, root=self.root)
+        sub = self._child(root=self.root)
         sub.cwd, sub.env, sub.status = self.cwd, dict(self.env), self.status
         inner = Output()
         await sub.run(line, inner)
@@ -769,7 +796,7 @@ class Shell:
             return await self.rt.run_benchmark(ctx, args)
         first = content.split(b"\n", 1)[0]
         if first.startswith(b"#!") and first.rstrip().endswith(b"sh"):
-            sub = Shell(self.rt, root=ctx.root)
+            sub = self._child(root=ctx.root)
             sub.cwd = self.cwd
             for i, a in enumerate(args):
                 sub.env[str(i)] = a
@@ -781,9 +808,13 @@ class Shell:
         ctx.err(f"sh: {name}: can't execute: Exec format error\n".encode())
         return 126
 
+    def _child(self, *, root: bool) -> Shell:
+        """A shell run from this one: it inherits the nesting used so far (this shell's and its program's)."""
+        return Shell(self.rt, root=root, depth=self.depth + self._nesting + 1)
+
     async def run_nested(self, ctx: Context, line: str, *, root: bool) -> int:
         """Run `line` in a child shell (for `su -c`, `sh -c`) sharing this one's cwd."""
-        sub = Shell(self.rt, root=root)
+        sub = self._child(root=root)
         sub.cwd = self.cwd
         sub.env.update({k: v for k, v in self.env.items() if k != "USER"})
         inner = Output()

@@ -21,6 +21,10 @@ delayed ACK on ours and every message stalls ~40 ms. We therefore set TCP_QUICKA
 TCP_NODELAY on the socket, and write each of our messages (header + payload) with a single `write()`.
 `stat_v2`, `ls_v2` and `delayed_ack` are not advertised: adb 29 then keeps to STAT/LIST and plain OKAY flow
 control.
+
+A service runs as long as its stream is open: when the host closes the stream (CLSE) or the connection drops,
+the service's task is cancelled at once, and with it the shell command or benchmark it runs (the benchmark's
+process is killed, see bench.py). A service that fails is logged in one line, never with a traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-from profilers.virtual_phone.errors import ProtocolError
+from profilers.virtual_phone.errors import ProtocolError, one_line
 from profilers.virtual_phone.faults import FaultControl
 
 log = logging.getLogger(__name__)
@@ -261,7 +266,10 @@ class Connection:
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         except ProtocolError as exc:
-            log.info("closing connection: %s", exc)
+            log.info("closing connection: %s", one_line(exc))
+            return
+        except Exception as exc:  # a bug must cost this connection only, and one log line
+            log.warning("closing connection after an internal error: %s", one_line(exc))
             return
         finally:
             await self.shutdown()
@@ -351,22 +359,40 @@ class Connection:
             await self.send(A_CLSE, 0, remote_id)
             return
         self.streams[local_id] = stream
-        await self.send(A_OKAY, local_id, remote_id)
+        self.server.service_started()  # counted before the host hears OKAY (see wait_idle)
+        try:
+            await self.send(A_OKAY, local_id, remote_id)  # before the service can write its first WRTE
+        except BaseException:
+            self.server.service_ended()
+            raise
         task = asyncio.create_task(self._run_service(stream, runner))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda _task: self.server.service_ended())  # also when cancelled unstarted
 
     async def _run_service(self, stream: Stream, runner: ServiceRunner) -> None:
+        """Run a stream's service until it ends or the host closes the stream (then it is cancelled)."""
+        work = asyncio.ensure_future(runner())
+        closed = asyncio.ensure_future(stream.closed.wait())
         try:
-            await runner()
-        except asyncio.CancelledError:
-            raise
-        except ConnectionError:
-            return
-        except Exception:
-            log.exception("service failed on stream %d", stream.local_id)
-        with contextlib.suppress(ConnectionError):
-            await stream.close()
+            await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():  # the client left: the work it asked for ends now
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+                return
+            exc = None if work.cancelled() else work.exception()
+            if exc is not None and not isinstance(exc, ConnectionError):
+                log.warning("service failed on stream %d: %s", stream.local_id, one_line(exc))
+            if not isinstance(exc, ConnectionError):
+                with contextlib.suppress(ConnectionError):
+                    await stream.close()
+        finally:
+            closed.cancel()
+            if not work.done():  # this task itself was cancelled (connection shutdown)
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
 
 
 class DeviceServer:
@@ -387,6 +413,30 @@ class DeviceServer:
         self.faults = faults
         self.connections: set[Connection] = set()
         self._server: asyncio.base_events.Server | None = None
+        self._services_running = 0
+        self._idle = threading.Condition()
+
+    def service_started(self) -> None:
+        """Count a service that starts (see `wait_idle`)."""
+        with self._idle:
+            self._services_running += 1
+
+    def service_ended(self) -> None:
+        """Count a service that ended, however it ended."""
+        with self._idle:
+            self._services_running -= 1
+            self._idle.notify_all()
+
+    @property
+    def services_running(self) -> int:
+        """Services (shell commands, syncs, benchmarks) running now, on every connection."""
+        with self._idle:
+            return self._services_running
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block (from another thread) until no service runs; False if some still run after `timeout` s."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._services_running == 0, timeout)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port) and return the bound port."""

@@ -299,7 +299,8 @@ def _predictors(
     request: Request, session: SessionDep, principal: Principal, status: int = 200, **extra: Any
 ) -> Response:
     rows = [
-        (p, device, service.scalar_metrics(p.metrics or {})) for p, device in service.list_predictors(session)
+        (p, device, service.scalar_metrics(p.metrics or {}), service.model_comparison(p.metrics or {}))
+        for p, device in service.list_predictors(session)
     ]
     return _render(request, "predictors.html", principal, status, predictors=rows, **extra)
 

@@ -543,7 +543,13 @@ def list_predictors(session: Session) -> list[tuple[Predictor, str]]:
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """The flat numeric/text metrics of a predictor, formatted (nested breakdowns are left to the API)."""
+    """The flat numeric/text metrics of a predictor, formatted (nested breakdowns are left to the API).
+
+    A stored value that is not a JSON object (a row written before snapshots were validated) is shown as
+    such, never allowed to take the page down.
+    """
+    if not isinstance(metrics, dict):
+        return [("metrics", f"malformed stored value ({type(metrics).__name__}, not an object)")]
     out = []
     for key, value in sorted(metrics.items()):
         if isinstance(value, bool) or value is None:
@@ -553,6 +559,52 @@ def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         elif isinstance(value, str):
             out.append((key, value))
     return out
+
+
+#: How the predictor page names the candidate models of a training run (`metrics["candidates"]`).
+MODEL_LABELS = {"prior_xgboost": "physics-prior XGBoost", "plain_xgboost": "plain XGBoost", "blend": "blend"}
+
+
+@dataclass(frozen=True)
+class CandidateFigures:
+    """One candidate model's holdout figures, and whether it is the one that serves."""
+
+    kind: str
+    label: str
+    serving: bool
+    within_10: str
+    within_5: str
+    mape: str
+
+
+def model_comparison(metrics: object) -> list[CandidateFigures]:
+    """The served model and the plain baseline with their holdout figures (empty for predictors trained
+    before both were fitted in one run, or whose stored metrics are malformed), the served one first."""
+    if not isinstance(metrics, dict):
+        return []
+    candidates = metrics.get("candidates")
+    if not isinstance(candidates, dict):
+        return []
+    serving = metrics.get("serving")
+    out = []
+    for kind, figures in sorted(candidates.items(), key=lambda kv: kv[0] != serving):
+        if not isinstance(figures, dict):
+            continue
+        out.append(
+            CandidateFigures(
+                kind=kind,
+                label=MODEL_LABELS.get(kind, kind),
+                serving=kind == serving,
+                within_10=_percent(figures.get("within_10")),
+                within_5=_percent(figures.get("within_5")),
+                mape=f"{figures['mape']:.1f} %" if isinstance(figures.get("mape"), int | float) else "–",
+            )
+        )
+    return out
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, int | float) else "–"
 
 
 # --- plots -------------------------------------------------------------------------------------

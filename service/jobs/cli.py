@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         except migrate.SchemaNotCurrentError as exc:
             print(f"latfarm worker: {exc}", file=sys.stderr)
             return 2
-        worker = Worker(make_sessionmaker(engine), settings, device_tags=args.device_tag, name=args.name)
+        worker = Worker(
+            make_sessionmaker(engine), settings, device_tags=args.device_tag, name=args.name, train=True
+        )
         ended = threading.Event()
         failures: list[BaseException] = []
 

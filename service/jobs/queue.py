@@ -20,6 +20,11 @@ The one module with dialect-specific SQL. Invariants it keeps, on both engines:
   `offline` and is held (`lease_expires_at` in the future, no owner) until its next re-probe is due; each
   failed re-probe counts an attempt against its queued tasks, so a phone that never returns ends them
   `failed` with the reason and its jobs finish.
+- **Training is leased work too.** A `training` predictor is claimed like a task (`claim_training`: the
+  same skip-locked pick and compare-and-set on an expired lease, an attempt counted per claim); its
+  trainer renews the lease while it fits and stores the result only while it still holds it
+  (`lock_claimed_predictor`). A trainer that dies leaves a lease that lapses: the predictor is claimed
+  and trained again, or — once `max_attempts` claims have lapsed — `failed` with the reason.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from service.db import utcnow, write_session
 from service.devices.models import Device, DeviceStatus
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
 from service.measurements.models import Measurement, MeasurementSource
+from service.predictors.models import Predictor, PredictorStatus
 
 #: First retry waits this long; each further attempt doubles it, up to `RETRY_BACKOFF_MAX_S`.
 RETRY_BACKOFF_BASE_S = 1.0
@@ -551,3 +557,118 @@ def charge_offline_device(
         )
         session.commit()
         return failed.rowcount
+
+
+# -- training leases ----------------------------------------------------------------------------------------
+def training_lease(owner: str, lease_seconds: float) -> dict[str, Any]:
+    """Column values of a fresh training lease held by `owner` (a claim, or a predictor created claimed)."""
+    return {"lease_owner": owner, "lease_expires_at": utcnow() + dt.timedelta(seconds=lease_seconds)}
+
+
+def _lease_free(now: dt.datetime) -> Any:
+    return or_(Predictor.lease_expires_at.is_(None), Predictor.lease_expires_at < now)
+
+
+def claim_training(
+    factory: sessionmaker[Session],
+    owner: str,
+    lease_seconds: float,
+    max_attempts: int,
+    predictor_id: int | None = None,
+) -> int | None:
+    """Lease the oldest `training` predictor nobody holds (or `predictor_id`); its id, or None.
+
+    First, predictors whose lease lapsed `max_attempts` times are failed with the reason: their trainers
+    died each time (a process killed, a machine lost), so another run would likely die too.
+    """
+    now = utcnow()
+    training = Predictor.status == PredictorStatus.training
+    with factory() as session:
+        # An idle poll is one read: SQLite's write lock is taken only when there is something to claim.
+        if session.scalar(select(Predictor.id).where(training, _lease_free(now)).limit(1)) is None:
+            return None
+    with write_session(factory) as session:
+        session.execute(
+            update(Predictor)
+            .where(training, Predictor.lease_expires_at < now, Predictor.attempts >= max_attempts)
+            .values(
+                status=PredictorStatus.failed,
+                error=f"training was interrupted {max_attempts} time{'s' if max_attempts != 1 else ''} "
+                "(its process died or lost the database before finishing); giving up — retrain with "
+                "POST /v1/predictors",
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        query = select(Predictor.id).where(training, _lease_free(now)).order_by(Predictor.id).limit(1)
+        if predictor_id is not None:
+            query = query.where(Predictor.id == predictor_id)
+        found = session.scalars(_skip_locked(session, query, Predictor)).first()
+        if found is None:
+            session.commit()  # the sweep above
+            return None
+        taken = session.execute(
+            update(Predictor)
+            .where(Predictor.id == found, training, _lease_free(now))
+            .values(attempts=Predictor.attempts + 1, **training_lease(owner, lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return found if taken.rowcount == 1 else None
+
+
+def extend_training_lease(
+    factory: sessionmaker[Session], predictor_id: int, owner: str, lease_seconds: float
+) -> bool:
+    """Heartbeat of a training: push its lease forward; False when `owner` no longer holds it."""
+    with write_session(factory) as session:
+        renewed = session.execute(
+            update(Predictor)
+            .where(
+                Predictor.id == predictor_id,
+                Predictor.lease_owner == owner,
+                Predictor.status == PredictorStatus.training,
+            )
+            .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return renewed.rowcount == 1
+
+
+def release_training(factory: sessionmaker[Session], predictor_id: int, owner: str) -> bool:
+    """Give a training back unfinished (a graceful stop), without counting the attempt: the next trainer
+    claims it at once. Whatever the old run computes later is not stored (it no longer holds the lease)."""
+    with write_session(factory) as session:
+        released = session.execute(
+            update(Predictor)
+            .where(
+                Predictor.id == predictor_id,
+                Predictor.lease_owner == owner,
+                Predictor.status == PredictorStatus.training,
+            )
+            .values(lease_owner=None, lease_expires_at=None, attempts=Predictor.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return released.rowcount == 1
+
+
+def lock_claimed_predictor(session: Session, predictor_id: int, owner: str) -> Predictor | None:
+    """Inside a write transaction: the `training` predictor if `owner` still holds its lease (row locked on
+    PostgreSQL until commit, so no re-claim slips in between), else None — the result must be dropped."""
+    predictor = session.scalars(
+        select(Predictor)
+        .where(
+            Predictor.id == predictor_id,
+            Predictor.lease_owner == owner,
+            Predictor.status == PredictorStatus.training,
+        )
+        .with_for_update()
+    ).first()
+    if predictor is not None:
+        predictor.lease_owner = None
+        predictor.lease_expires_at = None
+    return predictor

@@ -7,7 +7,8 @@ On a device error the failing task is retried later (backoff) and the rest of th
 the queue; repeated errors mark the phone offline. `stop()` (SIGTERM in `latfarm worker`) lets the
 running benchmark finish, closes the profiler (its pin context restores the governor) and releases the
 tasks that did not run, so nothing waits for a lease to expire. When idle, a worker also runs the opt-in
-retraining policies (`service.predictors.policy`), at most every `retrain_check_seconds`.
+retraining policies (`service.predictors.policy`), at most every `retrain_check_seconds`. With `train`
+(as `latfarm worker` runs), a `Trainer` thread beside the loop claims queued predictor trainings.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from service.db import write_session
 from service.devices.models import Device, DeviceStatus
 from service.devices.probing import apply_facts
 from service.jobs import queue
+from service.jobs.heartbeat import LeaseHeartbeat
 from service.jobs.runner import (
     BatchSpec,
     DeviceRunner,
@@ -41,6 +43,7 @@ from service.jobs.runner import (
 )
 from service.jobs.service import settle_jobs
 from service.predictors.policy import run_retrain_policies
+from service.predictors.trainer import Trainer
 from service.problems import LatfarmError
 from service.settings import Settings
 
@@ -55,36 +58,6 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class _Heartbeat:
-    """Extends the device and batch leases every third of the lease time until stopped."""
-
-    def __init__(
-        self, factory: sessionmaker[Session], device_id: int, owner: str, token: str, lease_seconds: float
-    ) -> None:
-        self.lost = False
-        self._stop = threading.Event()
-        self._args = (factory, device_id, owner, token, lease_seconds)
-        self._thread = threading.Thread(target=self._beat, name="latfarm-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        interval = max(self._args[-1] / 3, 0.05)
-        while not self._stop.wait(interval):
-            try:
-                if not queue.extend_leases(*self._args):
-                    self.lost = True
-                    return
-            except DBAPIError:
-                _log.warning("heartbeat could not reach the database; retrying", exc_info=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 class Worker:
     """One worker: claims tasks of the phones it may use and drives them through a `DeviceRunner`."""
 
@@ -96,6 +69,7 @@ class Worker:
         *,
         device_tags: list[str] | None = None,
         name: str | None = None,
+        train: bool = False,
     ) -> None:
         self.factory = factory
         self.settings = settings
@@ -104,6 +78,7 @@ class Worker:
         self.name = name or worker_name()
         self.completed = 0
         self.discarded = 0
+        self.trainer = Trainer(factory, settings, name=f"{self.name}/trainer") if train else None
         self._stop = threading.Event()
         self._last_housekeeping = float("-inf")
         self._last_retrain_check = float("-inf")
@@ -122,6 +97,8 @@ class Worker:
         """Work until stopped; `once`: until nothing is left; `max_idle_seconds`: until idle that long."""
         _log.info("worker %s started (tags: %s)", self.name, sorted(self.device_tags) or "any")
         idle_since = time.monotonic()
+        if self.trainer is not None:
+            self.trainer.start()
         try:
             while not self._stop.is_set():
                 try:
@@ -143,6 +120,8 @@ class Worker:
             # Leave nothing unsettled behind (a job whose last task we just finished).
             self._housekeeping(force=True)
         finally:
+            if self.trainer is not None:
+                self.trainer.stop()
             self.runner.close()
             _log.info("worker %s stopped: %d results stored", self.name, self.completed)
 
@@ -257,9 +236,8 @@ class Worker:
         pending = {t.id for t in batch.tasks}
         went_offline = False
         records = self.runner.measure(target, spec, requests)
-        with _Heartbeat(
-            self.factory, batch.device_id, self.name, batch.token, self.settings.lease_seconds
-        ) as beat:
+        lease = (self.factory, batch.device_id, self.name, batch.token, self.settings.lease_seconds)
+        with LeaseHeartbeat(lambda: queue.extend_leases(*lease), self.settings.lease_seconds) as beat:
             try:
                 for task in batch.tasks:
                     if self._stop.is_set() or beat.lost:
@@ -311,7 +289,8 @@ class Worker:
 def attach_background_worker(app: FastAPI, settings: Settings, runner: DeviceRunner | None = None) -> Worker:
     """Run a worker thread alongside the API (`latfarm serve --with-worker`): started with the app, stopped
     gracefully (running benchmark finished, unstarted tasks released) when it shuts down."""
-    worker = Worker(app.state.sessionmaker, settings, runner)
+    # The app's own trainer, when it has one, trains queued predictors; else this worker does.
+    worker = Worker(app.state.sessionmaker, settings, runner, train=app.state.trainer is None)
     inner = app.router.lifespan_context
 
     @asynccontextmanager

@@ -17,6 +17,11 @@ the family's pydantic config model (`feature_layout`), never hand-listed per fam
   MACs also land in `kernel:unseen_macs`, whose training range is 0, so such configs are flagged
   extrapolated. The physics prior of a kernel featuriser adds every kernel column over the frequency and as
   it is to the generic terms: the extra cost of each kernel shape is learnt from whole-block measurements.
+- accelerator physics (features version 3, `accelerator_costs`): what a mobile GPU's latency depends on —
+  one dispatch per layer, channels in texel slices of 4, output tiles quantised to work-groups, fp16 bytes
+  moved against MACs, and the kernel variant a runtime picks by shape (pointwise, depthwise 3×3 / 5×5,
+  other depthwise, grouped, general). Their MACs per variant, bytes, work-groups and dispatches also join
+  the physics prior (over f and as they are), so one prior serves CPU and GPU measurements alike.
 
 Per-config features are computed once per distinct config (parsing + cost counts take ~30 µs a config)
 and cached by the config's marshal bytes (its repr when marshal cannot encode it), or by its JSON text
@@ -29,25 +34,29 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import marshal
 import math
 import threading
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from profilers.blocks import BlockConfigError, get_family
 from profilers.blocks.graph import Costs
+from service.predictors import batch_features
 
 #: Bumped whenever the layout or the arithmetic of features changes; snapshots of another version are refused.
 #: Version 2 added kernel columns; a schema of version 1 (no kernels) still reads, with exactly its layout.
-FEATURES_VERSION = 2
-READABLE_FEATURE_VERSIONS = (1, 2)
+#: Version 3 added the accelerator columns and prior terms; versions 1 and 2 still read, with their layouts.
+FEATURES_VERSION = 3
+READABLE_FEATURE_VERSIONS = (1, 2, 3)
 
 #: Terms of `Featurizer.prior_design` without kernels, in column order (stored with a predictor's prior).
 PRIOR_TERMS = (
@@ -63,8 +72,9 @@ PRIOR_TERMS = (
 #: Conv layers whose costs get their own columns; later conv layers are added into the last slot.
 _LAYER_SLOTS = {"sr_block": 18, "conv": 1, "mbconv": 5}
 
-#: Distinct configs whose features are kept per family (bounded so a long search cannot grow memory).
-_CACHE_LIMIT = 200_000
+#: Distinct configs whose feature rows are kept per layout, until `configure_cache` says otherwise
+#: (`Settings.feature_cache_entries`); bounded so a long search cannot grow memory.
+DEFAULT_CACHE_ENTRIES = 100_000
 
 #: The column collecting MACs of conv kernels the training data did not hold.
 UNSEEN_KERNEL_COLUMN = "kernel:unseen_macs"
@@ -88,6 +98,171 @@ def kernel_costs(costs: Costs) -> dict[str, float]:
         kernels[key] = kernels.get(key, 0.0) + value
         kernels[layer.op + "#"] = kernels.get(layer.op + "#", 0.0) + 1.0
     return kernels
+
+
+#: Channels one texel of a mobile GPU tensor holds (RGBA): every channel count is padded to a multiple.
+CHANNEL_SLICE = 4
+#: Bytes of a tensor element on the accelerator: mobile GPU runtimes keep activations and weights in fp16.
+ACCELERATOR_ELEMENT_BYTES = 2
+#: A dispatch's work-group: output columns × rows × channel slices (4·4·4 = 64 invocations, a common size).
+WORKGROUP = (4, 4, 4)
+#: Output pixels a pointwise (1×1) invocation computes: a 2×2 tile, as `conv2d_pw_2x2`-style kernels do.
+POINTWISE_TILE = 2
+
+#: Conv kernel variants a mobile GPU runtime picks by shape, in column order.
+CONV_VARIANTS = ("pointwise", "depthwise_3x3", "depthwise_5x5", "depthwise", "grouped", "general")
+#: Kernel variants of every dispatch: the conv variants, then one for every element-wise op.
+VARIANTS = (*CONV_VARIANTS, "elementwise")
+#: Work-groups a GPU may run at once, a geometric ladder from a tiny GPU to a big one: a dispatch of W
+#: work-groups runs in ⌈W / P⌉ waves, each as long as one invocation's serial loop. The device's P is not
+#: known, so the prior holds one waves term per P (and per variant) and its fit picks the mix.
+CONCURRENT_WORKGROUPS = (1, 4, 16, 64)
+
+#: Columns of `accelerator_costs`, in order (features version 3).
+ACCELERATOR_COLUMNS = (
+    *(f"gpu:{v}#" for v in CONV_VARIANTS),
+    *(f"gpu:{v}_macs" for v in CONV_VARIANTS),
+    "gpu:dispatches",
+    "gpu:strided#",
+    "gpu:in_slices",
+    "gpu:out_slices",
+    "gpu:padded_macs",
+    "gpu:slice_waste",
+    "gpu:invocations",
+    "gpu:workgroups",
+    "gpu:workgroup_waste",
+    "gpu:input_bytes",
+    "gpu:weight_bytes",
+    "gpu:output_bytes",
+    "gpu:read_bytes",
+    "gpu:bytes",
+    "gpu:intensity",
+    "gpu:out_pixels",
+    "gpu:serial_depth",
+    *(f"gpu:{v}_waves/{p}" for v in VARIANTS for p in CONCURRENT_WORKGROUPS),
+)
+
+#: Accelerator columns that are ratios (shape descriptors, bounded by construction): a new config may fall
+#: outside their training range without being any larger or smaller than the trained ones, so the
+#: extrapolation flag does not look at them.
+ACCELERATOR_RATIO_COLUMNS = ("gpu:slice_waste", "gpu:workgroup_waste", "gpu:intensity")
+
+#: Accelerator columns that join the physics prior (each over f and as it is): additive costs only.
+ACCELERATOR_PRIOR_COLUMNS = (
+    *(f"gpu:{v}_waves/{p}" for v in VARIANTS for p in CONCURRENT_WORKGROUPS),
+    "gpu:bytes",
+    "gpu:dispatches",
+)
+
+
+def conv_variant(kernel: int, groups: int, c_in: int, c_out: int) -> str:
+    """The conv kernel a mobile GPU runtime picks for this shape (one of `CONV_VARIANTS`)."""
+    if groups == 1:
+        return "pointwise" if kernel == 1 else "general"
+    if groups == c_in == c_out:
+        return {3: "depthwise_3x3", 5: "depthwise_5x5"}.get(kernel, "depthwise")
+    return "grouped"
+
+
+def accelerator_costs(costs: Costs) -> dict[str, float]:
+    """The block as a mobile GPU runs it: every `ACCELERATOR_COLUMNS` key (0 where nothing applies).
+
+    Each layer is one dispatch over its output texels (4 channels each; a pointwise conv's invocation
+    covers a 2×2 pixel tile), grouped into `WORKGROUP`s — a partly filled work-group costs a full one.
+    An invocation's serial loop (`serial_depth`) runs k²·input slices texel steps, times its tile's
+    pixels; with P work-groups at once a dispatch takes ⌈work-groups / P⌉ waves of that loop (the
+    `<variant>_waves/<P>` columns: loop length × waves). Small layers are bound by that loop and the
+    dispatch, big ones by the waves: the same law, no size threshold. MACs are counted on channels
+    padded to slices of 4, per kernel variant; bytes are fp16 tensors padded to slices (input, weights,
+    output once each) and `read_bytes` the texels a conv's invocations fetch (k²·input slices per output
+    texel, no cache reuse assumed). Intensity is padded MACs per byte moved.
+    """
+    return dict(zip(ACCELERATOR_COLUMNS, accelerator_values(costs), strict=True))
+
+
+def accelerator_values(costs: Costs) -> list[float]:
+    """`accelerator_costs` as a list in `ACCELERATOR_COLUMNS` order (the featuriser's per-config path).
+
+    Sums are kept as Python ints (exact, as the float sums of these integer counts are) and converted once.
+    """
+    texel = CHANNEL_SLICE * ACCELERATOR_ELEMENT_BYTES
+    wx, wy, wz = WORKGROUP
+    n_ladder = len(CONCURRENT_WORKGROUPS)
+    counts, variant_macs = [0] * len(VARIANTS), [0] * len(VARIANTS)
+    waves = [0] * (len(VARIANTS) * n_ladder)
+    dispatches = strided = in_total = out_total = padded_total = 0
+    invocations = workgroups_total = out_pixels = serial = 0
+    input_bytes = weight_bytes = output_bytes = read_bytes = macs = 0
+    for layer in costs.layers:
+        out = layer.output_shape
+        inp = layer.input_shape or out
+        n_out = out[0] if out else 1
+        c_out, h_out, w_out = (out[1], out[2], out[3]) if len(out) == 4 else (1, 1, 1)
+        c_in, h_in, w_in = (inp[1], inp[2], inp[3]) if len(inp) == 4 else (1, 1, 1)
+        out_slices, in_slices = -(-c_out // CHANNEL_SLICE), -(-c_in // CHANNEL_SLICE)
+        dispatches += 1
+        in_total += in_slices
+        out_total += out_slices
+        input_bytes += n_out * in_slices * h_in * w_in * texel
+        output_bytes += n_out * out_slices * h_out * w_out * texel
+        tile, slot, depth_slices, k = 1, _ELEMENTWISE, 1, 1
+        if layer.op == "Conv":
+            k, groups = layer.kernel, max(layer.groups, 1)
+            variant = conv_variant(k, groups, c_in, c_out)
+            slot = _VARIANT_SLOT[variant]
+            tile = POINTWISE_TILE if variant == "pointwise" else 1
+            depthwise = variant.startswith("depthwise")
+            # Depthwise: one input slice per output slice; otherwise every input slice of the group.
+            depth_slices = 1 if depthwise else -(-(c_in // groups) // CHANNEL_SLICE)
+            padded = n_out * out_slices * CHANNEL_SLICE * h_out * w_out * depth_slices * CHANNEL_SLICE * k * k
+            if depthwise:
+                padded //= CHANNEL_SLICE  # one channel in, one channel out per lane
+            counts[slot] += 1
+            variant_macs[slot] += padded
+            padded_total += padded
+            strided += layer.stride > 1
+            weight_bytes += out_slices * depth_slices * k * k * CHANNEL_SLICE * texel
+            read_bytes += n_out * out_slices * h_out * w_out * k * k * depth_slices * texel
+            macs += layer.macs
+        x_tiles, y_tiles = -(-w_out // tile), -(-h_out // tile)
+        invocations += n_out * out_slices * x_tiles * y_tiles
+        workgroups = n_out * -(-x_tiles // wx) * -(-y_tiles // wy) * -(-out_slices // wz)
+        depth = k * k * depth_slices * tile * tile
+        workgroups_total += workgroups
+        out_pixels += n_out * h_out * w_out
+        serial += depth
+        base = slot * n_ladder
+        for i, p in enumerate(CONCURRENT_WORKGROUPS):
+            waves[base + i] += depth * -(-workgroups // p)
+    moved = input_bytes + weight_bytes + output_bytes
+    n_conv = len(CONV_VARIANTS)
+    values = [
+        *counts[:n_conv],
+        *variant_macs[:n_conv],
+        dispatches,
+        strided,
+        in_total,
+        out_total,
+        padded_total,
+        padded_total / macs if macs > 0 else 1.0,
+        invocations,
+        workgroups_total,
+        workgroups_total * wx * wy * wz / invocations if invocations > 0 else 0.0,
+        input_bytes,
+        weight_bytes,
+        output_bytes,
+        read_bytes,
+        moved,
+        padded_total / moved if moved > 0 else 0.0,
+        out_pixels,
+        serial,
+        *waves,
+    ]
+    return [float(v) for v in values]
+
+
+_VARIANT_SLOT = {v: i for i, v in enumerate(VARIANTS)}
+_ELEMENTWISE = _VARIANT_SLOT["elementwise"]
 
 
 def discover_kernels(family: str, configs: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -174,39 +349,88 @@ def _config_feature_names(specs: list[FieldSpec], slots: int) -> list[str]:
 
 
 class _RowCache:
-    """Bounded, thread-safe map of config key (see `_cache_keys`) → feature row (FIFO eviction)."""
+    """Bounded, thread-safe map of config key (see `_cache_keys`) → feature row (FIFO eviction).
+
+    Lookups are counted (`count`: hits and misses) for the hit rate `/metrics` exports.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.rows: dict[bytes | str, np.ndarray] = {}
         self.lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
 
-    def get_many(self, keys: list[bytes | str]) -> list[np.ndarray | None]:
-        rows = self.rows
-        return [rows.get(k) for k in keys]
+    def peek_many(self, keys: list[bytes | str]) -> list[np.ndarray | None]:
+        """Rows of `keys` (None where absent), not counted as lookups."""
+        return list(map(self.rows.get, keys))  # map: no Python frame per key
+
+    def count(self, hits: int, misses: int) -> None:
+        """Record lookups (the caller knows which of `peek_many`'s answers were misses)."""
+        with self.lock:
+            self.hits += hits
+            self.misses += misses
 
     def put_many(self, items: list[tuple[bytes | str, np.ndarray]]) -> None:
         with self.lock:
             for key, row in items:
                 self.rows[key] = row
-            overflow = len(self.rows) - self.limit
-            if overflow > 0:
-                for key in list(self.rows)[:overflow]:
-                    del self.rows[key]
+            self._evict()
+
+    def _evict(self) -> None:
+        overflow = len(self.rows) - self.limit
+        if overflow > 0:
+            for key in list(itertools.islice(self.rows, overflow)):
+                del self.rows[key]
 
 
 _CACHES: dict[str, _RowCache] = {}
 #: Rows keyed by a config's JSON text (`JsonConfigs`): a key space of its own, apart from marshal keys.
 _JSON_CACHES: dict[str, _RowCache] = {}
 _CACHES_LOCK = threading.Lock()
+_cache_limit = DEFAULT_CACHE_ENTRIES
 
 
 def _cache_for(family: str, caches: dict[str, _RowCache] = _CACHES) -> _RowCache:
     cache = caches.get(family)
     if cache is None:
         with _CACHES_LOCK:
-            cache = caches.setdefault(family, _RowCache(_CACHE_LIMIT))
+            cache = caches.setdefault(family, _RowCache(_cache_limit))
     return cache
+
+
+def configure_cache(entries: int) -> None:
+    """Bound every feature cache of this process to `entries` rows per layout (existing ones shrink now)."""
+    global _cache_limit
+    if entries < 0:
+        raise ValueError("the feature cache bound must be 0 or more entries")
+    with _CACHES_LOCK:
+        _cache_limit = entries
+        for cache in [*_CACHES.values(), *_JSON_CACHES.values()]:
+            with cache.lock:
+                cache.limit = entries
+                cache._evict()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """One feature cache's size and lifetime lookups (`layout` is the family, plus a kernel-list digest)."""
+
+    layout: str
+    keyed_by: str  # "json" (request texts) or "value" (config objects)
+    entries: int
+    limit: int
+    hits: int
+    misses: int
+
+
+def cache_stats() -> list[CacheStats]:
+    """Size and lookups of every feature cache of this process (what `/metrics` exports)."""
+    with _CACHES_LOCK:
+        caches = [("value", n, c) for n, c in _CACHES.items()] + [
+            ("json", n, c) for n, c in _JSON_CACHES.items()
+        ]
+    return [CacheStats(name, kind, len(c.rows), c.limit, c.hits, c.misses) for kind, name, c in caches]
 
 
 class JsonConfigs(Sequence[Any]):
@@ -222,24 +446,45 @@ class JsonConfigs(Sequence[Any]):
         self.family = family
         self.texts = texts
         self._decoded: dict[int, Any] = {}
+        #: Configs decoded straight into the family's typed struct (`profilers.blocks.batch.config_struct`).
+        self.structs: dict[int, Any] = {}
 
     @classmethod
     def checked(cls, family: str, texts: list[bytes]) -> JsonConfigs:
         """The batch, with every text the feature cache does not hold decoded now.
 
-        Raises ValueError when one is not valid JSON (a cached text decoded before), so a caller can fall
-        back to full validation and report the body exactly as it would have.
+        A text is decoded straight into the family's typed struct when it strictly fits one (valid JSON
+        then, and the batch featuriser's input), otherwise with pydantic-core's parser. Raises ValueError
+        when one is not valid JSON (a cached text decoded before), so a caller can fall back to full
+        validation and report the body exactly as it would have.
         """
         batch = cls(family, texts)
         # Never made here (`family` is not known to be a family yet); a text any layout holds is valid JSON.
         caches = [c for name, c in list(_JSON_CACHES.items()) if name.split(":")[0] == family]
-        known = caches[0].get_many(texts) if caches else [None] * len(texts)
+        known = caches[0].peek_many(texts) if caches else [None] * len(texts)
         for cache in caches[1:]:
-            more = cache.get_many(texts)
+            more = cache.peek_many(texts)
             known = [row if row is not None else other for row, other in zip(known, more, strict=True)]
-        for i, row in enumerate(known):
-            if row is None:
-                batch._decoded[i] = pydantic_core.from_json(texts[i])
+        missing = [i for i, row in enumerate(known) if row is None]
+        if not missing:
+            return batch
+        if batch_features.batch_supported(family):
+            try:  # one decoder call for all the cold texts; if one does not fit, each alone below
+                cold = texts if len(missing) == len(texts) else [texts[i] for i in missing]
+                structs = batch_features.configs_decoder(family).decode(b"[%s]" % b",".join(cold))
+                batch.structs = dict(zip(missing, structs, strict=True))
+                return batch
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass
+        decoder = batch_features.config_decoder(family) if batch_features.batch_supported(family) else None
+        for i in missing:
+            if decoder is not None:
+                try:
+                    batch.structs[i] = decoder.decode(texts[i])
+                    continue
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    pass
+            batch._decoded[i] = pydantic_core.from_json(texts[i])
         return batch
 
     def __len__(self) -> int:
@@ -290,12 +535,16 @@ class Featurizer:
     """Turns (configs, frequencies, cluster, threads) into the feature matrix of one family.
 
     `clusters` are the cluster names seen in training (one-hot columns, in this order); the schema
-    (`to_schema`) round-trips through the database and snapshots.
+    (`to_schema`) round-trips through the database and snapshots. `version` is the features version whose
+    layout this featuriser computes (a stored schema of version 1 or 2 keeps its own, bit for bit).
     """
 
     family: str
     clusters: list[str]
     kernels: tuple[str, ...] = ()
+    version: int = FEATURES_VERSION
+    #: The kernel-key bucket (the batch featuriser uses this very function, so its keys are identical).
+    bucket: typing.ClassVar[Callable[[float], int]] = staticmethod(_bucket)
     specs: list[FieldSpec] = field(init=False)
     slots: int = field(init=False)
     config_names: list[str] = field(init=False)
@@ -310,12 +559,22 @@ class Featurizer:
         self._kernel_col = len(self.config_names)
         if self.kernels:
             self.config_names += [f"kernel:{k}" for k in self.kernels] + [UNSEEN_KERNEL_COLUMN]
+        self.accelerator = self.version >= 3
+        self._accel_col = len(self.config_names)
+        if self.accelerator:
+            self.config_names += list(ACCELERATOR_COLUMNS)
+        # The accelerator terms join the kernel prior only (no kernels: the generic 7-term prior, as asked).
+        self._accel_prior = (
+            [ACCELERATOR_COLUMNS.index(c) for c in ACCELERATOR_PRIOR_COLUMNS]
+            if self.accelerator and self.kernels
+            else []
+        )
         self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
         self._conv_shapes = {k: shape for k in self.kernels if (shape := _conv_shape(k)) is not None}
         self._family = get_family(self.family)
         # Rows of one layout share a cache; the kernel list is part of the layout.
         digest = hashlib.sha256("\n".join(self.kernels).encode()).hexdigest()[:16]
-        self._cache_name = f"{self.family}:{digest}" if self.kernels else self.family
+        self._cache_name = f"{self.family}:v{self.version}:{digest}"
 
     @property
     def names(self) -> list[str]:
@@ -326,7 +585,7 @@ class Featurizer:
     def to_schema(self) -> dict[str, Any]:
         """JSON description stored with a predictor (enough to rebuild this featuriser)."""
         return {
-            "features_version": FEATURES_VERSION,
+            "features_version": self.version,
             "family": self.family,
             "clusters": list(self.clusters),
             "kernels": list(self.kernels),
@@ -346,6 +605,7 @@ class Featurizer:
             str(schema["family"]),
             [str(c) for c in schema.get("clusters", [])],
             tuple(str(k) for k in schema.get("kernels", [])),
+            int(version),
         )
         if list(schema.get("names", [])) != featurizer.names:
             raise ValueError("the feature names of the schema differ from the ones this build computes")
@@ -374,38 +634,62 @@ class Featurizer:
             flops[slot] += layer.flops
             acts[slot] += layer.activation_bytes
         values += [costs.flops, costs.params, costs.activation_bytes, len(costs.layers), len(convs)]
-        return np.asarray(values + flops + acts + self._kernel_values(costs), dtype=np.float64)
+        accelerator = accelerator_values(costs) if self.accelerator else []
+        return np.asarray(values + flops + acts + self._kernel_values(costs) + accelerator, dtype=np.float64)
 
     def _kernel_values(self, costs: Costs) -> list[float]:
         if not self.kernels:
             return []
         values = [0.0] * (len(self.kernels) + 1)
         for key, value in kernel_costs(costs).items():
-            index = self._kernel_index.get(key)
-            if index is None:
-                shape = _conv_shape(key)
-                if shape is None or not self._conv_shapes:
-                    continue  # an op or count the training data never held: only the trees see it
-                # The nearest listed conv shape stands in, and the config is flagged extrapolated.
-                nearest = min(self._conv_shapes, key=lambda k: math.dist(self._conv_shapes[k], shape))
-                index = self._kernel_index[nearest]
+            target = self._kernel_target(key)
+            if target is None:
+                continue
+            index, unseen = target
+            if unseen:
                 values[-1] += value
             values[index] += value
         return values
 
+    def _kernel_target(self, key: str) -> tuple[int, bool] | None:
+        """The kernel column a kernel key adds into and whether it is unseen; None: no column takes it."""
+        index = self._kernel_index.get(key)
+        if index is not None:
+            return index, False
+        shape = _conv_shape(key)
+        if shape is None or not self._conv_shapes:
+            return None  # an op or count the training data never held: only the trees see it
+        # The nearest listed conv shape stands in, and the config is flagged extrapolated.
+        nearest = min(self._conv_shapes, key=lambda k: math.dist(self._conv_shapes[k], shape))
+        return self._kernel_index[nearest], True
+
     def config_rows(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Per-config feature rows (float64, n × len(config_names)); raises FeatureError on a bad config."""
-        if isinstance(configs, JsonConfigs) and configs.family == self.family:
+        from_json = isinstance(configs, JsonConfigs) and configs.family == self.family
+        if from_json:
             cache = _cache_for(self._cache_name, _JSON_CACHES)
             keys: list[bytes | str] = list(configs.texts)
         else:
             cache = _cache_for(self._cache_name)
             keys = _cache_keys(configs)
-        rows = cache.get_many(keys)
+        rows = cache.peek_many(keys)
         fresh: list[tuple[bytes | str, np.ndarray]] = []
-        for i, row in enumerate(rows):
-            if row is not None:
-                continue
+        missing = [i for i, row in enumerate(rows) if row is None]
+        cache.count(len(rows) - len(missing), len(missing))
+        if len(missing) >= batch_features.BATCH_MIN:
+            # Many new configs: featurised as arrays; the rest (lax types, suspects) one by one below.
+            json_configs = configs if from_json else None
+            texts = json_configs.texts if isinstance(json_configs, JsonConfigs) else None
+            known = json_configs.structs if isinstance(json_configs, JsonConfigs) else None
+            done, batch_rows, missing = batch_features.fresh_rows(self, configs, missing, texts, known)
+            # The cache keeps views of the batch's rows (they are evicted together, as they came).
+            fresh = list(zip([keys[i] for i in done], batch_rows, strict=True))
+            if len(done) == len(rows):
+                cache.put_many(fresh)
+                return batch_rows  # every row new and in order: no re-assembly
+            for i, row in zip(done, batch_rows, strict=True):
+                rows[i] = row
+        for i in missing:
             config = configs[i]
             if not isinstance(config, Mapping | BaseModel):
                 raise FeatureError(i, None, f"a {self.family} config must be a JSON object")
@@ -476,7 +760,23 @@ class Featurizer:
     def prior_terms(self) -> list[str]:
         """Names of the `prior_design` columns, in order (stored with a predictor's prior coefficients)."""
         per_kernel = [name for k in self.kernels for name in (f"{k}/MHz", k)]
-        return [*PRIOR_TERMS, *per_kernel]
+        return [*PRIOR_TERMS, *self._accelerator_terms(), *per_kernel]
+
+    def _accelerator_terms(self) -> list[str]:
+        if not self._accel_prior:
+            return []
+        return [name for c in ACCELERATOR_PRIOR_COLUMNS for name in (f"{c}/MHz", c)]
+
+    @property
+    def prior_shrunk_from(self) -> int:
+        """First prior term `fit_prior` shrinks toward 0: the per-kernel-shape terms."""
+        return len(PRIOR_TERMS) + len(self._accelerator_terms())
+
+    def plain_columns(self) -> list[int]:
+        """Columns of the plain model: the raw config fields and the run conditions (no derived costs)."""
+        n = len(self.config_names)
+        fields = range(self.config_names.index("flops"))
+        return [*fields, n, n + 3, *range(n + 5, n + 5 + len(self.clusters))]
 
     def prior_design(self, x: np.ndarray) -> np.ndarray:
         """Terms of the physics prior, one row per row of `x` (float64, n × len(prior_terms())).
@@ -489,12 +789,18 @@ class Featurizer:
         generic, mhz = self._generic_design(x)
         if not self.kernels:
             return generic
-        kernels = self._kernel_block(x)
-        design = np.empty((x.shape[0], len(PRIOR_TERMS) + 2 * len(self.kernels)), dtype=np.float64)
+        paired = np.hstack([self._accelerator_block(x), self._kernel_block(x)])
+        design = np.empty((x.shape[0], len(PRIOR_TERMS) + 2 * paired.shape[1]), dtype=np.float64)
         design[:, : len(PRIOR_TERMS)] = generic
-        design[:, len(PRIOR_TERMS) :: 2] = kernels / mhz[:, None]
-        design[:, len(PRIOR_TERMS) + 1 :: 2] = kernels
+        design[:, len(PRIOR_TERMS) :: 2] = paired / mhz[:, None]
+        design[:, len(PRIOR_TERMS) + 1 :: 2] = paired
         return design
+
+    def _accelerator_block(self, x: np.ndarray) -> np.ndarray:
+        """The `ACCELERATOR_PRIOR_COLUMNS` of `x` as float64 (none before version 3 or without kernels)."""
+        if not self._accel_prior:
+            return np.empty((x.shape[0], 0), dtype=np.float64)
+        return x[:, [self._accel_col + i for i in self._accel_prior]].astype(np.float64)
 
     def _kernel_block(self, x: np.ndarray) -> np.ndarray:
         """The kernel columns of `x` (the listed kernels, not the unseen-MACs column), as float64."""
@@ -519,8 +825,9 @@ class Featurizer:
         generic, mhz = self._generic_design(x)
         prior = generic @ coefficients[:n_generic]
         if self.kernels:
-            kernels = self._kernel_block(x)
-            prior += (kernels @ coefficients[n_generic::2]) / mhz + kernels @ coefficients[n_generic + 1 :: 2]
+            # Accelerator then kernel terms, each pair (over f, as it is), as `prior_design` lays them out.
+            paired = np.hstack([self._accelerator_block(x), self._kernel_block(x)])
+            prior += (paired @ coefficients[n_generic::2]) / mhz + paired @ coefficients[n_generic + 1 :: 2]
         return prior
 
     def baseline_input(self, x: np.ndarray) -> np.ndarray:

@@ -3,8 +3,10 @@
 The server's registry and the offline `Snapshot` both build a `LatencyModel` from the same bytes and call
 the same `predict`, which is why an exported snapshot answers bit for bit like the service. Prediction:
 features → margin = log(physics prior) + trees → exp; a predictor trained before the prior (no "prior" in
-its schema) uses its log-log baseline of FLOPs/MHz as margin, exactly as it did. Models are read from
-XGBoost's UBJSON, never pickled. No database code here.
+its schema) uses its log-log baseline of FLOPs/MHz as margin, exactly as it did. A predictor whose
+training found the plain model better on its holdout (schema `"model": {"kind": "plain_xgboost"}`) serves
+trees on the raw config columns with a constant margin instead. Models are read from XGBoost's UBJSON, never
+pickled. No database code here.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ import msgspec
 import numpy as np
 import xgboost as xgb
 
-from service.predictors.features import Featurizer
+from service.predictors.features import ACCELERATOR_RATIO_COLUMNS, Featurizer
 
 #: Floor of the prior (ms) before its logarithm: a row whose non-negative terms all vanish stays finite.
 PRIOR_FLOOR_MS = 1e-6
+
+#: What a predictor's median model is: trees over the physics prior, or plain trees on the raw fields.
+PRIOR_MODEL = "prior_xgboost"
+PLAIN_MODEL = "plain_xgboost"
+MODEL_KINDS = (PRIOR_MODEL, PLAIN_MODEL)
 
 
 def prior_log_ms(featurizer: Featurizer, x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
@@ -102,14 +109,32 @@ class LatencyModel:
         self.prior = None if prior is None else np.asarray(prior["coefficients"], dtype=np.float64)
         if self.prior is not None and list(prior["terms"]) != self.featurizer.prior_terms():
             raise ValueError("the prior terms of the schema differ from the ones this build computes")
+        # Predictors trained before the plain candidate have no "model" entry: they serve the prior trees.
+        served = schema.get("model") or {"kind": PRIOR_MODEL}
+        self.kind = str(served["kind"])
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model kind {self.kind!r}; this build serves {', '.join(MODEL_KINDS)}")
+        self.columns: np.ndarray | None = None
+        self.plain_margin = 0.0
+        if self.kind == PLAIN_MODEL:
+            index = {name: i for i, name in enumerate(self.featurizer.names)}
+            missing = [c for c in served["columns"] if c not in index]
+            if missing:
+                raise ValueError(f"the plain model's columns {missing} are not features of this schema")
+            self.columns = np.asarray([index[c] for c in served["columns"]], dtype=np.int64)
+            self.plain_margin = float(served["margin"])
         ranges = schema["ranges"]
         self.low = np.asarray(ranges["min"], dtype=np.float32)
         self.high = np.asarray(ranges["max"], dtype=np.float32)
+        ratios = [i for i, name in enumerate(self.featurizer.names) if name in ACCELERATOR_RATIO_COLUMNS]
+        self.low[ratios], self.high[ratios] = -np.inf, np.inf  # never flag a config as extrapolated
         self.default_cluster = str(schema["default_cluster"])
         self.default_threads = int(schema["default_threads"])
 
     def margins(self, x: np.ndarray) -> np.ndarray:
-        """The prior's log-latency per row (float32, as XGBoost takes base margins)."""
+        """Log-latency margin per row (float32, as XGBoost takes them): the prior's, or the plain constant."""
+        if self.columns is not None:
+            return np.full(x.shape[0], self.plain_margin, dtype=np.float32)
         if self.prior is not None:
             return prior_log_ms(self.featurizer, x, self.prior).astype(np.float32)
         c0, c1 = self.baseline
@@ -118,9 +143,10 @@ class LatencyModel:
     def predict_matrix(self, x: np.ndarray) -> Predictions:
         """Predict featurised rows."""
         margin = self.margins(x)
-        log_mean = self.booster.inplace_predict(x, base_margin=margin)
-        log_p10 = self.booster_p10.inplace_predict(x, base_margin=margin)
-        log_p90 = self.booster_p90.inplace_predict(x, base_margin=margin)
+        trees_in = x if self.columns is None else x[:, self.columns]
+        log_mean = self.booster.inplace_predict(trees_in, base_margin=margin)
+        log_p10 = self.booster_p10.inplace_predict(trees_in, base_margin=margin)
+        log_p90 = self.booster_p90.inplace_predict(trees_in, base_margin=margin)
         mean = np.exp(np.asarray(log_mean, dtype=np.float64))
         # Separately trained quantile models may cross the mean; the band is made to contain it.
         p10 = np.minimum(np.exp(np.asarray(log_p10, dtype=np.float64)), mean)

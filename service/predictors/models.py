@@ -19,6 +19,9 @@ class PredictorStatus(enum.StrEnum):
 
 
 class Predictor(Base):
+    """A predictor version. While `training` it is queued work: a trainer claims it with a lease
+    (`lease_owner`, `lease_expires_at`, `attempts`; see `service.jobs.queue.claim_training`)."""
+
     __tablename__ = "predictor"
     __table_args__ = (UniqueConstraint("family", "device_id", "version"),)
 
@@ -47,6 +50,10 @@ class Predictor(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The training lease: who runs the training now and until when; a lapsed lease is claimed again.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class RetrainPolicy(Base):

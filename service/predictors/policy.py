@@ -24,8 +24,8 @@ from service.predictors.service import (
     check_family,
     count_training_rows,
     create_predictor,
-    train_predictor,
 )
+from service.predictors.trainer import train_predictor, trainer_name
 from service.problems import InvalidInputError
 from service.settings import Settings
 
@@ -102,10 +102,14 @@ def run_retrain_policies(session_factory: sessionmaker[Session], settings: Setti
             ).rowcount
         if not claimed:
             continue
+        # Created already leased to us, so no other trainer picks it up: we train it here and now.
+        owner = trainer_name(POLICY_PRINCIPAL)
         with session_factory() as session:
             data = PredictorCreate(family=family, device=device_id, params=TrainParams.model_validate(params))
-            predictor_id = create_predictor(session, data, settings, created_by=POLICY_PRINCIPAL).id
-        train_predictor(session_factory, predictor_id, settings)
+            predictor_id = create_predictor(
+                session, data, settings, created_by=POLICY_PRINCIPAL, claimed_by=owner
+            ).id
+        train_predictor(session_factory, predictor_id, settings, owner=owner)
         trained.append(predictor_id)
         with session_factory() as session:
             fresh = session.get(Predictor, predictor_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep, cur
 from service.pagination import Page
 from service.predictors import service
 from service.predictors.features import JsonConfigs
+from service.predictors.nesting import MAX_NESTING, too_deep
 from service.predictors.registry import PredictorRegistry
 from service.predictors.schemas import PredictorCreate, PredictorOut, PredictRequest, PredictResponse
 from service.problems import InvalidInputError, problem_responses
@@ -48,8 +50,12 @@ async def get_registry(request: Request) -> PredictorRegistry:
 RegistryDep = Annotated[PredictorRegistry, Depends(get_registry)]
 
 
-async def snapshot_body(request: Request) -> bytes:
-    """The archive: the raw body, or the first file of a multipart form."""
+async def snapshot_body(request: Request, _: ProfileAccess) -> bytes:
+    """The archive: the raw body, or the first file of a multipart form.
+
+    Depends on the access check, so the caller is authenticated before any byte of the body is parsed:
+    an anonymous upload answers 401, never a multipart 422.
+    """
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         for value in form.values():
@@ -76,19 +82,41 @@ def parse_predict_body(data: bytes) -> PredictRequest:
     """
     try:
         return _parse_fast(data)
+    except RecursionError:
+        _refuse_deep_nesting(data)
     except (msgspec.DecodeError, ValidationError, ValueError, KeyError):
         pass
     try:
         return PredictRequest.model_validate_json(data)
     except ValidationError as exc:
+        if any("recursion limit" in str(err.get("msg", "")) for err in exc.errors()):
+            _refuse_deep_nesting(data)
         errors = [{**err, "loc": ("body", *err.get("loc", ()))} for err in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+def _refuse_deep_nesting(data: bytes) -> None:
+    """422 naming the field (`configs.3.widths`) where the body nests deeper than any valid one does."""
+    path = too_deep(data)
+    if path is not None:
+        where = ".".join(map(str, path[:6])) + ("…" if len(path) > 6 else "")
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_too_deep",
+                    "loc": ("body", *path[:3]),
+                    "msg": f"JSON nested more than {MAX_NESTING} levels deep (at {where}); "
+                    "a /v1/predict body is a few levels deep: configs → config → widths",
+                    "input": None,
+                }
+            ]
+        )
 
 
 def _parse_fast(data: bytes) -> PredictRequest:
     fields = _BODY_FIELDS.decode(data)
     texts = [bytes(raw) for raw in _CONFIG_TEXTS.decode(fields.pop("configs"))]
-    if not all(text.startswith(b"{") for text in texts):
+    if not all(map(bytes.startswith, texts, itertools.repeat(b"{"))):  # map: no Python frame per text
         raise ValueError("a config is not a JSON object")
     # The other fields, re-assembled from their own texts, meet the very validator of the full body.
     rest = b"".join(msgspec.json.encode(name) + b":" + bytes(raw) + b"," for name, raw in fields.items())
@@ -109,10 +137,12 @@ _PREDICT_OPENAPI = {
 def train(
     body: PredictorCreate, request: Request, session: SessionDep, settings: SettingsDep, who: ProfileAccess
 ) -> PredictorOut:
-    """Start training a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
+    """Queue the training of a new version; poll `GET /v1/predictors/{id}` until `ready` or `failed`."""
     predictor = service.create_predictor(session, body, settings, created_by=who.name)
-    service.start_training(request.app.state.sessionmaker, predictor.id, settings)
-    return PredictorOut.model_validate(predictor)
+    trainer = request.app.state.trainer
+    if trainer is not None:  # else a `latfarm worker` claims it
+        trainer.wake()
+    return PredictorOut.from_row(predictor)
 
 
 @router.get("/v1/predictors", response_model=Page[PredictorOut])
@@ -128,31 +158,66 @@ def list_predictors(
     rows, next_cursor = service.list_predictors(
         session, family=family, device_id=device, cursor=cursor, limit=min(limit, settings.page_size_max)
     )
-    return Page[PredictorOut](items=[PredictorOut.model_validate(p) for p in rows], next_cursor=next_cursor)
+    return Page[PredictorOut](items=[PredictorOut.from_row(p) for p in rows], next_cursor=next_cursor)
 
 
-@router.post("/v1/predictors/import", status_code=201, response_model=PredictorOut)
+#: The import body, which the route reads itself (raw or multipart): declared for OpenAPI by hand.
+_IMPORT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "description": "a snapshot archive from `GET /v1/predictors/{id}/snapshot`",
+        "content": {
+            "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"snapshot": {"type": "string", "format": "binary"}},
+                    "required": ["snapshot"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/predictors/import",
+    status_code=201,
+    response_model=PredictorOut,
+    openapi_extra=_IMPORT_OPENAPI,
+    responses=problem_responses(
+        401,
+        403,
+        422,
+        described={
+            401: "no token, or an unknown one (checked before the body is read)",
+            403: "the token lacks the `profile` scope",
+            422: "the snapshot is refused; the detail names the first problem",
+        },
+    ),
+)
 def import_predictor(
+    who: ProfileAccess,
     data: Annotated[bytes, Depends(snapshot_body)],
     session: SessionDep,
-    who: ProfileAccess,
     device: Annotated[PathId | None, Query()] = None,
 ) -> PredictorOut:
     """Store a verified snapshot as a new, inactive version (for `device`, default the snapshot's)."""
     predictor = service.import_snapshot(session, data, device_id=device, created_by=who.name)
-    return PredictorOut.model_validate(predictor)
+    return PredictorOut.from_row(predictor)
 
 
 @router.get("/v1/predictors/{predictor_id}", response_model=PredictorOut)
 def get_predictor(predictor_id: PathId, session: SessionDep, _: ReadAccess) -> PredictorOut:
-    return PredictorOut.model_validate(service.get_predictor(session, predictor_id))
+    return PredictorOut.from_row(service.get_predictor(session, predictor_id))
 
 
 @router.post("/v1/predictors/{predictor_id}/activate", response_model=PredictorOut)
 def activate(
     predictor_id: PathId, session: SessionDep, registry: RegistryDep, _: ProfileAccess
 ) -> PredictorOut:
-    return PredictorOut.model_validate(service.activate_predictor(session, predictor_id, registry))
+    return PredictorOut.from_row(service.activate_predictor(session, predictor_id, registry))
 
 
 @router.get("/v1/predictors/{predictor_id}/snapshot", response_class=Response)
@@ -186,10 +251,18 @@ _PREDICT_ACCESS = require_scope(Scope.predict)
 async def predict(request: Request) -> Response:
     """Latency of each config at each frequency, config-major (config 0 at every frequency, then 1, …)."""
     data = await request.body()
+    if len(data) <= INLINE_BODY_BYTES:
+        # A small request (≤ ~400 configs) is answered on the loop: the thread hop would cost more than the
+        # work, and one request at a time per process keeps the tail fair under load (worker threads would
+        # take turns on the GIL, each request finishing later). Use `latfarm serve --workers` for cores.
+        return _predict_in_thread(request, data)
     # One worker-thread hop for access, validation, prediction and serialisation: declared as sync
-    # dependencies, session, principal, scope check and settings would each take their own hop, which cost
-    # more than the prediction of a single config. The loop itself only receives the body.
+    # dependencies, session, principal, scope check and settings would each take their own hop.
     return await run_in_threadpool(_predict_in_thread, request, data)
+
+
+#: Bodies up to this size are predicted on the event loop (a few milliseconds of work at most).
+INLINE_BODY_BYTES = 64 * 1024
 
 
 def _predict_in_thread(request: Request, data: bytes) -> Response:

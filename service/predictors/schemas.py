@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.bounds import INT32_MAX, REQUEST_BODY, DbId, DbInt, StrictInt, Text, exactly_one_of
 from service.predictors.models import PredictorStatus
@@ -87,6 +87,34 @@ class PredictorOut(BaseModel):
     created_at: dt.datetime
     finished_at: dt.datetime | None
     activated_at: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, predictor: Any) -> PredictorOut:
+        """The predictor as the API shows it; a stored row whose JSON fields do not fit (written by an
+        older build, or by hand) is still shown — those fields emptied, `error` naming them — so one bad
+        row never takes down a listing."""
+        try:
+            return cls.model_validate(predictor)
+        except ValidationError as exc:
+            bad = sorted({str(err["loc"][0]) for err in exc.errors() if err.get("loc")})
+        blank: dict[str, Any] = {name: _EMPTY.get(name) for name in bad}
+        fields = {name: getattr(predictor, name, None) for name in cls.model_fields}
+        note = f"the stored record is malformed ({', '.join(bad)} not shown); re-import or retrain it"
+        fields.update(blank, error=f"{fields.get('error')}; {note}" if fields.get("error") else note)
+        return cls.model_validate(fields)
+
+
+#: What a malformed stored field is shown as.
+_EMPTY: dict[str, Any] = {
+    "params": {},
+    "filters": {},
+    "metrics": {},
+    "feature_schema": {},
+    "library_versions": {},
+    "training_data_hash": None,
+    "row_count": None,
+    "created_by": None,
+}
 
 
 class PredictRequest(BaseModel):

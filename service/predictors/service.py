@@ -1,37 +1,40 @@
-"""Predictors as plain functions over a `Session`: train, list, activate, predict, export, import, sample.
+"""Predictors as plain functions over a `Session`: create, list, activate, predict, export, import, sample.
 
-Training runs outside the request (`start_training` → a thread running `train_predictor`, which a worker or
-CLI may call directly): it opens its own sessions from a session factory and always leaves the predictor
-`ready` or `failed` with an error that says what to do.
+Training runs outside the request: `create_predictor` records queued work (status `training`), which a
+trainer claims and runs (`service.predictors.trainer`, in the API process or in `latfarm worker`).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, defer
 
 from profilers.blocks import BlockConfigError, get_family
-from service.db import begin_write, utcnow, write_scope
+from service.db import begin_write, utcnow
 from service.devices.models import Device
+from service.jobs import queue
 from service.measurements.models import Measurement
 from service.pagination import keyset_page
 from service.predictors.features import FeatureError
 from service.predictors.inference import Predictions
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.registry import NoActivePredictorError, PredictorRegistry, load_latency_model
-from service.predictors.schemas import PredictorCreate, PredictRequest, TrainFilters
-from service.predictors.snapshot import Snapshot, SnapshotError, build_snapshot, read_snapshot
-from service.predictors.training import TrainingError, TrainingResult, TrainingRows, fit_predictor
+from service.predictors.schemas import PredictorCreate, PredictRequest, TrainFilters, TrainParams
+from service.predictors.snapshot import (
+    Snapshot,
+    SnapshotContents,
+    SnapshotError,
+    build_snapshot,
+    read_snapshot,
+)
+from service.predictors.training import TrainingRows
 from service.problems import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from service.settings import Settings
-
-_log = logging.getLogger("latfarm.predictors")
 
 
 # -- training ---------------------------------------------------------------------------------------------
@@ -95,9 +98,15 @@ def load_training_rows(session: Session, family: str, device_id: int, filters: T
 
 
 def create_predictor(
-    session: Session, data: PredictorCreate, settings: Settings, created_by: str | None = None
+    session: Session,
+    data: PredictorCreate,
+    settings: Settings,
+    created_by: str | None = None,
+    *,
+    claimed_by: str | None = None,
 ) -> Predictor:
-    """Record a new predictor version in `training` state, after checking there is enough data for it."""
+    """Record a new predictor version in `training` state (queued for a trainer), after checking there is
+    enough data for it. `claimed_by`: created already leased to that trainer (it trains it right away)."""
     begin_write(session)
     check_family(data.family, ["body", "family"])
     if session.get(Device, data.device) is None:
@@ -119,6 +128,10 @@ def create_predictor(
         filters=data.filters.model_dump(exclude_none=True),
         created_by=created_by,
     )
+    if claimed_by is not None:
+        predictor.attempts = 1
+        for column, value in queue.training_lease(claimed_by, settings.training_lease_seconds).items():
+            setattr(predictor, column, value)
     session.add(predictor)
     session.commit()
     return predictor
@@ -131,79 +144,6 @@ def _next_version(session: Session, family: str, device_id: int | None) -> int:
         )
     )
     return int(latest or 0) + 1
-
-
-def train_predictor(session_factory: sessionmaker[Session], predictor_id: int, settings: Settings) -> None:
-    """Train a `training` predictor and store the result; any failure is recorded on the predictor."""
-    with session_factory() as session:
-        predictor = session.get(Predictor, predictor_id)
-        if predictor is None:
-            raise LookupError(f"predictor {predictor_id} does not exist")
-        family, device_id = predictor.family, predictor.device_id
-        params, filters = dict(predictor.params), TrainFilters.model_validate(predictor.filters)
-    try:
-        if device_id is None:
-            raise TrainingError("fleet predictors (no device) are trained per device in this version")
-        with session_factory() as session:
-            rows = load_training_rows(session, family, device_id, filters)
-        if filters.frequencies_khz and len(filters.frequencies_khz) > 1:
-            seen = sorted(set(rows.frequencies_khz))
-            if len(seen) < 2:
-                raise TrainingError(
-                    f"{len(filters.frequencies_khz)} frequencies were asked for but the measurements "
-                    f"hold only {seen or 'none'}; measure the others first"
-                )
-        result = fit_predictor(rows, params, min_rows=settings.min_training_rows)
-    except TrainingError as exc:
-        _finish_failed(session_factory, predictor_id, str(exc))
-        return
-    except Exception as exc:  # the predictor must never stay `training` forever
-        _log.exception("training predictor %s crashed", predictor_id)
-        _finish_failed(session_factory, predictor_id, f"training crashed: {type(exc).__name__}: {exc}")
-        return
-    try:
-        _store_trained(session_factory, predictor_id, result)
-    except Exception as exc:  # e.g. the database went away: say so on the predictor rather than hang
-        _log.exception("storing trained predictor %s failed", predictor_id)
-        _finish_failed(session_factory, predictor_id, f"storing the trained model failed: {exc}")
-
-
-def _store_trained(session_factory: sessionmaker[Session], predictor_id: int, result: TrainingResult) -> None:
-    with write_scope(session_factory) as session:
-        predictor = session.get(Predictor, predictor_id)
-        if predictor is None:
-            return
-        predictor.model = result.model
-        predictor.model_p10 = result.model_p10
-        predictor.model_p90 = result.model_p90
-        predictor.feature_schema = result.feature_schema
-        predictor.metrics = result.metrics
-        predictor.holdout = result.holdout
-        predictor.training_data_hash = result.training_data_hash
-        predictor.row_count = result.row_count
-        predictor.library_versions = result.library_versions
-        predictor.params = result.params
-        predictor.status = PredictorStatus.ready
-        predictor.finished_at = utcnow()
-
-
-def _finish_failed(session_factory: sessionmaker[Session], predictor_id: int, error: str) -> None:
-    with write_scope(session_factory) as session:
-        predictor = session.get(Predictor, predictor_id)
-        if predictor is not None:
-            predictor.status = PredictorStatus.failed
-            predictor.error = error
-            predictor.finished_at = utcnow()
-
-
-def start_training(session_factory: sessionmaker[Session], predictor_id: int, settings: Settings) -> None:
-    """Run `train_predictor` in a background thread (the request answers 202 at once)."""
-    threading.Thread(
-        target=train_predictor,
-        args=(session_factory, predictor_id, settings),
-        name=f"train-predictor-{predictor_id}",
-        daemon=True,
-    ).start()
 
 
 # -- reading and activation -------------------------------------------------------------------------------
@@ -372,46 +312,65 @@ def export_snapshot(session: Session, predictor_id: int) -> tuple[str, bytes]:
     return f"{predictor.family}-device{device}-v{predictor.version}.tar", archive
 
 
+def _checked_facts(contents: SnapshotContents) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The snapshot's training params and filters, checked as a training request's would be."""
+    facts = contents.facts.predictor
+    filters = {k: v for k, v in facts.filters.items() if k != "imported_from"}
+    try:
+        TrainParams.model_validate(facts.params, strict=True)
+        TrainFilters.model_validate(filters, strict=True)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        raise SnapshotError(
+            f"manifest.json predictor params/filters are malformed at {where}: {first['msg']}"
+        ) from None
+    return dict(facts.params), filters
+
+
 def import_snapshot(
     session: Session, data: bytes, *, device_id: int | None = None, created_by: str | None = None
 ) -> Predictor:
-    """Verify a snapshot fully, then store it as a new ready (inactive) version; nothing is written when
-    verification fails. `device_id` overrides the device named in the snapshot."""
+    """Verify a snapshot fully, then store it as a new ready (inactive) version in one transaction; nothing
+    is written when verification fails. `device_id` overrides the device named in the snapshot."""
     try:
         contents = read_snapshot(data)
         Snapshot(contents)  # the models and feature schema must load, not just hash correctly
+        params, filters = _checked_facts(contents)
     except SnapshotError as exc:
         raise InvalidInputError.at(["body"], f"snapshot refused: {exc}") from None
-    manifest = contents.manifest
-    family = str(manifest["family"])
-    check_family(family, ["body", "manifest", "family"])
+    facts = contents.facts
+    check_family(facts.family, ["body", "manifest", "family"])
     begin_write(session)
-    target = device_id if device_id is not None else manifest.get("device_id")
-    if not isinstance(target, int) or session.get(Device, target) is None:
+    target = device_id if device_id is not None else facts.device_id
+    if target is None or session.get(Device, target) is None:
         raise InvalidInputError.at(
             ["query", "device"],
             f"device {target!r} of the snapshot does not exist here; pass ?device=<id> to import it for one",
         )
-    facts = manifest.get("predictor", {})
     predictor = Predictor(
-        family=family,
+        family=facts.family,
         device_id=target,
-        version=_next_version(session, family, target),
+        version=_next_version(session, facts.family, target),
         status=PredictorStatus.ready,
-        params=dict(facts.get("params") or {}),
-        filters={**dict(facts.get("filters") or {}), "imported_from": facts.get("id")},
+        params=params,
+        filters={**filters, "imported_from": facts.predictor.id},
         metrics=contents.metrics,
         feature_schema=contents.feature_schema,
         holdout=contents.holdout,
-        training_data_hash=facts.get("training_data_hash"),
-        row_count=facts.get("row_count"),
+        training_data_hash=facts.predictor.training_data_hash,
+        row_count=facts.predictor.row_count,
         model=contents.model,
         model_p10=contents.model_p10,
         model_p90=contents.model_p90,
-        library_versions=dict(manifest.get("library_versions") or {}),
+        library_versions=dict(facts.library_versions),
         created_by=created_by,
         finished_at=utcnow(),
     )
     session.add(predictor)
-    session.commit()
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()  # one transaction: a failed insert leaves nothing behind
+        raise
     return predictor

@@ -18,6 +18,11 @@ Recipe (why each step):
   faster, and squared error lets those drag every prediction up (on virtual-phone data the L1 model holds
   89 % of unseen configs within ±10 %, the L2 one 84 %); then p10/p90 models with `reg:quantileerror` on the
   same features for the uncertainty band;
+- in the same run, on the same split, a plain XGBoost on the raw config fields and run conditions (no
+  prior, no derived costs) is fitted too, and the holdout decides which serves (`metrics["serving"]`,
+  both candidates' figures in `metrics["candidates"]`): the physics prior only serves where it beats the
+  plain trees (ties go to the prior), so a family or device whose physics the prior misses is never served
+  worse than a plain model;
 - metrics on the holdout configs: RMSE (ms), MAPE, share within ±5 / ±10 %, Spearman ρ, also per frequency.
 """
 
@@ -38,12 +43,11 @@ from scipy.stats import spearmanr
 
 from service.predictors.features import (
     FEATURES_VERSION,
-    PRIOR_TERMS,
     FeatureError,
     Featurizer,
     discover_kernels,
 )
-from service.predictors.inference import LatencyModel, prior_log_ms
+from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel, prior_log_ms
 
 #: Defaults of `params`; a request may override any of them.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -65,6 +69,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "validation_fraction": 0.15,
     "seed": 0,
 }
+
+#: Threads of one XGBoost fit (see `_xgb_params`).
+TRAIN_THREADS = 1
 
 #: Reweighting rounds of `fit_prior` (the first is plain least squares).
 PRIOR_L1_ROUNDS = 5
@@ -221,6 +228,9 @@ def _xgb_params(params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         "lambda": params["reg_lambda"],
         "seed": int(params["seed"]),
         "tree_method": "hist",
+        # One thread, as serving: these matrices are small, and on a shared 2-core host (load ~10) two
+        # OpenMP threads made a round ~10× slower (4 ms vs 43 ms, 1,350 rows × 30 columns).
+        "nthread": TRAIN_THREADS,
         **extra,
     }
 
@@ -246,6 +256,10 @@ _OBJECTIVES: tuple[dict[str, Any], ...] = (
     {"objective": "reg:quantileerror", "quantile_alpha": 0.1},
     {"objective": "reg:quantileerror", "quantile_alpha": 0.9},
 )
+#: The plain candidate's median model is the textbook one, squared log error: it is what "a plain XGBoost on
+#: the raw fields" means, and without the absolute loss's per-round leaf refresh it costs a tenth a round
+#: (it may take hundreds of rounds: nothing under it carries the scale).
+_PLAIN_OBJECTIVES = ({"objective": "reg:squarederror"}, *_OBJECTIVES[1:])
 
 
 def _fit_models(
@@ -256,44 +270,118 @@ def _fit_models(
     fit: np.ndarray,
     params: Mapping[str, Any],
     *,
+    kind: str = PRIOR_MODEL,
+    objectives: Sequence[int] = (0, 1, 2),
     validation: np.ndarray | None = None,
     rounds: Sequence[int] | None = None,
-) -> tuple[tuple[bytes, bytes, bytes], dict[str, Any], tuple[int, int, int]]:
-    """The median, p10 and p90 models and their feature schema, fitted on the rows where `fit` is true.
+    kernel_terms: bool | None = None,
+    prior: np.ndarray | None = None,
+) -> tuple[dict[int, bytes], dict[str, Any], dict[int, int]]:
+    """Models of `kind` and their feature schema, fitted on the rows where `fit` is true.
 
-    Early stopping on the `validation` rows picks each model's rounds; a refit passes `rounds` instead.
+    `objectives` index `_OBJECTIVES` (median, p10, p90); the answer maps each to its model bytes and
+    rounds. Early stopping on the `validation` rows picks each model's rounds; a refit passes `rounds`
+    (indexed like `_OBJECTIVES`) instead. A plain model sees only `Featurizer.plain_columns`, with the
+    median log latency of the fitted rows as its constant margin. `kernel_terms` says whether the prior
+    keeps its per-kernel-shape terms (None: the validation rows decide, see
+    `_fit_prior_choosing_kernel_terms`); a given `prior` (coefficients) is stored as it is instead.
     """
     y = np.log(measured)
     z = featurizer.baseline_input(x)
     design = np.column_stack([np.ones(int(fit.sum())), z[fit]])
     (c0, c1), *_ = np.linalg.lstsq(design, y[fit], rcond=None)
-    prior = fit_prior(featurizer.prior_design(x[fit]), measured[fit], shrunk_from=len(PRIOR_TERMS))
-    margin = prior_log_ms(featurizer, x, prior).astype(np.float32)
-    dfit = xgb.DMatrix(x[fit], label=y[fit], base_margin=margin[fit])
+    prior_entry: dict[str, Any] = {"terms": featurizer.prior_terms()}
+    if prior is None:
+        prior, prior_entry["kernel_terms"] = _fit_prior_choosing_kernel_terms(
+            featurizer, x, measured, fit, validation, kernel_terms
+        )
+    prior_entry["coefficients"] = prior.tolist()
+    served: dict[str, Any] = {"kind": kind}
+    if kind == PLAIN_MODEL:
+        columns = featurizer.plain_columns()
+        trees_in = x[:, columns]
+        base = float(np.float32(np.median(y[fit])))
+        margin = np.full(len(y), base, dtype=np.float32)
+        served |= {"columns": [featurizer.names[c] for c in columns], "margin": base}
+    else:
+        trees_in = x
+        margin = prior_log_ms(featurizer, x, prior).astype(np.float32)
+    dfit = xgb.DMatrix(trees_in[fit], label=y[fit], base_margin=margin[fit])
     dval = None
     if rounds is None:
         assert validation is not None
-        dval = xgb.DMatrix(x[validation], label=y[validation], base_margin=margin[validation])
-    boosted = []
-    for i, objective in enumerate(_OBJECTIVES):
+        dval = xgb.DMatrix(trees_in[validation], label=y[validation], base_margin=margin[validation])
+    models: dict[int, bytes] = {}
+    used: dict[int, int] = {}
+    losses = _PLAIN_OBJECTIVES if kind == PLAIN_MODEL else _OBJECTIVES
+    for i in objectives:
         if dval is not None:
-            boosted.append(_boost(params, dfit, dval, **objective))
+            models[i], used[i] = _boost(params, dfit, dval, **losses[i])
         else:
             assert rounds is not None
-            booster = xgb.train(_xgb_params(params, **objective), dfit, num_boost_round=int(rounds[i]))
-            boosted.append((bytes(booster.save_raw("ubj")), int(rounds[i])))
+            booster = xgb.train(_xgb_params(params, **losses[i]), dfit, num_boost_round=int(rounds[i]))
+            models[i], used[i] = bytes(booster.save_raw("ubj")), int(rounds[i])
     x_fit = x[fit]
     schema = {
         **featurizer.to_schema(),
         "baseline": [float(c0), float(c1)],
-        "prior": {"terms": featurizer.prior_terms(), "coefficients": prior.tolist()},
+        "prior": prior_entry,
+        "model": served,
         "ranges": {"min": x_fit.min(axis=0).tolist(), "max": x_fit.max(axis=0).tolist()},
         "frequencies_khz": sorted({int(f) for f in np.asarray(rows.frequencies_khz)[fit]}),
         "default_cluster": Counter(rows.clusters).most_common(1)[0][0],
         "default_threads": int(Counter(rows.threads).most_common(1)[0][0]),
     }
-    (m, r), (m10, r10), (m90, r90) = boosted
-    return (m, m10, m90), schema, (r, r10, r90)
+    return models, schema, used
+
+
+def _fit_prior_choosing_kernel_terms(
+    featurizer: Featurizer,
+    x: np.ndarray,
+    measured: np.ndarray,
+    fit: np.ndarray,
+    validation: np.ndarray | None,
+    kernel_terms: bool | None,
+) -> tuple[np.ndarray, bool]:
+    """The prior's coefficients, with or without its per-kernel-shape terms (those then weigh 0), and which.
+
+    A kernel shape's terms price its MACs at one rate, which is how CPU kernels behave; on an accelerator a
+    shape's cost per MAC swings with the layer's size (fixed and serial costs), and a shape seen only in
+    small layers then prices a big one many times too high. With `kernel_terms` None both priors are
+    fitted and the one that predicts the `validation` rows better (alone, before any tree; mean |log error|)
+    is kept.
+    """
+    design = featurizer.prior_design(x[fit])
+    start = featurizer.prior_shrunk_from
+    options = (
+        [True, False] if kernel_terms is None and start < design.shape[1] else [kernel_terms is not False]
+    )
+    fitted = {}
+    for keep in options:
+        if keep:
+            fitted[keep] = fit_prior(design, measured[fit], shrunk_from=start)
+        else:
+            coefficients = np.zeros(design.shape[1])
+            coefficients[:start] = fit_prior(design[:, :start], measured[fit])
+            fitted[keep] = coefficients
+    if len(fitted) == 1:
+        keep = next(iter(fitted))
+        return fitted[keep], keep
+    assert validation is not None
+    # Mean |log error|: the trees correct the prior in log space, so that is what they are left with.
+    log_error = {
+        keep: float(
+            np.mean(np.abs(prior_log_ms(featurizer, x[validation], c) - np.log(measured[validation])))
+        )
+        for keep, c in fitted.items()
+    }
+    keep = log_error[True] <= log_error[False]
+    return fitted[keep], keep
+
+
+def _beats(candidate: Mapping[str, Any], incumbent: Mapping[str, Any]) -> bool:
+    """Whether `candidate`'s holdout figures beat `incumbent`'s: more within ±10 %, then lower MAPE."""
+    return (candidate["within_10"], -candidate["mape"]) > (incumbent["within_10"], -incumbent["mape"])
 
 
 def fit_predictor(
@@ -352,15 +440,51 @@ def fit_predictor(
     is_val = np.isin(hashes, list(val_h))
     is_hold = np.isin(hashes, list(hold_h))
 
-    models, schema, rounds = _fit_models(featurizer, rows, x, measured, is_train, merged, validation=is_val)
+    fitted, schema, rounds = _fit_models(featurizer, rows, x, measured, is_train, merged, validation=is_val)
     freqs = np.asarray(rows.frequencies_khz, dtype=np.int64)
-
-    # Score the holdout through the very object the server and snapshots use.
-    served = LatencyModel(schema, *models)
-    predicted = served.predict_matrix(x[is_hold]).latency_ms
     hold_measured = measured[is_hold]
+
+    # Score the holdout through the very object the server and snapshots use, for both candidates.
+    predicted = LatencyModel(schema, fitted[0], fitted[1], fitted[2]).predict_matrix(x[is_hold]).latency_ms
+    candidates = {PRIOR_MODEL: accuracy_metrics(hold_measured, predicted)}
+    prior = np.asarray(schema["prior"]["coefficients"])  # the plain trees do not use it; stored as fitted
+    plain, plain_schema, plain_rounds = _fit_models(
+        featurizer,
+        rows,
+        x,
+        measured,
+        is_train,
+        merged,
+        kind=PLAIN_MODEL,
+        objectives=(0,),
+        validation=is_val,
+        prior=prior,
+    )
+    plain_predicted = LatencyModel(plain_schema, plain[0], plain[0], plain[0]).predict_matrix(x[is_hold])
+    candidates[PLAIN_MODEL] = accuracy_metrics(hold_measured, plain_predicted.latency_ms)
+    kind = PRIOR_MODEL
+    if _beats(candidates[PLAIN_MODEL], candidates[PRIOR_MODEL]):
+        kind = PLAIN_MODEL
+        quantiles, schema, quantile_rounds = _fit_models(
+            featurizer,
+            rows,
+            x,
+            measured,
+            is_train,
+            merged,
+            kind=kind,
+            objectives=(1, 2),
+            validation=is_val,
+            prior=prior,
+        )
+        fitted, rounds = {**plain, **quantiles}, {**plain_rounds, **quantile_rounds}
+        predicted = plain_predicted.latency_ms
+    models = (fitted[0], fitted[1], fitted[2])
+
     hold_freqs = freqs[is_hold]
     metrics: dict[str, Any] = accuracy_metrics(hold_measured, predicted)
+    metrics["serving"] = kind
+    metrics["candidates"] = candidates
     metrics["per_frequency"] = {
         str(int(f)): accuracy_metrics(hold_measured[hold_freqs == f], predicted[hold_freqs == f])
         for f in np.unique(hold_freqs)
@@ -373,7 +497,7 @@ def fit_predictor(
         "validation_rows": int(is_val.sum()),
         "holdout_rows": int(is_hold.sum()),
     }
-    metrics["boost_rounds"] = dict(zip(("median", "p10", "p90"), rounds, strict=True))
+    metrics["boost_rounds"] = {name: rounds[i] for i, name in enumerate(("median", "p10", "p90"))}
     hold_hashes = hashes[is_hold]
     holdout = [
         {
@@ -388,7 +512,19 @@ def fit_predictor(
         # The learning curve is still steep at a thousand configs: serve trees grown on every config, with
         # the round counts early stopping chose; the metrics above then understate the served model.
         everything = np.ones(len(rows), dtype=bool)
-        models, schema, _ = _fit_models(featurizer, rows, x, measured, everything, merged, rounds=rounds)
+        refitted, schema, _ = _fit_models(
+            featurizer,
+            rows,
+            x,
+            measured,
+            everything,
+            merged,
+            kind=kind,
+            rounds=[rounds[i] for i in range(3)],
+            kernel_terms=schema["prior"].get("kernel_terms"),
+            prior=prior if kind == PLAIN_MODEL else None,
+        )
+        models = (refitted[0], refitted[1], refitted[2])
         metrics["refit_rows"] = len(rows)
     model, model_p10, model_p90 = models
     return TrainingResult(

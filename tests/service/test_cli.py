@@ -70,3 +70,63 @@ def test_a_delegated_command_loads_only_its_own_module() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "['service.jobs.cli']"
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                children.append(int(entry.name))
+    return children
+
+
+def test_serve_with_several_workers_answers_from_several_processes(tmp_path: Path) -> None:
+    """`--workers 2` on the SQLite default: two API processes behind one port, stopped by one SIGINT."""
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    url = f"sqlite:///{tmp_path / 'multi.db'}"
+    assert _run(["db", "upgrade"], url).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "LATFARM_DATABASE_URL": url,
+        "LATFARM_STATE_DIR": str(tmp_path),
+        "LATFARM_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen([*LATFARM, "serve", "--workers", "2", "--port", str(port)], env=env)
+    try:
+        deadline, answered = time.monotonic() + 60, 0
+        while time.monotonic() < deadline and answered < 5:
+            try:
+                answered += httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert answered == 5
+        api_processes = [
+            pid
+            for pid in _children(server.pid)
+            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(api_processes) >= 2
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+
+
+def test_serve_refuses_zero_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert _run(["db", "upgrade"], url).returncode == 0
+    result = _run(["serve", "--workers", "0", "--port", "1"], url)
+    assert result.returncode == 2 and "--workers must be 1 or more" in result.stderr

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
+from setuptools import find_packages
 
 from service.demo import campaign_configs
 
@@ -25,6 +31,42 @@ def _env() -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     # The demo names its own database; a developer's LATFARM_* must not leak into it.
     return {k: v for k, v in env.items() if not k.startswith("LATFARM_")}
+
+
+def _installed_copy(site: Path) -> Path:
+    """The packages a wheel of this checkout holds (pyproject's package list and package data), in `site`.
+
+    Nothing else of the checkout — `examples/`, `tests/`, the README — is there, as in a `pip install .`
+    or the Docker image.
+    """
+    setuptools_conf = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = find_packages(str(REPO), include=setuptools_conf["packages"]["find"]["include"])
+    data = setuptools_conf.get("package-data", {})
+    for package in packages:
+        source = REPO / package.replace(".", "/")
+        patterns = ["*.py", *data.get("*", []), *data.get(package, [])]
+        for path in source.rglob("*"):
+            relative = path.relative_to(source).as_posix()
+            if (
+                path.is_file()
+                and "__pycache__" not in relative
+                and (
+                    any(fnmatch.fnmatch(relative, p) for p in patterns if "/" in p)
+                    or ("/" not in relative and any(fnmatch.fnmatch(relative, p) for p in patterns))
+                )
+            ):
+                target = site / package.replace(".", "/") / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+    return site
+
+
+def _installed_command(site: Path) -> tuple[list[str], dict[str, str]]:
+    """`latfarm` run from `site` only: no site hooks (the editable install's path to the checkout is a
+    `.pth` file), the environment's third-party packages, and nothing of the checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATFARM_") and k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]])
+    return [sys.executable, "-S", "-m", "service.cli"], env
 
 
 def _listening(serial: str) -> bool:
@@ -48,15 +90,19 @@ def test_campaign_configs_are_distinct_seeded_and_valid() -> None:
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_loop_and_summarises_it(tmp_path: Path) -> None:
-    state = tmp_path / "demo"
+    """As installed (no `examples/`, no checkout on the path), from an empty directory elsewhere."""
+    command, env = _installed_command(_installed_copy(tmp_path / "site"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     done = subprocess.run(
-        [*DEMO, "--configs", "20", "--state-dir", str(state), "--exit-after-summary"],
+        [*command, "demo", "--configs", "20", "--exit-after-summary"],
         capture_output=True,
         text=True,
         timeout=300,
-        env=_env(),
-        cwd=tmp_path,
+        env=env,
+        cwd=elsewhere,
     )
+    (state,) = elsewhere.glob("demo-*")  # the demo's default state directory, in the working directory
     out = done.stdout
     assert done.returncode == 0, done.stderr[-3000:]
     assert "these are VIRTUAL phones" in out
@@ -91,7 +137,8 @@ def test_demo_runs_the_whole_loop_and_summarises_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_everything_and_leaves_no_half_written_task(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_everything_and_leaves_no_half_written_task(tmp_path: Path, signum: int) -> None:
     state = tmp_path / "demo"
     log = tmp_path / "demo.out"
     with log.open("w") as out:
@@ -102,6 +149,7 @@ def test_ctrl_c_stops_everything_and_leaves_no_half_written_task(tmp_path: Path)
             env=_env(),
             cwd=tmp_path,
         )
+    pids: list[int] = []
     try:
         # Interrupt in the middle of the campaign: once some measurements are committed.
         deadline = time.monotonic() + 180
@@ -110,11 +158,18 @@ def test_ctrl_c_stops_everything_and_leaves_no_half_written_task(tmp_path: Path)
                 break
             time.sleep(0.2)
         assert process.poll() is None, log.read_text()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=120) == 130
+        pids = [int(p) for p in re.findall(r"virtual phones on .*\(pids (\d+), (\d+)\)", log.read_text())[0]]
+        assert all(_group_alive(pid) for pid in pids)
+        process.send_signal(signum)
+        assert process.wait(timeout=120) == 128 + signum
     finally:
         if process.poll() is None:
             process.kill()
+        leftovers = [pid for pid in pids if _group_alive(pid)]
+        for pid in leftovers:  # never leave a phone behind, even when the assertion below fails
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    assert leftovers == [], "phone processes (or their benchmark children) outlived the demo"
     text = log.read_text()
     assert "interrupted; the API, the worker and the phones are stopped" in text
     serials = re.findall(r"virtual phones on (\S+), (\S+)", text)[0]
@@ -131,6 +186,19 @@ def test_ctrl_c_stops_everything_and_leaves_no_half_written_task(tmp_path: Path)
         assert db.execute("SELECT count(*) FROM task WHERE status = 'queued'").fetchone()[0] > 0
     finally:
         db.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live process of the group `pgid` (a phone, its forkserver, a benchmark) exists.
+
+    Read from /proc so that a zombie (an exited child nobody reaped yet) does not count as running.
+    """
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
+                return True
+    return False
 
 
 def _count(state: Path, query: str) -> int:

@@ -62,9 +62,14 @@ def test_cli_builds_consecutive_phones_with_flags(tmp_path: Path) -> None:
             "--unrooted",
             "--hang-command",
             "sleep",
+            "--bench-cpu-seconds",
+            "30",
+            "--bench-max-runs",
+            "500",
         ]
     )
     phones = build_phones(args)
+    assert phones[0].runtime.bench_limits.cpu_seconds == 30 and phones[0].runtime.bench_limits.max_runs == 500
     assert [p._requested_port for p in phones] == [6000, 6001, 6002]
     assert [p.state_dir for p in phones] == [tmp_path / f"phone-{i}" for i in range(3)]
     assert all(not p.runtime.rooted for p in phones)

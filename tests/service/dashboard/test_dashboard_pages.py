@@ -388,3 +388,51 @@ def test_plots_page_draws_the_chosen_configs(client: TestClient, seeded, make_he
     bundle = client.get("/dashboard/static/plotly.min.js")
     assert bundle.status_code == 200 and "plotly" in bundle.text[:2000].lower()
     assert client.get("/dashboard/static/../settings.py").status_code == 404
+
+
+def test_predictor_page_says_which_model_serves_beside_the_plain_baseline(
+    client: TestClient, db_session: Session, seeded, make_headers
+) -> None:
+    from service.predictors.models import Predictor
+
+    predictor = db_session.get(Predictor, seeded.predictor_id)
+    predictor.metrics = {
+        **predictor.metrics,
+        "serving": "prior_xgboost",
+        "candidates": {
+            "plain_xgboost": {"within_10": 0.512, "within_5": 0.3, "mape": 14.25},
+            "prior_xgboost": {"within_10": 0.917, "within_5": 0.75, "mape": 4.5},
+        },
+    }
+    db_session.commit()
+    _login(client, make_headers, "read")
+    page = client.get("/dashboard/predictors").text
+    rows = dict(re.findall(r'<tr data-predictor-id="(\d+)".*?>(.*?)<td><dl class="metrics">', page, re.S))
+    row = rows[str(seeded.predictor_id)]
+    served, baseline = row.split('data-model="plain_xgboost"')  # the served model comes first
+    assert 'data-model="prior_xgboost" class="serving"' in served
+    assert (
+        "physics-prior XGBoost" in served and "serves" in served and "91.7 %" in served and "4.5 %" in served
+    )
+    assert "plain XGBoost" in baseline and "baseline" in baseline and "51.2 %" in baseline
+    assert "14.2 %" in baseline and "serves" not in baseline
+    # A predictor trained before the baseline was fitted beside it says so instead.
+    [older] = [text for pid, text in rows.items() if pid != str(seeded.predictor_id)]
+    assert "no baseline fitted" in older and "data-model" not in older
+
+
+def test_model_comparison_puts_the_served_model_first_and_skips_old_metrics() -> None:
+    assert service.model_comparison({"rmse_ms": 0.1}) == []
+    rows = service.model_comparison(
+        {
+            "serving": "plain_xgboost",
+            "candidates": {
+                "prior_xgboost": {"within_10": 0.4, "within_5": 0.2, "mape": 30.0},
+                "plain_xgboost": {"within_10": 0.6, "within_5": 0.3, "mape": 12.0},
+            },
+        }
+    )
+    assert [(r.kind, r.serving, r.within_10) for r in rows] == [
+        ("plain_xgboost", True, "60.0 %"),
+        ("prior_xgboost", False, "40.0 %"),
+    ]

@@ -3,12 +3,18 @@
 Workers are real `latfarm worker` processes (started with `subprocess`, killed with SIGKILL or stopped with
 SIGTERM); phones are virtual phones in this process, which log every benchmark run so overlaps on one
 phone can be counted. Configs are tiny (16×16 input, widths ≤ 8, 3 runs) so a 60-task job takes seconds.
+
+Fault injection (the end of this file): a phone process and an API process (`serve --with-worker`) killed
+with SIGKILL mid-job, a phone whose benchmark hangs, a benchmark that prints garbage, and the PostgreSQL
+backends of the service terminated (`pg_terminate_backend`) mid-transaction. Each must end with every
+task measured exactly once, or failed with its reason.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,18 +22,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from profilers.virtual_phone import VirtualPhone
 from service.app import create_app
 from service.devices.models import Device
-from service.jobs.models import Task, TaskStatus
+from service.jobs.models import Job, Task, TaskStatus
 from service.jobs.worker import attach_background_worker
 from service.measurements.models import Measurement
 from service.settings import Settings
+from tests.service.processes import free_port, wait_for, wait_until_serving
 
 LATFARM = Path(sys.executable).with_name("latfarm")
 ONLY_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -41,13 +49,7 @@ def _configs(n: int) -> list[dict[str, Any]]:
 
 def _wait(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
     """Poll `predicate` until it returns something truthy (bounded: fails after `timeout` seconds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_for(predicate, what, timeout)
 
 
 class Farm:
@@ -67,8 +69,9 @@ class Farm:
         assert r.status_code == 201 and r.json()["status"] == "online", r.text
         return phone, r.json()["id"]
 
-    def worker(self, *options: str, **env: Any) -> subprocess.Popen[bytes]:
-        environment = {
+    def environment(self, **env: Any) -> dict[str, str]:
+        """The environment of a `latfarm` process of this farm: short leases and polls, `env` on top."""
+        return {
             **os.environ,
             "LATFARM_DATABASE_URL": self.settings.database_url,
             "LATFARM_STATE_DIR": str(self.settings.state_dir),
@@ -81,10 +84,45 @@ class Farm:
             "LATFARM_ADB_COMMAND_TIMEOUT_S": "20",
             **{f"LATFARM_{k.upper()}": str(v) for k, v in env.items()},
         }
+
+    def worker(self, *options: str, **env: Any) -> subprocess.Popen[bytes]:
+        return self.process("worker", *options, **env)
+
+    def process(
+        self, *command: str, extra_env: dict[str, str] | None = None, **env: Any
+    ) -> subprocess.Popen[bytes]:
+        """Start `latfarm <command>` (its log: `worker<i>.log`); killed at teardown if still running."""
         log = open(self.tmp / f"worker{len(self.workers)}.log", "wb")  # noqa: SIM115 - kept for the process
-        command = [str(LATFARM), "worker", *options]
-        process = subprocess.Popen(command, env=environment, stdout=log, stderr=log)
+        environment = {**self.environment(**env), **(extra_env or {})}
+        process = subprocess.Popen([str(LATFARM), *command], env=environment, stdout=log, stderr=log)
         self.workers.append(process)
+        return process
+
+    def log(self, process: subprocess.Popen[bytes]) -> str:
+        return (self.tmp / f"worker{self.workers.index(process)}.log").read_text()[-3000:]
+
+    def serve(
+        self, port: int, extra_env: dict[str, str] | None = None, **env: Any
+    ) -> subprocess.Popen[bytes]:
+        """`latfarm serve --with-worker` on `port`, once it answers; `self.client` then talks to it."""
+        process = self.process("serve", "--with-worker", "--port", str(port), extra_env=extra_env, **env)
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(process, base, lambda: self.log(process), WAIT_S)
+        self.client = httpx.Client(base_url=base, timeout=30)  # type: ignore[assignment]
+        return process
+
+    def phone_process(self, port: int, state_dir: Path) -> subprocess.Popen[bytes]:
+        """A virtual phone in its own `latfarm phone` process, once it listens."""
+        process = self.process(
+            "phone", "--port", str(port), "--state-dir", str(state_dir), "--profile", "virtual-midrange"
+        )
+
+        def listening() -> bool:
+            assert process.poll() is None, self.log(process)
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        _wait(listening, "the phone process to listen")
         return process
 
     def wait_ready(self, process: subprocess.Popen[bytes]) -> None:
@@ -343,3 +381,148 @@ def test_idle_worker_stops_on_sigterm_and_once_exits_by_itself(farm: Farm) -> No
     once = farm.worker("--once")
     assert once.wait(timeout=WAIT_S) == 0, (farm.tmp / "worker1.log").read_text()[-3000:]
     assert b"stopped: 0 results stored" in (farm.tmp / "worker1.log").read_bytes()
+
+
+# -- fault injection ----------------------------------------------------------------------------------------
+def _failed_reasons(session: Session, job_id: int) -> list[str | None]:
+    session.rollback()
+    return list(
+        session.scalars(
+            select(Task.last_error).where(Task.job_id == job_id, Task.status == TaskStatus.failed)
+        )
+    )
+
+
+@ONLY_POSTGRES
+def test_phone_process_killed_mid_job_then_restarted_every_task_once(
+    farm: Farm, db_session: Session, tmp_path: Path
+) -> None:
+    """SIGKILL the phone's own process mid-benchmark; the worker retries; the phone comes back (same port,
+    same state): every task measured exactly once, none on two runs at a time."""
+    port, state = free_port(), tmp_path / "killed-phone"
+    phone = farm.phone_process(port, state)
+    r = farm.client.post(
+        "/v1/devices", json={"serial": f"127.0.0.1:{port}", "transport": "tcp"}, headers=farm.headers
+    )
+    assert r.status_code == 201 and r.json()["status"] == "online", r.text
+    job = farm.submit([r.json()["id"]], 8)
+    farm.worker(task_max_attempts=20, worker_batch_size=4)
+    _wait(lambda: farm.job(job["id"])["counts"]["done"] >= 3, "the first results")
+    phone.send_signal(signal.SIGKILL)
+    phone.wait(timeout=10)
+    farm.phone_process(port, state)
+    finished = farm.wait_finished(job["id"])
+    assert finished["status"] == "done", finished
+    assert _assert_each_task_measured_once(db_session, job["id"]) == 24
+    assert VirtualPhone(profile="virtual-midrange", state_dir=state).count_overlapping_benchmarks() == 0
+
+
+def test_api_process_killed_mid_job_then_restarted_every_task_once(farm: Farm, db_session: Session) -> None:
+    """`latfarm serve --with-worker` (API and worker in one process) SIGKILLed mid-job and started again:
+    its leases lapse, the new process measures the rest; every task exactly once (on both engines)."""
+    phone, device = farm.phone()
+    port = free_port()
+    api = farm.serve(port, worker_batch_size=4)
+    job = farm.submit([device], 10)
+    _wait(lambda: farm.job(job["id"])["counts"]["done"] >= 4, "the first results")
+    api.send_signal(signal.SIGKILL)
+    api.wait(timeout=10)
+    farm.serve(port, worker_batch_size=4)
+    finished = farm.wait_finished(job["id"])
+    assert finished["status"] == "done", finished
+    assert _assert_each_task_measured_once(db_session, job["id"]) == 30
+    assert phone.count_overlapping_benchmarks() == 0
+
+
+@ONLY_POSTGRES
+def test_phone_whose_benchmark_hangs_is_timed_out_retried_and_finishes(
+    farm: Farm, db_session: Session
+) -> None:
+    """The benchmark never answers: the ADB command times out, the attempt fails and is retried; once the
+    phone answers again every task is measured exactly once."""
+    phone, device = farm.phone()
+    phone.set_fault(hang_commands=["onnxruntime_perf_test"])
+    job = farm.submit([device], 2)
+    worker = farm.worker(task_max_attempts=10, worker_batch_size=2, adb_command_timeout_s=1.5)
+    _wait(
+        lambda: b"timed out" in (farm.tmp / "worker0.log").read_bytes() or worker.poll() is not None,
+        "a timeout",
+    )
+    assert worker.poll() is None, farm.log(worker)
+    phone.clear_faults()
+    finished = farm.wait_finished(job["id"])
+    assert finished["status"] == "done", finished
+    _assert_each_task_measured_once(db_session, job["id"])
+    retried = db_session.scalar(select(func.count()).where(Task.job_id == job["id"], Task.attempts >= 2))
+    assert retried and retried > 0
+
+
+@ONLY_POSTGRES
+def test_garbage_benchmark_output_fails_each_task_with_its_reason(farm: Farm, db_session: Session) -> None:
+    """A benchmark that prints garbage (exit 0) is never stored as a latency: each task fails after its
+    attempts, the reason names the unreadable report, and the job ends `failed`."""
+    phone, device = farm.phone()
+    phone.set_fault(garbage_benchmark=True)
+    job = farm.submit([device], 1)
+    farm.worker(task_max_attempts=2, worker_batch_size=3)
+    finished = farm.wait_finished(job["id"])
+    assert finished["status"] == "failed", finished
+    assert finished["counts"]["failed"] == 3 and finished["counts"]["done"] == 0
+    reasons = _failed_reasons(db_session, job["id"])
+    assert len(reasons) == 3 and all(r and "attempt 2 of 2" in r for r in reasons), reasons
+    assert all("per-run times" in r or "report" in r or "runs" in r for r in reasons if r), reasons
+    assert db_session.scalar(select(func.count()).where(Measurement.job_id == job["id"])) == 0
+    assert len(phone.benchmark_runs()) >= 3  # the phone did run them: it is the output that is refused
+
+
+def _job_status(session: Session, job_id: int) -> str:
+    session.rollback()
+    return str(session.scalar(select(Job.status).where(Job.id == job_id)))
+
+
+def _answer(farm: Farm, job_id: int) -> dict[str, Any] | None:
+    try:
+        return farm.job(job_id)
+    except httpx.HTTPError:
+        return None
+
+
+#: The service's PostgreSQL connections carry this application name, so the test can find and end them.
+SERVICE_APP_NAME = "latfarm-fault-injection"
+
+
+@ONLY_POSTGRES
+def test_service_backends_terminated_mid_transaction_every_task_once(
+    farm: Farm, db_session: Session, engine: Any
+) -> None:
+    """`pg_terminate_backend` on the service's own connections while they are inside a transaction, again
+    and again during a job: the service reconnects, and every task is measured exactly once."""
+    phone, device = farm.phone()
+    farm.serve(free_port(), extra_env={"PGAPPNAME": SERVICE_APP_NAME}, worker_batch_size=4)
+    job = farm.submit([device], 12)
+    terminated = 0
+    deadline = time.monotonic() + WAIT_S
+    with engine.connect() as admin:
+        admin.execute(text("SET application_name = 'latfarm-test-admin'"))
+        # The job is watched in the database: a request the API serves on a connection ended under it fails
+        # (that is the fault injected), and only the queue's outcome is under test here.
+        while _job_status(db_session, job["id"]) not in ("done", "failed", "cancelled"):
+            assert time.monotonic() < deadline, f"job {job['id']} did not finish; {terminated} terminated"
+            if terminated < 5:
+                terminated += len(
+                    admin.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = :app AND xact_start IS NOT NULL "
+                            "AND state IN ('active', 'idle in transaction')"
+                        ),
+                        {"app": SERVICE_APP_NAME},
+                    ).all()
+                )
+                admin.commit()
+            time.sleep(0.01)
+    assert terminated >= 1, "no service backend was caught inside a transaction"
+    finished = _wait(lambda: _answer(farm, job["id"]), "the API to answer again")
+    assert finished["status"] == "done", finished
+    assert _assert_each_task_measured_once(db_session, job["id"]) == 36
+    assert phone.count_overlapping_benchmarks() == 0

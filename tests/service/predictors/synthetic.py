@@ -20,7 +20,8 @@ from service.devices.models import Device, Transport
 from service.measurements.models import Measurement
 from service.predictors.models import Predictor
 from service.predictors.schemas import PredictorCreate, TrainParams
-from service.predictors.service import create_predictor, train_predictor
+from service.predictors.service import create_predictor
+from service.predictors.trainer import train_predictor, trainer_name
 from service.predictors.training import TrainingRows
 from service.settings import Settings
 
@@ -112,13 +113,15 @@ def insert_rows(session: Session, device_id: int, rows: TrainingRows) -> None:
 def train_now(
     session_factory: sessionmaker[Session], settings: Settings, device_id: int, **params: Any
 ) -> Predictor:
-    """Create and train a predictor synchronously (the same functions the HTTP route runs)."""
+    """Create and train a predictor synchronously (the functions a trainer runs); created already leased
+    to this caller, so an app's trainer thread running alongside leaves it alone."""
+    owner = trainer_name("test")
     with session_factory() as session:
         data = PredictorCreate(
             family="sr_block", device=device_id, params=TrainParams(**{**FAST_PARAMS, **params})
         )
-        predictor_id = create_predictor(session, data, settings).id
-    train_predictor(session_factory, predictor_id, settings)
+        predictor_id = create_predictor(session, data, settings, claimed_by=owner).id
+    assert train_predictor(session_factory, predictor_id, settings, owner=owner)
     with session_factory() as session:
         predictor = session.get(Predictor, predictor_id)
         assert predictor is not None

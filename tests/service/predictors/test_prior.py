@@ -11,9 +11,14 @@ import pytest
 import xgboost as xgb
 
 from profilers.blocks import config_hash, get_family
-from service.predictors.features import PRIOR_TERMS, UNSEEN_KERNEL_COLUMN, Featurizer
+from service.predictors.features import (
+    ACCELERATOR_PRIOR_COLUMNS,
+    PRIOR_TERMS,
+    UNSEEN_KERNEL_COLUMN,
+    Featurizer,
+)
 from service.predictors.inference import LatencyModel
-from service.predictors.snapshot import Snapshot, build_snapshot
+from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
 from service.predictors.training import (
     TrainingResult,
     TrainingRows,
@@ -28,6 +33,7 @@ from tests.service.predictors.synthetic import (
     sample_configs,
     synthetic_rows,
 )
+from tests.service.predictors.test_old_snapshots import FIXTURES
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +139,13 @@ def test_kernel_prior_keeps_the_generic_terms_first_and_fits_the_known_law(
     assert any(k.startswith("Conv/") for k in kernels) and "Conv#" in kernels and "DepthToSpace" in kernels
     terms = schema["prior"]["terms"]
     assert terms == model.featurizer.prior_terms() and terms[: len(PRIOR_TERMS)] == list(PRIOR_TERMS)
-    assert len(terms) == len(PRIOR_TERMS) + 2 * len(kernels)
+    # Then the accelerator terms (features version 3), then each kernel's pair.
+    n_acc = 2 * len(ACCELERATOR_PRIOR_COLUMNS)
+    assert terms[len(PRIOR_TERMS) : len(PRIOR_TERMS) + n_acc : 2] == [
+        f"{c}/MHz" for c in ACCELERATOR_PRIOR_COLUMNS
+    ]
+    assert terms[len(PRIOR_TERMS) + n_acc :: 2] == [f"{k}/MHz" for k in kernels]
+    assert len(terms) == len(PRIOR_TERMS) + n_acc + 2 * len(kernels)
     assert all(c >= 0.0 for c in schema["prior"]["coefficients"])
     configs = sample_configs(30, seed=99)
     x = _features(model.featurizer, configs, FREQUENCIES)
@@ -179,16 +191,19 @@ def test_kernel_prior_learns_what_one_kernel_shape_costs() -> None:
 
 
 def test_a_version_1_schema_reads_and_predicts_as_the_generic_prior(result: TrainingResult) -> None:
-    current = dict(result.feature_schema)
+    # A generic (no-kernel) schema as the last version-2 build stored it, relabelled as version 1.
+    stored = read_snapshot((FIXTURES / "sr_block_v2_generic.tar").read_bytes())
+    current = dict(stored.feature_schema)
     stored_before_kernels = {k: v for k, v in current.items() if k != "kernels"} | {"features_version": 1}
-    old = LatencyModel(stored_before_kernels, result.model, result.model_p10, result.model_p90)
-    new = LatencyModel(current, result.model, result.model_p10, result.model_p90)
+    old = LatencyModel(stored_before_kernels, stored.model, stored.model_p10, stored.model_p90)
+    new = LatencyModel(current, stored.model, stored.model_p10, stored.model_p90)
     configs = sample_configs(20, seed=12)
     got, want = old.predict(configs, FREQUENCIES), new.predict(configs, FREQUENCIES)
     for name in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
-    with pytest.raises(ValueError, match="version 3"):
-        LatencyModel(current | {"features_version": 3}, result.model, result.model_p10, result.model_p90)
+    latest = dict(result.feature_schema)
+    with pytest.raises(ValueError, match="version 4"):
+        LatencyModel(latest | {"features_version": 4}, result.model, result.model_p10, result.model_p90)
 
 
 def test_a_kernel_shape_never_trained_on_is_flagged_extrapolated(kernel_result: TrainingResult) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Callable
 
 import numpy as np
@@ -15,8 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.app import create_app
 from service.predictors.models import Predictor
 from service.predictors.schemas import PredictResponse
-from service.predictors.snapshot import Snapshot
+from service.predictors.snapshot import Snapshot, seal_manifest
 from service.settings import Settings
+from tests.service.predictors.archives import members as _members
+from tests.service.predictors.archives import pack as _pack
 from tests.service.predictors.synthetic import (
     FAST_PARAMS,
     insert_rows,
@@ -197,25 +197,11 @@ def test_snapshot_round_trip_is_bit_identical(
     assert multipart.status_code == 201 and multipart.json()["version"] == 3
 
 
-def _members(archive: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
-
-
-def _pack(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def _with_manifest(archive_members: dict[str, bytes], **changes: object) -> dict[str, bytes]:
+    """The manifest changed and re-sealed, as a tamperer who recomputes the checksums would."""
     manifest = json.loads(archive_members["manifest.json"])
     manifest.update(changes)
-    return {**archive_members, "manifest.json": json.dumps(manifest).encode()}
+    return {**archive_members, "manifest.json": seal_manifest(manifest)}
 
 
 TAMPERINGS = dict(
@@ -252,7 +238,7 @@ TAMPERINGS = dict(
                 lambda m: _with_manifest(m, features_version=999),
                 "incompatible snapshot: features version 999",
             ),
-            (lambda m: _with_manifest(m, format_version=2), "incompatible snapshot: format version 2"),
+            (lambda m: _with_manifest(m, format_version=3), "incompatible snapshot: format version 3"),
             (lambda m: {**m, "extra.pkl": b"cos\nsystem\n"}, "unexpected member 'extra.pkl'"),
             (lambda m: {"manifest.json": b"not json"}, "manifest.json is not valid JSON"),
         ],
@@ -344,3 +330,17 @@ def test_list_is_keyset_paginated_newest_first(
     ).json()
     assert [p["version"] for p in rest["items"]] == [1] and rest["next_cursor"] is None
     assert "model" not in first["items"][0]
+
+
+def test_a_predictor_says_which_model_serves_and_both_holdout_figures(
+    client: TestClient, make_headers: Headers, trained: Predictor
+) -> None:
+    got = client.get(f"/v1/predictors/{trained.id}", headers=make_headers("read")).json()
+    metrics = got["metrics"]
+    assert metrics["serving"] in ("prior_xgboost", "plain_xgboost")
+    assert set(metrics["candidates"]) == {"prior_xgboost", "plain_xgboost"}
+    served = metrics["candidates"][metrics["serving"]]
+    other = metrics["candidates"][({"prior_xgboost", "plain_xgboost"} - {metrics["serving"]}).pop()]
+    assert (served["within_10"], -served["mape"]) >= (other["within_10"], -other["mape"])
+    assert got["feature_schema"]["model"]["kind"] == metrics["serving"]
+    assert got["feature_schema"]["features_version"] == 3

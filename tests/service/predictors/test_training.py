@@ -14,12 +14,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from profilers.blocks import get_family
-from service.predictors import service as predictor_service
-from service.predictors.features import Featurizer
+from service.predictors import trainer as predictor_trainer
+from service.predictors.features import FEATURES_VERSION, Featurizer
 from service.predictors.inference import LatencyModel
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.schemas import PredictorCreate, TrainFilters
-from service.predictors.service import create_predictor, train_predictor
+from service.predictors.service import create_predictor
+from service.predictors.trainer import train_predictor
 from service.predictors.training import TrainingError, fit_predictor
 from service.problems import InvalidInputError
 from service.settings import Settings
@@ -172,7 +173,9 @@ def test_trained_predictor_is_stored_with_provenance(trained, device_id: int) ->
     assert trained.device_id == device_id and trained.version == 1 and not trained.active
     assert trained.row_count == 180 and len(trained.training_data_hash or "") == 64
     assert trained.model and trained.model_p10 and trained.model_p90
-    assert trained.library_versions["xgboost"] and trained.library_versions["features"] == "2"
+    assert trained.library_versions["xgboost"] and trained.library_versions["features"] == str(
+        FEATURES_VERSION
+    )
     assert set(trained.metrics["per_frequency"]) == {str(f) for f in FREQUENCIES}
     assert trained.feature_schema["default_cluster"] == "big"
     # Holdout rows follow the law closely (sanity of what the dashboard will plot).
@@ -212,7 +215,7 @@ def test_training_stores_its_model_when_another_writer_commits_meanwhile(
     event.listen(engine, "after_cursor_execute", after_store_read)
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(predictor_service, "fit_predictor", fit_then_flag)
+            patch.setattr(predictor_trainer, "fit_predictor", fit_then_flag)
             predictor = train_now(session_factory, settings, device_id)
     finally:
         event.remove(engine, "after_cursor_execute", after_store_read)
@@ -235,7 +238,7 @@ def test_a_failed_store_marks_the_predictor_failed(
     def database_refuses(*_: Any) -> None:
         raise OperationalError("UPDATE predictor", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(predictor_service, "_store_trained", database_refuses)
+    monkeypatch.setattr(predictor_trainer, "_store_trained", database_refuses)
     predictor = train_now(session_factory, settings, device_id)
     assert predictor.status is PredictorStatus.failed
     assert "storing the trained model failed" in (predictor.error or "")

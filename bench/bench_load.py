@@ -1,0 +1,265 @@
+"""`/v1/predict` under load: bounded concurrent clients on loopback, each request 100 never-seen configs.
+
+Trains an sr_block predictor on synthetic rows (as bench_predict.py), starts `latfarm serve --workers W`
+as a subprocess on a SQLite file (W = 1, then one per core), and runs 1, 20 and 50 keep-alive clients
+against it, each level for at most `--seconds` or `--max-requests`, whichever comes first; every process
+is stopped at the end. The clients are a minimal asyncio HTTP/1.1 loop with pre-encoded bodies, so the
+load generator takes little of the CPU the server needs.
+
+Baseline in the same run: the service time of one request measured in process (parse the body,
+featurise 100 new configs, three models, JSON answer; no HTTP), and from it the ceiling
+cores ÷ service time.
+
+    .venv/bin/python bench/bench_load.py [--seconds 6] [--max-requests 3000]
+
+Targets: throughput at 50 clients ≥ at 20 and close to cores ÷ service time; p99 ≤ 3 × p50; 0 errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_predict import _free_port, _seed_database  # noqa: E402
+
+from profilers.blocks import get_family  # noqa: E402
+from service import migrate  # noqa: E402
+from service.db import make_engine, make_sessionmaker  # noqa: E402
+from service.predictors import features  # noqa: E402
+from service.predictors.registry import load_latency_model  # noqa: E402
+from service.predictors.routes import parse_predict_body  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+CONFIGS_PER_REQUEST = 100
+
+
+def fresh_bodies(device_id: int, count: int, rng: random.Random) -> list[bytes]:
+    """`count` bodies of 100 random sr_block configs of the family's example space (valid by construction:
+    a residual block's last width is its head width), practically never repeated."""
+    space = get_family("sr_block").search_space_example()
+    length = space["widths"]["length"]
+    choices = {name: spec["choices"] for name, spec in space.items()}
+    bodies = []
+    for _ in range(count):
+        configs = []
+        for _ in range(CONFIGS_PER_REQUEST):
+            widths = [rng.choice(choices["widths"]) for _ in range(rng.randint(length["min"], length["max"]))]
+            residual = rng.choice(choices["residual"])
+            if residual:
+                widths[-1] = widths[0]
+            configs.append(
+                {
+                    "scale": rng.choice(choices["scale"]),
+                    "height": rng.choice(choices["height"]),
+                    "width": rng.choice(choices["width"]),
+                    "kernel": rng.choice(choices["kernel"]),
+                    "widths": widths,
+                    "activation": rng.choice(choices["activation"]),
+                    "residual": residual,
+                }
+            )
+        body = {"device": device_id, "family": "sr_block", "frequency_khz": 1_700_000, "configs": configs}
+        bodies.append(json.dumps(body).encode())
+    return bodies
+
+
+def _request(port: int, secret: str, body: bytes) -> bytes:
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {secret}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _client(
+    port: int, requests: list[bytes], next_index: list[int], deadline: float, latencies: list[float]
+) -> int:
+    """One keep-alive connection sending requests until the list or the time runs out; returns errors."""
+    errors = 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < deadline and next_index[0] < len(requests):
+            request = requests[next_index[0]]
+            next_index[0] += 1
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            latencies.append((time.perf_counter() - started) * 1000.0)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+    except (OSError, asyncio.IncompleteReadError):
+        errors += 1
+    finally:
+        writer.close()
+    return errors
+
+
+async def _level(
+    port: int, requests: list[bytes], clients: int, seconds: float
+) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    next_index = [0]
+    started = time.perf_counter()
+    deadline = started + seconds
+    errors = await asyncio.gather(
+        *(_client(port, requests, next_index, deadline, latencies) for _ in range(clients))
+    )
+    return latencies, sum(errors), time.perf_counter() - started
+
+
+def _start_server(workers: int, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--workers", str(workers), "--port", str(port)],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(
+        f"the server did not start: {process.stderr.read().decode() if process.stderr else ''}"
+    )
+
+
+def _cpu_seconds(group: int) -> float:
+    """User + system CPU time of every live process of a process group (the server and its workers)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)  # uvicorn's supervisor stops its worker processes on SIGINT
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def service_time_ms(settings: Settings, predictor_id: int, bodies: list[bytes]) -> float:
+    """Median in-process time of one cold 100-config request: parse, featurise, three models, JSON."""
+    factory = make_sessionmaker(make_engine(settings.database_url))
+    with factory() as session:
+        model = load_latency_model(session, predictor_id)
+    samples = []
+    for body in bodies:
+        features._JSON_CACHES.clear()
+        started = time.perf_counter()
+        request = parse_predict_body(body)
+        model.predict(request.configs, request.frequencies).to_json(predictor_id)
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(samples[5:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="longest run of one level")
+    parser.add_argument("--max-requests", type=int, default=3000, help="most requests of one level")
+    parser.add_argument("--train-configs", type=int, default=300)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="latfarm-load-"))
+    settings = Settings(database_url=f"sqlite:///{tmp / 'load.db'}", state_dir=tmp, log_level="WARNING")
+    migrate.upgrade(settings.database_url)
+    device_id, predictor_id, secret = _seed_database(settings, args.train_configs)
+    rng = random.Random(2026)
+    cores = os.cpu_count() or 1
+    service_ms = service_time_ms(settings, predictor_id, fresh_bodies(device_id, 60, rng))
+    ceiling = cores * 1000.0 / service_ms
+
+    env = {
+        **os.environ,
+        "LATFARM_DATABASE_URL": settings.database_url,
+        "LATFARM_STATE_DIR": str(tmp),
+        "LATFARM_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    results = []
+    for workers in sorted({1, cores}):
+        port = _free_port()
+        server = _start_server(workers, port, env)
+        try:
+            warm = [_request(port, secret, b) for b in fresh_bodies(device_id, 20 * workers, rng)]
+            asyncio.run(
+                _level(port, warm, min(workers * 2, len(warm)), 10.0)
+            )  # every process loads the model
+            for clients in (1, 20, 50):
+                requests = [
+                    _request(port, secret, b) for b in fresh_bodies(device_id, args.max_requests, rng)
+                ]
+                cpu = _cpu_seconds(server.pid)
+                latencies, errors, elapsed = asyncio.run(_level(port, requests, clients, args.seconds))
+                cpu_ms = (_cpu_seconds(server.pid) - cpu) * 1000.0 / max(len(latencies), 1)
+                results.append((workers, clients, latencies, errors, elapsed, cpu_ms))
+        finally:
+            _stop_server(server)
+
+    print(
+        f"\n/v1/predict under load: {CONFIGS_PER_REQUEST} never-seen sr_block configs a request, keep-alive "
+        f"loopback clients, SQLite; each level ≤ {args.seconds:g} s or ≤ {args.max_requests} requests"
+    )
+    print(
+        f"baseline (same run): service time of one request in process {service_ms:.2f} ms → "
+        f"cores ÷ service time = {cores} ÷ {service_ms:.2f} ms = {ceiling:.0f} req/s (machine shared: noisy)"
+    )
+    head = (
+        f"{'workers':>7} | {'clients':>7} | {'requests':>8} | {'errors':>6} | {'req/s':>7} | "
+        f"{'of ceiling':>10} | {'p50':>8} | {'p99':>8} | {'p99/p50':>7} | {'server CPU/req':>14}"
+    )
+    print(head)
+    print("-" * len(head))
+    for workers, clients, latencies, errors, elapsed, cpu_ms in results:
+        rate = len(latencies) / elapsed
+        p50, p99 = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
+        print(
+            f"{workers:>7} | {clients:>7} | {len(latencies):>8} | {errors:>6} | {rate:>7.0f} | "
+            f"{rate / ceiling:>9.0%} | {p50:>6.2f}ms | {p99:>6.2f}ms | {p99 / p50:>7.2f} | {cpu_ms:>12.2f}ms"
+        )
+    print("targets: req/s at 50 clients ≥ at 20 and near the ceiling; p99/p50 ≤ 3; 0 errors")
+    print(
+        "server CPU/req: CPU seconds of all server processes over the level ÷ requests: what a request costs,"
+        " whatever share of the cores the other tenants of the machine left us"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Feature rows of many new configs at once: the featuriser's columns as array functions of a batch.
+
+`Featurizer.config_rows` sends the configs its cache does not hold here when there are at least
+`BATCH_MIN` of them. Configs become typed msgspec structs (strict JSON types; a request's texts are
+decoded straight into them), then one array per field (`ConfigBatch`) and the per-layer table of the
+whole batch (`profilers.blocks.batch.layer_table`); every column group below is one vectorised function
+of those arrays, and per-config cost columns are segment sums over the table.
+
+Equality with the one-config path (`Featurizer._config_row`) is to the last bit, and a test compares every
+column on thousands of random configs of every family, kernel columns included. It holds because every
+count is an integer below 2**53 summed exactly (int64, or float64 sums of such integers), converted to
+float64 with the same rounding, and the bucket logarithms are taken by the scalar `_bucket` itself on
+the batch's distinct values. A column the featuriser gains without a batch twin changes the row width:
+`batch_config_rows` then raises (never a silently shifted row) and the equality test fails.
+
+Configs the batch path does not take — lax JSON types ("3" for 3), model instances, and anything
+`ConfigBatch.suspect` flags — are handed back to the caller, which runs them through pydantic one by
+one, so every error (and its index) is exactly the one-config path's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+
+from profilers.blocks.batch import (
+    CONV,
+    OPS,
+    ConfigBatch,
+    LayerTable,
+    batch_supported,
+    config_struct,
+    layer_table,
+)
+
+if TYPE_CHECKING:
+    from service.predictors.features import Featurizer
+
+#: Fewest cache misses worth the batch path: its fixed cost (~40 array operations per layer position, about
+#: 0.7 ms for sr_block) equals the one-config path's ~30 µs a config near 25–30 configs (measured on 1 to
+#: 10,000 new sr_block configs; the one-config path is faster below, the batch path ever more so above).
+BATCH_MIN = 32
+
+
+def decode_structs(
+    family: str,
+    configs: Sequence[Any],
+    indices: Sequence[int],
+    texts: Sequence[bytes] | None = None,
+    known: Mapping[int, msgspec.Struct] | None = None,
+) -> dict[int, msgspec.Struct]:
+    """Typed structs of the configs at `indices` that decode strictly (the others are left out).
+
+    With `texts` (a request's config texts) each is decoded straight from its JSON, unless `known` holds
+    it already; otherwise a config that is a mapping is converted.
+    """
+    structs: dict[int, msgspec.Struct] = {}
+    if texts is not None:
+        known = known or {}
+        if len(known) >= len(indices) and known.keys() >= set(indices):
+            return dict(known)  # decoded with the request body (`JsonConfigs.checked`)
+        decoder = config_decoder(family)
+        for i in indices:
+            value = known.get(i)
+            if value is None:
+                try:
+                    value = decoder.decode(texts[i])
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    continue
+            structs[i] = value
+        return structs
+    struct = config_struct(family)
+    for i in indices:
+        config = configs[i]
+        if isinstance(config, Mapping):
+            try:
+                structs[i] = msgspec.convert(config, struct)
+            except msgspec.ValidationError:
+                continue
+    return structs
+
+
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {}
+_LIST_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {}
+
+
+def configs_decoder(family: str) -> msgspec.json.Decoder[Any]:
+    """A JSON decoder of an array of configs straight into a list of `family`'s typed structs."""
+    decoder = _LIST_DECODERS.get(family)
+    if decoder is None:
+        decoder = _LIST_DECODERS.setdefault(family, msgspec.json.Decoder(list[config_struct(family)]))  # type: ignore[index]
+    return decoder
+
+
+def config_decoder(family: str) -> msgspec.json.Decoder[Any]:
+    """A JSON decoder of one config text straight into `family`'s typed struct."""
+    decoder = _DECODERS.get(family)
+    if decoder is None:
+        decoder = _DECODERS.setdefault(family, msgspec.json.Decoder(config_struct(family)))
+    return decoder
+
+
+def fresh_rows(
+    featurizer: Featurizer,
+    configs: Sequence[Any],
+    indices: Sequence[int],
+    texts: Sequence[bytes] | None = None,
+    known: Mapping[int, msgspec.Struct] | None = None,
+) -> tuple[list[int], np.ndarray, list[int]]:
+    """Rows of the configs at `indices`: (indices done, their rows, indices left for the one-config path).
+
+    `texts` and `known` as in `decode_structs`.
+    """
+    if not batch_supported(featurizer.family):
+        return [], np.empty((0, len(featurizer.config_names))), list(indices)
+    structs = decode_structs(featurizer.family, configs, indices, texts, known)
+    decoded = list(structs)
+    batch = ConfigBatch.from_structs(featurizer.family, [structs[i] for i in decoded])
+    suspect = batch.suspect()
+    if suspect.any():
+        keep = np.flatnonzero(~suspect)
+        batch = ConfigBatch.from_structs(featurizer.family, [structs[decoded[k]] for k in keep])
+        decoded = [decoded[k] for k in keep]
+    done = set(decoded)
+    left = [i for i in indices if i not in done]
+    if not decoded:
+        return [], np.empty((0, len(featurizer.config_names))), left
+    return decoded, batch_config_rows(featurizer, batch), left
+
+
+def batch_config_rows(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
+    """The featuriser's config columns for a batch of valid configs (float64, n × len(config_names))."""
+    table = layer_table(batch)
+    parts = [_field_columns(featurizer, batch), _cost_columns(featurizer, table)]
+    if featurizer.kernels:
+        parts.append(_kernel_columns(featurizer, table))
+    if featurizer.accelerator:
+        parts.append(_accelerator_columns(table))
+    rows = np.concatenate(parts, axis=1)
+    if rows.shape[1] != len(featurizer.config_names):
+        raise RuntimeError(
+            f"the batch featuriser makes {rows.shape[1]} columns, the featuriser "
+            f"{len(featurizer.config_names)}: a column was added without its batch twin in "
+            "service/predictors/batch_features.py"
+        )
+    return rows
+
+
+def _field_columns(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
+    """Config fields: numbers, booleans 0/1, one-hot choices, list length and zero-padded values."""
+    columns: list[np.ndarray] = []
+    for spec in featurizer.specs:
+        if spec.kind in ("number", "bool"):
+            columns.append(batch.values[spec.name].astype(np.float64)[:, None])
+        elif spec.kind == "category":
+            value = batch.values[spec.name]
+            columns.append(np.stack([value == c for c in spec.choices], axis=1).astype(np.float64))
+        else:
+            padded = np.zeros((batch.n, spec.length), dtype=np.float64)
+            values = batch.lists[spec.name][:, : spec.length]
+            padded[:, : values.shape[1]] = values
+            columns.append(batch.lengths[spec.name].astype(np.float64)[:, None])
+            columns.append(padded)
+    return np.concatenate(columns, axis=1) if columns else np.empty((batch.n, 0))
+
+
+def _cost_columns(featurizer: Featurizer, table: LayerTable) -> np.ndarray:
+    """Totals (FLOPs, params, activation bytes, layers, conv layers) and FLOPs and bytes per conv slot."""
+    n, slots = table.n_configs, featurizer.slots
+    is_conv = table.op == CONV
+    out = np.zeros((n, 5 + 2 * slots), dtype=np.float64)
+    out[:, 0] = table.per_config(table.flops)
+    out[:, 1] = table.per_config(table.params)
+    out[:, 2] = table.per_config(table.activation_bytes)
+    out[:, 3] = table.counts()
+    conv_counts = table.per_config(is_conv.astype(np.int64))
+    out[:, 4] = conv_counts
+    # The i-th conv of a config lands in slot min(i, slots - 1): later ones add into the last slot.
+    conv_rows = np.flatnonzero(is_conv)
+    conv_config = table.config[conv_rows]
+    first_conv = np.concatenate(([0], np.cumsum(conv_counts)[:-1]))
+    slot = np.minimum(np.arange(conv_rows.shape[0]) - first_conv[conv_config], slots - 1)
+    cell = conv_config * slots + slot
+    size = n * slots
+    out[:, 5 : 5 + slots] = np.bincount(cell, table.flops[conv_rows], minlength=size).reshape(n, slots)
+    acts = np.bincount(cell, table.activation_bytes[conv_rows], minlength=size)
+    out[:, 5 + slots :] = acts.reshape(n, slots)
+    return out
+
+
+def _kernel_columns(featurizer: Featurizer, table: LayerTable) -> np.ndarray:
+    """Per listed kernel: MACs of its conv shape, output bytes of its op, its layer count; unseen MACs."""
+    n, width = table.n_configs, len(featurizer.kernels) + 1
+    column = np.full(len(table), -1, dtype=np.int64)
+    unseen = np.zeros(len(table), dtype=bool)
+    value = table.activation_bytes.astype(np.float64)
+    is_conv = table.op == CONV
+    conv_rows = np.flatnonzero(is_conv)
+    if conv_rows.size:
+        c_out = table.channels[conv_rows]
+        depth = table.params[conv_rows] / np.maximum(c_out, 1)  # c_in·k²/groups (+1 for the bias)
+        depth_bucket = _buckets(featurizer, depth)
+        c_out_bucket = _buckets(featurizer, c_out.astype(np.float64))
+        # Buckets are small non-negative ints: a pair code indexes a lookup of the few pairs present.
+        code = depth_bucket * _PAIR_STRIDE + c_out_bucket
+        present = np.flatnonzero(np.bincount(code))
+        lookup_column = np.full(int(present[-1]) + 1, -1, dtype=np.int64)
+        lookup_unseen = np.zeros(int(present[-1]) + 1, dtype=bool)
+        for pair in present.tolist():
+            target = featurizer._kernel_target(f"Conv/{pair // _PAIR_STRIDE}/{pair % _PAIR_STRIDE}")
+            if target is not None:
+                lookup_column[pair], lookup_unseen[pair] = target
+        column[conv_rows] = lookup_column[code]
+        unseen[conv_rows] = lookup_unseen[code]
+        value[conv_rows] = table.macs[conv_rows]
+    op_column = np.array([_target_column(featurizer, op) for op in OPS], dtype=np.int64)
+    count_column = np.array([_target_column(featurizer, op + "#") for op in OPS], dtype=np.int64)
+    column[~is_conv] = op_column[table.op[~is_conv]]
+    counted = count_column[table.op]
+    size = n * width
+    out = np.zeros(size, dtype=np.float64)
+    listed, has_count = column >= 0, counted >= 0
+    out += np.bincount(table.config[listed] * width + column[listed], value[listed], minlength=size)
+    out += np.bincount(table.config[has_count] * width + counted[has_count], minlength=size)
+    # An unlisted conv shape counts as its nearest listed one (above) and also lands in the last column.
+    out += np.bincount(table.config[unseen] * width + width - 1, value[unseen], minlength=size)
+    return out.reshape(n, width)
+
+
+#: Larger than any bucket: 3·log2 of a bucket's value stays far below it for 64-bit counts.
+_PAIR_STRIDE = 1024
+
+
+def _buckets(featurizer: Featurizer, values: np.ndarray) -> np.ndarray:
+    """`featurizer.bucket` of each value, vectorised: numpy's log2 may differ from math.log2 in the last
+    bits, which can only matter within a hair of a half-integer, so those values are recomputed by the
+    scalar function itself; everything else rounds identically (round half to even, like `round`)."""
+    scaled = 3.0 * np.log2(np.maximum(values, 1.0))
+    buckets = np.rint(scaled).astype(np.int64)
+    near_half = np.flatnonzero(np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-6)
+    for i in near_half.tolist():
+        buckets[i] = featurizer.bucket(float(values[i]))
+    return buckets
+
+
+def _ceil_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    return -(-np.asarray(a) // b)
+
+
+def _accelerator_columns(table: LayerTable) -> np.ndarray:
+    """`features.accelerator_values` of every config (features version 3), vectorised over the layer table.
+
+    Same integer arithmetic layer by layer, summed per config (exact: every count is an integer below
+    2**53), and the three ratios divided once per config in float64, as Python divides two such ints.
+    """
+    # Imported here: features imports this module for its dispatch (the constants live with the scalar path).
+    from service.predictors import features as f
+
+    slice_, texel = f.CHANNEL_SLICE, f.CHANNEL_SLICE * f.ACCELERATOR_ELEMENT_BYTES
+    wx, wy, wz = f.WORKGROUP
+    n, ladder, n_variants = table.n_configs, f.CONCURRENT_WORKGROUPS, len(f.VARIANTS)
+    slot_of = {v: i for i, v in enumerate(f.VARIANTS)}
+    c_out, h_out, w_out = table.channels, table.height, table.width
+    c_in, h_in, w_in = table.in_channels, table.in_height, table.in_width
+    out_slices, in_slices = _ceil_div(c_out, slice_), _ceil_div(c_in, slice_)
+    conv = table.op == CONV
+    k = np.where(conv, table.kernel, 1)
+    groups = np.maximum(table.groups, 1)
+    # The conv variant a runtime picks (`features.conv_variant`), element-wise on layers.
+    depthwise = conv & (groups != 1) & (groups == c_in) & (groups == c_out)
+    slot = np.full(len(table), slot_of["elementwise"], dtype=np.int64)
+    slot[conv & (groups == 1) & (k == 1)] = slot_of["pointwise"]
+    slot[conv & (groups == 1) & (k != 1)] = slot_of["general"]
+    slot[conv & (groups != 1) & ~depthwise] = slot_of["grouped"]
+    slot[depthwise] = slot_of["depthwise"]
+    slot[depthwise & (k == 3)] = slot_of["depthwise_3x3"]
+    slot[depthwise & (k == 5)] = slot_of["depthwise_5x5"]
+    pointwise = slot == slot_of["pointwise"]
+    tile = np.where(pointwise, f.POINTWISE_TILE, 1)
+    depth_slices = np.where(conv & ~depthwise, _ceil_div(c_in // groups, slice_), 1)
+    padded = out_slices * slice_ * h_out * w_out * depth_slices * slice_ * k * k
+    padded = np.where(depthwise, padded // slice_, padded) * conv
+    x_tiles, y_tiles = _ceil_div(w_out, tile), _ceil_div(h_out, tile)
+    workgroups = _ceil_div(x_tiles, wx) * _ceil_div(y_tiles, wy) * _ceil_div(out_slices, wz)
+    depth = k * k * depth_slices * tile * tile
+    per_config = table.per_config
+    macs = per_config(table.macs * conv)
+    padded_total = per_config(padded)
+    invocations = per_config(out_slices * x_tiles * y_tiles)
+    workgroups_total = per_config(workgroups)
+    input_bytes = per_config(in_slices * h_in * w_in * texel)
+    weight_bytes = per_config((out_slices * depth_slices * k * k * slice_ * texel) * conv)
+    output_bytes = per_config(out_slices * h_out * w_out * texel)
+    moved = input_bytes + weight_bytes + output_bytes
+    cell = table.config * n_variants + slot
+    counts = np.bincount(cell[conv], minlength=n * n_variants).reshape(n, n_variants)
+    variant_macs = np.bincount(cell, padded.astype(np.float64), minlength=n * n_variants)
+    variant_macs = variant_macs.reshape(n, n_variants)
+    waves = np.empty((n, n_variants, len(ladder)), dtype=np.float64)
+    for i, p in enumerate(ladder):
+        wave = (depth * _ceil_div(workgroups, p)).astype(np.float64)
+        waves[:, :, i] = np.bincount(cell, wave, minlength=n * n_variants).reshape(n, n_variants)
+    n_conv = len(f.CONV_VARIANTS)
+
+    def ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
+        return np.where(den > 0, num.astype(np.float64) / np.maximum(den, 1), empty)
+
+    columns = [
+        counts[:, :n_conv].astype(np.float64),
+        variant_macs[:, :n_conv],
+        np.stack(
+            [
+                table.counts(),  # one dispatch per layer
+                per_config(((table.stride > 1) & conv).astype(np.int64)),
+                per_config(in_slices),
+                per_config(out_slices),
+                padded_total,
+            ],
+            axis=1,
+        ).astype(np.float64),
+        ratio(padded_total, macs, 1.0)[:, None],
+        np.stack([invocations, workgroups_total], axis=1).astype(np.float64),
+        ratio(workgroups_total * wx * wy * wz, invocations, 0.0)[:, None],
+        np.stack(
+            [
+                input_bytes,
+                weight_bytes,
+                output_bytes,
+                per_config(out_slices * h_out * w_out * k * k * depth_slices * texel * conv),
+                moved,
+            ],
+            axis=1,
+        ).astype(np.float64),
+        ratio(padded_total, moved, 0.0)[:, None],
+        np.stack([per_config(h_out * w_out), per_config(depth)], axis=1).astype(np.float64),
+        waves.reshape(n, n_variants * len(ladder)),
+    ]
+    return np.concatenate(columns, axis=1)
+
+
+def _target_column(featurizer: Featurizer, key: str) -> int:
+    target = featurizer._kernel_target(key)
+    return -1 if target is None else target[0]
