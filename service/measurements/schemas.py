@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from profilers.adb.profiler import check_passes
+from profilers.adb.runtime import check_passes
 from service.bounds import INT32_MAX, REQUEST_BODY, DbId, JsonObject, StrictInt, Text, Timestamp
 from service.measurements.models import MeasurementSource
 

@@ -1,20 +1,34 @@
-"""The device side a worker drives: probe a phone, measure a batch on one pin.
+"""The device side a worker drives: probe a phone, measure profile requests on it.
 
-`DeviceRunner` is the seam between the queue and the phones: `AdbRunner` speaks ADB through
-`profilers.adb` (one session and one profiler — with its model push cache — per phone and runtime,
-reconnecting after any error); `NoopRunner` answers at once, so the queue can be benchmarked without
-phones. Errors of the device side reach the worker as one type, `RunnerError`.
+`DeviceRunner` is the seam between the service and the phones, typed in the profiler's own terms: a
+batch goes in as `RuntimeSettings` and `ProfileRequest`s (which carry the pin: cluster and frequency),
+results come out as `MeasurementRecord`s, which the measurements domain stores as they are.
+`AdbRunner` speaks ADB through `profilers.adb` (one session per phone and one profiler — with its model
+push cache — per phone and runtime settings, reconnecting after any error); `NoopRunner` answers at
+once, so the queue can be benchmarked without phones. Errors of the device side reach the caller as one
+type, `RunnerError`.
+
+Routes get their runner from `service.deps.RunnerDep`, the worker from its constructor.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from profilers.adb.errors import ProfilerError
+from profilers.adb.facts import DeviceFacts, probe
+from profilers.adb.profiler import Profiler, ProfileRequest
+from profilers.adb.records import MeasurementRecord
+from profilers.adb.runtime import RuntimeSettings
+from profilers.adb.session import DeviceSession, Transport
 from service.db import utcnow
 from service.settings import Settings
+
+#: The probed facts as `device` column values (see `facts_to_columns`).
+DeviceColumns = dict[str, object]
 
 
 class RunnerError(Exception):
@@ -30,39 +44,24 @@ class DeviceTarget:
     transport: str
     address: str | None
 
-
-@dataclass(frozen=True)
-class BatchSpec:
-    """What a batch shares: one pin and one runtime."""
-
-    cluster: str
-    frequency_khz: int | None
-    runs: int
-    warmup: int
-    threads: int
-    passes: int = 1
-
-
-@dataclass(frozen=True)
-class TaskRequest:
-    """One config to measure."""
-
-    task_id: int
-    family: str
-    config: dict[str, Any]
+    @property
+    def adb_transport(self) -> Transport:
+        """The transport in the ADB session's terms (`usb` or, by default, `tcp`)."""
+        return "usb" if self.transport == "usb" else "tcp"
 
 
 class DeviceRunner(Protocol):
     """Probe and measure on phones; both raise `RunnerError` when the phone fails."""
 
-    def probe(self, target: DeviceTarget) -> dict[str, Any]:
+    def probe(self, target: DeviceTarget) -> DeviceColumns:
         """The phone's facts as `device` columns (model, clusters, rooted, thermal_zones, …)."""
         ...
 
     def measure(
-        self, target: DeviceTarget, batch: BatchSpec, tasks: Sequence[TaskRequest]
-    ) -> Iterator[dict[str, Any]]:
-        """One measurement record (dict of measurement fields) per task, in order, as each finishes."""
+        self, target: DeviceTarget, runtime: RuntimeSettings, requests: Sequence[ProfileRequest]
+    ) -> Generator[MeasurementRecord, None, None]:
+        """One record per request, in order, as each finishes; closing the iterator early restores the
+        phone (the profiler's pin context exits)."""
         ...
 
     def forget(self, target: DeviceTarget) -> None:
@@ -74,8 +73,8 @@ class DeviceRunner(Protocol):
         ...
 
 
-def facts_to_columns(facts: Any) -> dict[str, Any]:
-    """`profilers.adb.DeviceFacts` → the `device` columns that hold probed facts."""
+def facts_to_columns(facts: DeviceFacts) -> DeviceColumns:
+    """The probed facts → the `device` columns that hold them (empty strings stored as NULL)."""
     data = facts.model_dump(mode="json")
     return {
         "model": data["model"] or None,
@@ -97,17 +96,16 @@ class AdbRunner:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._sessions: dict[int, Any] = {}
-        self._profilers: dict[tuple[int, int, int, int, int], Any] = {}
+        self._sessions: dict[int, DeviceSession] = {}
+        # Keyed by phone and the (frozen, hashable) runtime settings the profiler runs with.
+        self._profilers: dict[tuple[int, RuntimeSettings], Profiler] = {}
 
-    def _session(self, target: DeviceTarget) -> Any:
-        from profilers.adb import DeviceSession
-
+    def _session(self, target: DeviceTarget) -> DeviceSession:
         session = self._sessions.get(target.device_id)
         if session is None:
             session = DeviceSession.connect(
                 target.address or target.serial,
-                transport=target.transport,  # type: ignore[arg-type]
+                transport=target.adb_transport,
                 key_path=self.settings.adb_key_path,
                 connect_timeout_s=self.settings.adb_connect_timeout_s,
                 command_timeout_s=self.settings.adb_command_timeout_s,
@@ -115,10 +113,8 @@ class AdbRunner:
             self._sessions[target.device_id] = session
         return session
 
-    def probe(self, target: DeviceTarget) -> dict[str, Any]:
+    def probe(self, target: DeviceTarget) -> DeviceColumns:
         """Connect (if needed) and read the phone's facts."""
-        from profilers.adb import ProfilerError, probe
-
         try:
             return facts_to_columns(probe(self._session(target)))
         except ProfilerError as exc:
@@ -126,38 +122,25 @@ class AdbRunner:
             raise RunnerError(str(exc)) from exc
 
     def measure(
-        self, target: DeviceTarget, batch: BatchSpec, tasks: Sequence[TaskRequest]
-    ) -> Iterator[dict[str, Any]]:
-        """Benchmark the batch under one pin; closing the iterator early restores the phone's governor."""
-        from profilers.adb import ProfileRequest, ProfilerError
-
+        self, target: DeviceTarget, runtime: RuntimeSettings, requests: Sequence[ProfileRequest]
+    ) -> Generator[MeasurementRecord, None, None]:
+        """Benchmark the requests (grouped by pin by the profiler); closing early restores the governor."""
         try:
-            profiler = self._profiler(target, batch)
-            requests = [
-                ProfileRequest(
-                    family=t.family, config=t.config, cluster=batch.cluster, frequency_khz=batch.frequency_khz
-                )
-                for t in tasks
-            ]
+            profiler = self._profiler(target, runtime)
             # closing(): when the worker stops early, the profiler's pin context exits and restores.
             with contextlib.closing(profiler.measure(requests)) as records:
-                for record in records:
-                    yield record.model_dump()
+                yield from records
         except ProfilerError as exc:
             self.forget(target)
             raise RunnerError(str(exc)) from exc
 
-    def _profiler(self, target: DeviceTarget, batch: BatchSpec) -> Any:
-        from profilers.adb import Profiler, RuntimeSettings
-
-        key = (target.device_id, batch.runs, batch.warmup, batch.threads, batch.passes)
+    def _profiler(self, target: DeviceTarget, runtime: RuntimeSettings) -> Profiler:
+        key = (target.device_id, runtime)
         profiler = self._profilers.get(key)
         if profiler is None:
             profiler = Profiler(
                 self._session(target),
-                runtime=RuntimeSettings(
-                    runs=batch.runs, warmup=batch.warmup, threads=batch.threads, passes=batch.passes
-                ),
+                runtime=runtime,
                 benchmark_binary=self.settings.benchmark_binary,
                 cooldown_celsius=self.settings.cooldown_celsius,
                 cooldown_timeout_s=self.settings.cooldown_timeout_s,
@@ -186,38 +169,45 @@ class NoopRunner:
     Its records say `runtime_name="noop"` and `valid=False`, so they can never pass for latencies.
     """
 
-    def __init__(self, facts: dict[str, Any] | None = None) -> None:
+    def __init__(self, facts: DeviceColumns | None = None) -> None:
         self.facts = facts or {}
 
-    def probe(self, target: DeviceTarget) -> dict[str, Any]:
+    def probe(self, target: DeviceTarget) -> DeviceColumns:
         """The facts given to the constructor."""
         return dict(self.facts)
 
     def measure(
-        self, target: DeviceTarget, batch: BatchSpec, tasks: Sequence[TaskRequest]
-    ) -> Iterator[dict[str, Any]]:
-        """One placeholder record per task."""
-        for _ in tasks:
+        self, target: DeviceTarget, runtime: RuntimeSettings, requests: Sequence[ProfileRequest]
+    ) -> Generator[MeasurementRecord, None, None]:
+        """One placeholder record per request, taken with `runtime`."""
+        for request in requests:
             now = utcnow()
-            yield {
-                "observed_frequency_khz": batch.frequency_khz,
-                "pinned": False,
-                "runtime_name": "noop",
-                "runtime_version": None,
-                "runs": batch.runs,
-                "median_ms": 0.0,
-                "mean_ms": 0.0,
-                "std_ms": 0.0,
-                "min_ms": 0.0,
-                "max_ms": 0.0,
-                "p90_ms": 0.0,
-                "raw_runs_ms": [],
-                "valid": False,
-                "invalid_reason": "no-op runner (queue benchmark)",
-                "virtual": True,
-                "started_at": now,
-                "finished_at": now,
-            }
+            yield MeasurementRecord(
+                family=request.family,
+                config=request.config,
+                config_hash=request.config_hash,
+                cluster=request.cluster,
+                frequency_khz=request.frequency_khz,
+                observed_frequency_khz=request.frequency_khz,
+                pinned=False,
+                runtime_name="noop",
+                runtime_version=None,
+                **runtime.model_dump(),
+                median_ms=0.0,
+                mean_ms=0.0,
+                std_ms=0.0,
+                min_ms=0.0,
+                max_ms=0.0,
+                p90_ms=0.0,
+                raw_runs_ms=[],
+                temperature_before_c=None,
+                temperature_after_c=None,
+                valid=False,
+                invalid_reason="no-op runner (queue benchmark)",
+                virtual=True,
+                started_at=now,
+                finished_at=now,
+            )
 
     def forget(self, target: DeviceTarget) -> None:
         """Nothing to close."""
@@ -227,18 +217,17 @@ class NoopRunner:
 
 
 def default_runner(settings: Settings) -> DeviceRunner:
-    """The runner a worker uses for real phones (and virtual ones)."""
+    """The runner for real phones (and virtual ones)."""
     return AdbRunner(settings)
 
 
 __all__ = [
     "AdbRunner",
-    "BatchSpec",
+    "DeviceColumns",
     "DeviceRunner",
     "DeviceTarget",
     "NoopRunner",
     "RunnerError",
-    "TaskRequest",
     "default_runner",
     "facts_to_columns",
 ]
