@@ -1,6 +1,8 @@
 """The task queue in the database: device leases, task leases, completion, retries, expiry.
 
-The one module with dialect-specific SQL. Invariants it keeps, on both engines:
+The one module with dialect-specific SQL. It runs past ~500 lines on purpose: every lease — device, task,
+training — is taken, renewed and given back here, so the invariants below hold in one file a reader
+can check against them, and no other module needs to know a dialect. Invariants it keeps, on both engines:
 
 - **One benchmark per phone.** A worker first leases a *device* (`device.lease_owner/lease_expires_at`);
   only the holder of a live device lease claims that device's tasks. On PostgreSQL the device row is
