@@ -44,7 +44,7 @@ if TYPE_CHECKING:
         parse_tflite_benchmark_model,
     )
     from profilers.adb.profiler import Profiler, ProfileRequest
-    from profilers.adb.records import MeasurementRecord
+    from profilers.adb.records import MeasurementRecord, MeasurementResult
     from profilers.adb.runtime import RUNTIME_FIELDS, RuntimeSettings, check_passes
     from profilers.adb.session import DeviceSession, FileStat, ShellResult, default_key_path
     from profilers.adb.thermal import ThermalZone, cooldown, hottest_celsius, list_zones
@@ -60,7 +60,7 @@ _EXPORTS = {
     "profilers.adb.parsers": "BenchmarkStats parse_onnxruntime_perf_test parse_tflite_benchmark_model",
     "profilers.adb.facts": "DeviceFacts probe",
     "profilers.adb.profiler": "ProfileRequest Profiler",
-    "profilers.adb.records": "MeasurementRecord",
+    "profilers.adb.records": "MeasurementRecord MeasurementResult",
     "profilers.adb.runtime": "RUNTIME_FIELDS RuntimeSettings check_passes",
     "profilers.adb.session": "DeviceSession FileStat ShellResult default_key_path",
     "profilers.adb.thermal": "ThermalZone cooldown hottest_celsius list_zones",
@@ -88,6 +88,7 @@ __all__ = [
     "FileStat",
     "FrequencyPinError",
     "MeasurementRecord",
+    "MeasurementResult",
     "OutputParseError",
     "PinnedFrequency",
     "ProfileRequest",

@@ -2,7 +2,8 @@
 
 What the profiler yields and what the service stores: the measurement table has a column for every field
 here (`started_at` aside: a stored row keeps `finished_at` as `measured_at`), so a record is stored as it
-is, with no field list kept by hand. pydantic only, like `profilers.adb.runtime`.
+is, with no field list kept by hand. `MeasurementResult` is the record without its clock — what the
+service's answer about a stored measurement extends. pydantic only, like `profilers.adb.runtime`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 
-class MeasurementRecord(BaseModel):
-    """One measurement with the conditions it was taken under (the design sketch's *measurement*)."""
+class MeasurementResult(BaseModel):
+    """What was measured, under which conditions and settings, and what came out."""
 
     family: str
     config: dict[str, Any]
@@ -41,8 +42,13 @@ class MeasurementRecord(BaseModel):
     valid: bool
     invalid_reason: str | None
     virtual: bool
+
+
+class MeasurementRecord(MeasurementResult):
+    """One measurement with the conditions it was taken under (the design sketch's *measurement*)."""
+
     started_at: datetime
     finished_at: datetime
 
 
-__all__ = ["MeasurementRecord"]
+__all__ = ["MeasurementRecord", "MeasurementResult"]

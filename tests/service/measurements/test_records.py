@@ -9,6 +9,8 @@ from service.devices.runner import DeviceTarget, NoopRunner
 from service.jobs.models import Task
 from service.jobs.schemas import RuntimeSpec
 from service.measurements.models import Measurement, measured_values
+from service.measurements.schemas import MeasurementOut
+from service.measurements.service import EXPORT_SCHEMA
 
 #: Columns a measurement row gets from where it is stored, not from the record.
 PLACE_COLUMNS = {"id", "device_id", "source", "job_id", "task_id", "created_at"}
@@ -30,6 +32,9 @@ def test_every_record_field_has_its_measurement_column() -> None:
     assert set(values) <= columns
     # Every column is either the record's or the row's place: a column added to both sides is stored.
     assert columns - set(values) == PLACE_COLUMNS
+    # … answered by the API and exported, each of them.
+    assert set(MeasurementOut.model_fields) == columns
+    assert set(EXPORT_SCHEMA.names) == columns
 
 
 def test_a_record_is_stored_as_it_is() -> None:
