@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from profilers.adb import MeasurementRecord
+from profilers.adb import MeasurementRecord, RuntimeSettings
 from service.db import utcnow
 from service.devices.models import Device, DeviceStatus
 from service.devices.runner import DeviceTarget, NoopRunner
@@ -63,6 +63,26 @@ def test_noop_worker_runs_every_task_once(
     _fresh(db_session)
     assert db_session.get(Job, job.id).status == JobStatus.done
     assert {d.status for d in db_session.scalars(select(Device))} == {DeviceStatus.online}
+
+
+def test_a_jobs_runtime_settings_reach_the_runner_and_the_stored_measurement(
+    session_factory: sessionmaker[Session], db_session: Session, settings: Settings, make_device: Callable
+) -> None:
+    device = make_device("10.0.0.1:5555")
+    runtime = {"runs": 4, "warmup": 0, "threads": 2, "passes": 2}
+    job = _job(db_session, settings, [device.id], n=2, frequencies=[BIG[0]], runtime=runtime)
+    _job(db_session, settings, [device.id], n=2, frequencies=[BIG[0]])  # default settings: another batch
+    assert queue.acquire_device(session_factory, "A", 60) is not None
+    batch = queue.claim_batch(session_factory, device.id, "A", 10, 60)
+    assert batch is not None and batch.runtime == RuntimeSettings(**runtime)
+    assert {t.job_id for t in batch.tasks} == {job.id}  # one batch, one runtime
+    assert [r.config_hash for r in batch.requests()] == [t.config_hash for t in batch.tasks]
+    queue.release_tasks(session_factory, [t.id for t in batch.tasks], batch.token)
+    queue.release_device(session_factory, device.id, "A")
+    Worker(session_factory, settings, NoopRunner()).run(once=True)
+    stored = db_session.scalars(select(Measurement).where(Measurement.job_id == job.id)).all()
+    assert len(stored) == 2
+    assert {(m.runs, m.warmup, m.threads, m.passes, m.cluster) for m in stored} == {(4, 0, 2, 2, "big")}
 
 
 def test_device_lease_is_exclusive_until_released_or_expired(
