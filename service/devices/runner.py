@@ -73,22 +73,19 @@ class DeviceRunner(Protocol):
         ...
 
 
+#: Probed facts the registry keeps elsewhere or not at all: a phone is registered under the serial it is
+#: reached by (not the one it reports), and its Android version is kept rather than the SDK level.
+FACTS_NOT_STORED = frozenset({"serial", "sdk"})
+
+
 def facts_to_columns(facts: DeviceFacts) -> DeviceColumns:
-    """The probed facts → the `device` columns that hold them (empty strings stored as NULL)."""
-    data = facts.model_dump(mode="json")
-    return {
-        "model": data["model"] or None,
-        "manufacturer": data["manufacturer"] or None,
-        "board": data["board"] or None,
-        "soc": data["soc"] or None,
-        "abi": data["abi"] or None,
-        "android_version": data["android_version"] or None,
-        "clusters": data["clusters"],
-        "gpu_frequencies_khz": data["gpu_frequencies_khz"],
-        "rooted": data["rooted"],
-        "thermal_zones": data["thermal_zones"],
-        "is_virtual": data["is_virtual"],
-    }
+    """The probed facts → the `device` columns of the same names (empty strings stored as NULL).
+
+    Every other fact has a column of its name (a test holds them together), so a fact added to the
+    profiler's `DeviceFacts` and to the device model is stored with no edit here.
+    """
+    data = facts.model_dump(mode="json", exclude=set(FACTS_NOT_STORED))
+    return {name: None if value == "" else value for name, value in data.items()}
 
 
 class AdbRunner:
@@ -225,6 +222,7 @@ __all__ = [
     "AdbRunner",
     "DeviceColumns",
     "DeviceRunner",
+    "FACTS_NOT_STORED",
     "DeviceTarget",
     "NoopRunner",
     "RunnerError",
