@@ -73,13 +73,30 @@ def default_key_path() -> Path:
     return Path(os.environ.get("LATFARM_STATE_DIR", "~/.latfarm")).expanduser() / "adbkey"
 
 
+#: One key generation at a time in this process (a request's probe and a worker's re-probe may both be first).
+_KEYGEN_LOCK = threading.Lock()
+
+
 def load_signer(key_path: Path) -> PythonRSASigner:
-    """The RSA signer for ``key_path``, generating the key pair on first use."""
+    """The RSA signer for ``key_path``, generating the key pair on first use.
+
+    The pair is generated beside its place and moved in, public key first, so a session opened meanwhile
+    never reads half a private key (it waits on the lock, or finds no key and generates its own).
+    """
     key_path = Path(key_path)
-    if not key_path.exists() or not key_path.with_name(key_path.name + ".pub").exists():
-        key_path.parent.mkdir(parents=True, exist_ok=True)
-        keygen(str(key_path))
-        key_path.chmod(0o600)
+    public = key_path.with_name(key_path.name + ".pub")
+    with _KEYGEN_LOCK:
+        if not key_path.exists() or not public.exists():
+            key_path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = key_path.with_name(f".{key_path.name}.{uuid.uuid4().hex}")
+            try:
+                keygen(str(fresh))
+                fresh.chmod(0o600)
+                os.replace(fresh.with_name(fresh.name + ".pub"), public)
+                os.replace(fresh, key_path)
+            finally:
+                for leftover in (fresh, fresh.with_name(fresh.name + ".pub")):
+                    leftover.unlink(missing_ok=True)
     return PythonRSASigner.FromRSAKeyPath(str(key_path))
 
 

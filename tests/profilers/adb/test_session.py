@@ -142,3 +142,24 @@ def test_drop_after_messages_fault_is_a_connection_error(
     with pytest.raises(DeviceConnectionError):
         for _ in range(20):
             session.shell("true")
+
+
+def test_first_use_of_a_key_from_several_threads_makes_one_whole_pair(tmp_path: Path) -> None:
+    # A request's probe and a worker's re-probe may both be the first to need the key.
+    key = tmp_path / "state" / "adbkey"
+    signers, errors = [], []
+
+    def load() -> None:
+        try:
+            signers.append(load_signer(key))
+        except Exception as exc:  # a half-written key would fail to parse here
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(signers) == 4
+    assert sorted(p.name for p in key.parent.iterdir()) == ["adbkey", "adbkey.pub"]
+    assert {signer.GetPublicKey() for signer in signers} == {key.with_name("adbkey.pub").read_text()}
