@@ -81,7 +81,7 @@ def _configs(n: int) -> list[dict]:
 
 def _worker_main(url: str) -> None:
     """A bench worker process: the real worker loop with the no-op runner."""
-    from service.jobs.runner import NoopRunner
+    from service.devices.runner import NoopRunner
     from service.jobs.worker import Worker
 
     settings = Settings(database_url=url, worker_poll_seconds=0.02, worker_batch_size=32, lease_seconds=30)
