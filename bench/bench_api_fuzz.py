@@ -31,11 +31,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-import service.devices.routes as device_routes  # noqa: E402
-from service import schema  # noqa: E402
+from service import migrate  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.auth.service import create_token  # noqa: E402
 from service.db import make_engine, make_sessionmaker  # noqa: E402
+from service.deps import get_runner  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from tests.service.api_fuzz import fuzz, fuzz_runner, seed_resources  # noqa: E402
 
@@ -58,8 +58,9 @@ def _postgres() -> tuple[str, Callable[[], None]]:
 
 
 def _run(engine_name: str, url: str, state: Path, per_operation: int, seed: int) -> list[str]:
-    schema.upgrade(url)
+    migrate.upgrade(url)
     app = create_app(Settings(database_url=url, state_dir=state))
+    app.dependency_overrides[get_runner] = fuzz_runner  # drawn addresses reach no network
     engine = make_engine(url)
     with make_sessionmaker(engine)() as session:
         _, secret = create_token(session, "bench-fuzz", ["admin"])
@@ -95,7 +96,6 @@ def main() -> int:
     parser.add_argument("--sqlite-only", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.ERROR)  # a 500's traceback would bury the table; the rows list them anyway
-    device_routes.default_runner = fuzz_runner  # drawn addresses reach no network
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(

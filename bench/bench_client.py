@@ -29,7 +29,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from profilers.blocks import get_family  # noqa: E402
-from service import schema  # noqa: E402
+from service import migrate  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.auth.service import create_token  # noqa: E402
 from service.client import LatfarmClient  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> int:
     settings = Settings(
         database_url=f"sqlite:///{tmp / 'bench.db'}", state_dir=tmp / "state", log_level="WARNING"
     )
-    schema.upgrade(settings.database_url)
+    migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine)() as session:
         _, token = create_token(session, "bench", ["admin"])

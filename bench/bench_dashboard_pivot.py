@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from profilers.blocks import config_hash  # noqa: E402
-from service import schema  # noqa: E402
+from service import migrate  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.auth.service import create_token  # noqa: E402
 from service.dashboard.pivot import PivotQuery, clear_pivot_cache, latency_pivot, pivot_csv  # noqa: E402
@@ -111,7 +111,7 @@ def timed(fn: Callable[[], object], rounds: int) -> float:
 
 
 def bench(url: str, label: str, n_configs: int, n_freqs: int, rounds: int, state: Path) -> None:
-    schema.upgrade(url)
+    migrate.upgrade(url)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     with sessions() as session:

@@ -32,8 +32,8 @@ from profilers.virtual_phone import VirtualPhone  # noqa: E402
 from service.db import make_engine, make_sessionmaker  # noqa: E402
 from service.devices.models import Device, Transport  # noqa: E402
 from service.devices.probing import probe_device  # noqa: E402
+from service.devices.runner import AdbRunner  # noqa: E402
 from service.jobs.models import Task, TaskStatus  # noqa: E402
-from service.jobs.runner import AdbRunner  # noqa: E402
 from service.jobs.schemas import JobCreate  # noqa: E402
 from service.jobs.service import create_job  # noqa: E402
 from service.settings import Settings  # noqa: E402

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from service import schema  # noqa: E402
+from service import migrate  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.auth.service import create_token  # noqa: E402
 from service.db import make_engine, make_sessionmaker  # noqa: E402
@@ -104,7 +104,7 @@ class Farm:
     def __init__(self) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="latfarm-gpu-"))
         settings = Settings(database_url=f"sqlite:///{tmp / 'bench.db'}", state_dir=tmp, log_level="WARNING")
-        schema.upgrade(settings.database_url)
+        migrate.upgrade(settings.database_url)
         self.factory = make_sessionmaker(make_engine(settings.database_url))
         with self.factory() as session:
             _, secret = create_token(session, "bench", ["admin"])

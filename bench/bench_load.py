@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_predict import _free_port, _seed_database  # noqa: E402
 
 from profilers.blocks import get_family  # noqa: E402
-from service import schema  # noqa: E402
+from service import migrate  # noqa: E402
 from service.db import make_engine, make_sessionmaker  # noqa: E402
 from service.predictors import features  # noqa: E402
 from service.predictors.registry import load_latency_model  # noqa: E402
@@ -199,7 +199,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="latfarm-load-"))
     settings = Settings(database_url=f"sqlite:///{tmp / 'load.db'}", state_dir=tmp, log_level="WARNING")
-    schema.upgrade(settings.database_url)
+    migrate.upgrade(settings.database_url)
     device_id, predictor_id, secret = _seed_database(settings, args.train_configs)
     rng = random.Random(2026)
     cores = os.cpu_count() or 1

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from profilers.blocks import config_hash, get_family  # noqa: E402
 from profilers.blocks.graph import GraphBuilder  # noqa: E402
-from service import schema  # noqa: E402
+from service import migrate  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.auth.service import create_token  # noqa: E402
 from service.db import make_engine, make_sessionmaker  # noqa: E402
@@ -272,7 +272,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="latfarm-bench-"))
     settings = Settings(database_url=f"sqlite:///{tmp / 'bench.db'}", state_dir=tmp, log_level="WARNING")
-    schema.upgrade(settings.database_url)
+    migrate.upgrade(settings.database_url)
     device_id, predictor_id, secret = _seed_database(settings, args.train_configs)
 
     port = _free_port()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from service import schema  # noqa: E402
+from service import migrate  # noqa: E402
 from service.db import make_engine, make_sessionmaker  # noqa: E402
 from service.devices.models import Device, DeviceStatus, Transport  # noqa: E402
 from service.jobs.models import Task, TaskStatus  # noqa: E402
@@ -47,7 +47,7 @@ def _scratch_database() -> tuple[str, callable]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin_url.set(database=name).render_as_string(hide_password=False)
-    schema.upgrade(url)
+    migrate.upgrade(url)
 
     def drop() -> None:
         with admin.connect() as conn:
@@ -81,7 +81,7 @@ def _configs(n: int) -> list[dict]:
 
 def _worker_main(url: str) -> None:
     """A bench worker process: the real worker loop with the no-op runner."""
-    from service.jobs.runner import NoopRunner
+    from service.devices.runner import NoopRunner
     from service.jobs.worker import Worker
 
     settings = Settings(database_url=url, worker_poll_seconds=0.02, worker_batch_size=32, lease_seconds=30)

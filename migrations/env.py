@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the caller (`service.schema`) or from `Settings`."""
+"""Alembic environment: the URL comes from the caller (`service.migrate`) or from `Settings`."""
 
 from __future__ import annotations
 

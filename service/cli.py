@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -13,7 +12,7 @@ from service.settings import get_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service import schema
+    from service import migrate
     from service.app import create_app
     from service.db import make_engine
 
@@ -21,9 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         if settings.auto_migrate:
-            schema.upgrade(settings.database_url)
-        schema.check_current(engine)
-    except schema.SchemaNotCurrentError as exc:
+            migrate.upgrade(settings.database_url)
+        migrate.check_current(engine)
+    except migrate.SchemaNotCurrentError as exc:
         print(f"latfarm serve: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -80,18 +79,18 @@ def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
-    from service import schema
+    from service import migrate
 
     url = get_settings().database_url
     if args.action == "upgrade":
-        schema.upgrade(url, args.revision or "head")
+        migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
-        schema.downgrade(url, args.revision or "base")
+        migrate.downgrade(url, args.revision or "base")
     else:
         from service.db import make_engine
 
         engine = make_engine(url)
-        print(f"current: {schema.current_revision(engine)}  head: {schema.head_revision(url)}")
+        print(f"current: {migrate.current_revision(engine)}  head: {migrate.head_revision(url)}")
         engine.dispose()
     return 0
 
@@ -123,44 +122,65 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(module: str, function: str = "run") -> Callable[[argparse.Namespace], int]:
-    """A handler that imports its module only when the command runs (keeps `latfarm --help` fast)."""
-
-    def handler(args: argparse.Namespace) -> int:
-        return int(getattr(importlib.import_module(module), function)(args) or 0)
-
-    return handler
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Handler = Callable[[argparse.Namespace], int]
 
 
-def _add_delegated(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    help_text: str,
-    module: str,
-    prefix: str,
-) -> None:
-    add_arguments = getattr(importlib.import_module(module), f"add_{prefix}arguments")
-    parser = commands.add_parser(name, help=help_text)
-    add_arguments(parser)
-    parser.set_defaults(handler=_delegate(module, f"run{'_' + prefix.rstrip('_') if prefix else ''}"))
+# The commands whose options and body live with the code they drive. Each is imported only when its command
+# runs (keeps `latfarm --help` fast, and a worker starts without loading the client, the phone or the demo).
 
 
-#: Commands whose arguments and body live with the code they drive:
-#: name → (help, module, prefix); the module has `add_<prefix>arguments(parser)` and `run[_<prefix>](args)`.
-DELEGATED_COMMANDS = {
-    "worker": ("a worker process that claims tasks and drives phones", "service.jobs.cli", ""),
-    "phone": ("virtual phones (ADB device servers) on 127.0.0.1", "profilers.virtual_phone.cli", ""),
-    "profile": ("one-off profiling of configs on a device, JSON lines out", "profilers.adb.cli", ""),
-    "demo": ("the whole loop on SQLite with virtual phones", "service.demo", ""),
-    "predict": ("ask the service's predictor for latencies", "service.client_cli", "predict_"),
-    "jobs": ("list, submit, watch or cancel profiling jobs", "service.client_cli", "jobs_"),
+def _worker_command() -> tuple[AddArguments, Handler]:
+    from service.jobs import cli
+
+    return cli.add_arguments, cli.run
+
+
+def _phone_command() -> tuple[AddArguments, Handler]:
+    from profilers.virtual_phone import cli
+
+    return cli.add_arguments, cli.run
+
+
+def _profile_command() -> tuple[AddArguments, Handler]:
+    from profilers.adb import cli
+
+    return cli.add_arguments, cli.run
+
+
+def _demo_command() -> tuple[AddArguments, Handler]:
+    from service import demo
+
+    return demo.add_arguments, demo.run
+
+
+def _predict_command() -> tuple[AddArguments, Handler]:
+    from service import client_cli
+
+    return client_cli.add_predict_arguments, client_cli.run_predict
+
+
+def _jobs_command() -> tuple[AddArguments, Handler]:
+    from service import client_cli
+
+    return client_cli.add_jobs_arguments, client_cli.run_jobs
+
+
+#: name → (help, the function that imports the command's module and names its options and its body).
+IMPORTED_COMMANDS: dict[str, tuple[str, Callable[[], tuple[AddArguments, Handler]]]] = {
+    "worker": ("a worker process that claims tasks and drives phones", _worker_command),
+    "phone": ("virtual phones (ADB device servers) on 127.0.0.1", _phone_command),
+    "profile": ("one-off profiling of configs on a device, JSON lines out", _profile_command),
+    "demo": ("the whole loop on SQLite with virtual phones", _demo_command),
+    "predict": ("ask the service's predictor for latencies", _predict_command),
+    "jobs": ("list, submit, watch or cancel profiling jobs", _jobs_command),
 }
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `latfarm` argument parser with every sub-command.
 
-    With `only`, the other delegated commands are listed but their modules are not imported: a worker
+    With `only`, the other imported commands are listed but their modules are not imported: a worker
     starts (and installs its signal handlers) without loading the client, the phone or the demo.
     """
     parser = argparse.ArgumentParser(prog="latfarm", description=__doc__)
@@ -189,11 +209,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     token.add_argument("--scopes", default="read", help="comma-separated: admin,profile,predict,read")
     token.set_defaults(handler=_token)
 
-    for name, (help_text, module, prefix) in DELEGATED_COMMANDS.items():
+    for name, (help_text, load) in IMPORTED_COMMANDS.items():
+        command = commands.add_parser(name, help=help_text)
         if only is None or name == only:
-            _add_delegated(commands, name, help_text, module, prefix)
-        else:
-            commands.add_parser(name, help=help_text)
+            add_arguments, handler = load()
+            add_arguments(command)
+            command.set_defaults(handler=handler)
     return parser
 
 
@@ -201,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `latfarm` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((word for word in argv if not word.startswith("-")), None)
-    args = build_parser(command if command in DELEGATED_COMMANDS else None).parse_args(argv)
+    args = build_parser(command if command in IMPORTED_COMMANDS else None).parse_args(argv)
     if args.command == "token" and args.action in ("create", "revoke") and not args.name:
         print("latfarm token: --name is required", file=sys.stderr)
         return 2

@@ -274,7 +274,7 @@ def _running_service(settings: Any, port: int) -> Iterator[ServerThread]:
 
 def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Set everything up, run the loop, print the summary; returns the exit status."""
-    from service import schema
+    from service import migrate
     from service import sr_search as search
     from service.auth.service import create_token
     from service.client import LatfarmClient
@@ -294,7 +294,7 @@ def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         log_level="WARNING",
         min_training_rows=20,
     )
-    schema.upgrade(settings.database_url)
+    migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine)() as session:
         _, admin = create_token(session, "demo-admin", ["admin"])

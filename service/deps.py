@@ -16,6 +16,7 @@ from service.auth.models import Scope
 from service.auth.service import authenticate
 from service.dashboard.csrf import HEADER as CSRF_HEADER
 from service.dashboard.csrf import csrf_valid, foreign_origin
+from service.devices.runner import DeviceRunner, default_runner
 from service.problems import ForbiddenError, UnauthorizedError
 from service.settings import Settings
 
@@ -39,8 +40,21 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
+def get_runner(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[DeviceRunner]:
+    """The device runner a request probes phones with, closed (every connection) when the request ends.
+
+    Tests and the API fuzzer override this dependency so that no request reaches a network address.
+    """
+    runner = default_runner(settings)
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+RunnerDep = Annotated[DeviceRunner, Depends(get_runner)]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import schema
+from service import migrate
 from service.app import create_app
 from service.auth.service import create_token
 from service.db import Base, make_engine, make_sessionmaker
@@ -36,7 +36,7 @@ ENGINES = ["sqlite", "postgresql"]
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated to head once; each test copies it."""
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
-    schema.upgrade(f"sqlite:///{path}")
+    migrate.upgrade(f"sqlite:///{path}")
     return path
 
 
@@ -54,7 +54,7 @@ def postgres_database() -> Iterator[str]:
             f"PostgreSQL at {POSTGRES_URL} is not usable ({exc}); start it or set LATFARM_TEST_POSTGRES_URL"
         )  # noqa: E501
     url = admin_url.set(database=name).render_as_string(hide_password=False)
-    schema.upgrade(url)
+    migrate.upgrade(url)
     yield url
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

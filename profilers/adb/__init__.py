@@ -43,7 +43,9 @@ if TYPE_CHECKING:
         parse_onnxruntime_perf_test,
         parse_tflite_benchmark_model,
     )
-    from profilers.adb.profiler import MeasurementRecord, Profiler, ProfileRequest, RuntimeSettings
+    from profilers.adb.profiler import Profiler, ProfileRequest
+    from profilers.adb.records import MeasurementRecord, MeasurementResult
+    from profilers.adb.runtime import RUNTIME_FIELDS, RuntimeSettings, check_passes
     from profilers.adb.session import DeviceSession, FileStat, ShellResult, default_key_path
     from profilers.adb.thermal import ThermalZone, cooldown, hottest_celsius, list_zones
 
@@ -57,7 +59,9 @@ _EXPORTS = {
     "profilers.adb.frequency": "Cluster PinnedFrequency discover_clusters pin_frequency resolve_cluster",
     "profilers.adb.parsers": "BenchmarkStats parse_onnxruntime_perf_test parse_tflite_benchmark_model",
     "profilers.adb.facts": "DeviceFacts probe",
-    "profilers.adb.profiler": "MeasurementRecord ProfileRequest Profiler RuntimeSettings",
+    "profilers.adb.profiler": "ProfileRequest Profiler",
+    "profilers.adb.records": "MeasurementRecord MeasurementResult",
+    "profilers.adb.runtime": "RUNTIME_FIELDS RuntimeSettings check_passes",
     "profilers.adb.session": "DeviceSession FileStat ShellResult default_key_path",
     "profilers.adb.thermal": "ThermalZone cooldown hottest_celsius list_zones",
 }
@@ -72,6 +76,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "RUNTIME_FIELDS",
     "BenchmarkStats",
     "Cluster",
     "CommandFailedError",
@@ -83,6 +88,7 @@ __all__ = [
     "FileStat",
     "FrequencyPinError",
     "MeasurementRecord",
+    "MeasurementResult",
     "OutputParseError",
     "PinnedFrequency",
     "ProfileRequest",
@@ -99,6 +105,7 @@ __all__ = [
     "list_zones",
     "parse_onnxruntime_perf_test",
     "parse_tflite_benchmark_model",
+    "check_passes",
     "pin_frequency",
     "probe",
     "resolve_cluster",

@@ -34,15 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from profilers.adb.errors import CommandFailedError, OutputParseError
 from profilers.adb.facts import DeviceFacts, probe
@@ -55,6 +47,8 @@ from profilers.adb.frequency import (
     root_mode,
 )
 from profilers.adb.parsers import BenchmarkStats, parse_onnxruntime_perf_test, stats_from_runs
+from profilers.adb.records import MeasurementRecord
+from profilers.adb.runtime import RuntimeSettings
 from profilers.adb.session import DeviceSession
 from profilers.adb.thermal import cooldown, hottest_celsius, trip_point_celsius
 from profilers.blocks import config_hash, get_family
@@ -67,34 +61,6 @@ VIRTUAL_BENCHMARK_BINARY = (
     Path(__file__).resolve().parents[1] / "virtual_phone" / "bin" / "onnxruntime_perf_test"
 )
 RUNTIME_NAME = "onnxruntime"
-
-
-def check_passes(passes: int, runs: int | None) -> int:
-    """`passes` if every pass can time at least one of the `runs`, else ValueError."""
-    if runs is not None and passes > runs:
-        raise ValueError(f"passes ({passes}) must not exceed runs ({runs}): a pass times a run")
-    return passes
-
-
-class RuntimeSettings(BaseModel):
-    """How the benchmark program runs: timed runs, warm-up runs, intra-op threads."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    runs: int = Field(default=10, ge=1, le=10_000)
-    warmup: int = Field(default=2, ge=0, le=1_000)
-    threads: int = Field(default=1, ge=1, le=64)
-    passes: int = Field(default=1, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _a_run_per_pass(self) -> RuntimeSettings:
-        check_passes(self.passes, self.runs)
-        return self
-
-    def runs_of_pass(self, index: int) -> int:
-        """Timed runs of pass `index` (0-based): spread as evenly as they go, earlier passes first."""
-        base, extra = divmod(self.runs, self.passes)
-        return base + (1 if index < extra else 0)
 
 
 class ProfileRequest(BaseModel):
@@ -129,38 +95,6 @@ class ProfileRequest(BaseModel):
     def config_hash(self) -> str:
         """The config identity (family + canonical JSON)."""
         return config_hash(self.family, self.config)
-
-
-class MeasurementRecord(BaseModel):
-    """One measurement with the conditions it was taken under (the design sketch's *measurement*)."""
-
-    family: str
-    config: dict[str, Any]
-    config_hash: str
-    cluster: str
-    frequency_khz: int | None
-    observed_frequency_khz: int | None
-    pinned: bool
-    runtime_name: str
-    runtime_version: str
-    threads: int
-    runs: int
-    warmup: int
-    passes: int
-    median_ms: float
-    mean_ms: float
-    std_ms: float | None
-    min_ms: float
-    max_ms: float
-    p90_ms: float | None
-    raw_runs_ms: list[float]
-    temperature_before_c: float | None
-    temperature_after_c: float | None
-    valid: bool
-    invalid_reason: str | None
-    virtual: bool
-    started_at: datetime
-    finished_at: datetime
 
 
 @dataclass(frozen=True)

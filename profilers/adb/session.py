@@ -28,6 +28,7 @@ imported only when asked for and is not exercised by the test suite (no USB phon
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 import socket
@@ -74,12 +75,29 @@ def default_key_path() -> Path:
 
 
 def load_signer(key_path: Path) -> PythonRSASigner:
-    """The RSA signer for ``key_path``, generating the key pair on first use."""
+    """The RSA signer for ``key_path``, generating the key pair on first use.
+
+    The pair is generated beside its place and moved in, public key first, under a file lock, so a session
+    opened meanwhile never reads half a key and every caller ends with the same pair.
+    """
     key_path = Path(key_path)
-    if not key_path.exists() or not key_path.with_name(key_path.name + ".pub").exists():
+    public_path = key_path.with_name(key_path.name + ".pub")
+    if not key_path.exists() or not public_path.exists():
         key_path.parent.mkdir(parents=True, exist_ok=True)
-        keygen(str(key_path))
-        key_path.chmod(0o600)
+        # Several threads or workers may connect first at once: one generates under an exclusive file lock
+        # (threads and processes alike), into a draft renamed into place, public half first.
+        with open(key_path.with_name(key_path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not key_path.exists() or not public_path.exists():
+                draft = key_path.with_name(f".{key_path.name}.{uuid.uuid4().hex}")
+                try:
+                    keygen(str(draft))
+                    draft.chmod(0o600)
+                    os.replace(draft.with_name(draft.name + ".pub"), public_path)
+                    os.replace(draft, key_path)
+                finally:
+                    for leftover in (draft, draft.with_name(draft.name + ".pub")):
+                        leftover.unlink(missing_ok=True)
     return PythonRSASigner.FromRSAKeyPath(str(key_path))
 
 

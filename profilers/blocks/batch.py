@@ -20,6 +20,9 @@ validators, mirrored here); callers send flagged configs through the pydantic pa
 exact error or accepts. A family whose model grows a validator this module does not mirror is refused
 by `batch_supported` (callers then stay on the one-config path), so an unmirrored rule never lets an
 invalid config through.
+
+Past 500 lines on purpose: the tracer, the configs as arrays and the three families' batch twins are one
+concept (the batch cost path) and change together; a family's twin sits beside the tracer it calls.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from service.auth.models import Scope
 from service.auth.service import authenticate
@@ -24,17 +23,15 @@ from service.bounds import PathId
 from service.dashboard import pivot, service
 from service.dashboard.access import AdminForm, PageReader, ProfileForm, SessionForm, safe_next
 from service.dashboard.csrf import FIELD, csrf_token
-from service.deps import ANONYMOUS, TOKEN_COOKIE, Principal, ReadAccess, SessionDep, SettingsDep
+from service.deps import ANONYMOUS, TOKEN_COOKIE, Principal, ReadAccess, RunnerDep, SessionDep
 from service.devices import probing
 from service.devices import service as devices
 from service.devices.models import Device, DeviceStatus
 from service.devices.schemas import DeviceCreate, DevicePatch
 from service.jobs import service as jobs_service
-from service.jobs.runner import default_runner
 from service.predictors import service as predictors_service
 from service.predictors.deps import RegistryDep
 from service.problems import LatfarmError, NotFoundError
-from service.settings import Settings
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
 
@@ -145,10 +142,10 @@ def farm(request: Request, session: SessionDep, principal: PageReader) -> Respon
 
 
 @router.post("/devices")
-def register_device(
+def register_device_form(
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
+    runner: RunnerDep,
     principal: AdminForm,
     serial: Annotated[str, Form(max_length=200)] = "",
     transport: Annotated[str, Form(max_length=8)] = "tcp",
@@ -157,14 +154,17 @@ def register_device(
     tags: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     try:
-        body = DeviceCreate(
-            serial=serial.strip(),
-            transport=transport,  # type: ignore[arg-type]  # validated by the model
-            address=address.strip() or None,
-            name=name.strip() or None,
-            tags=[t.strip() for t in tags.split(",") if t.strip()],
+        body = DeviceCreate.model_validate(
+            {
+                "serial": serial.strip(),
+                "transport": transport,
+                "address": address.strip() or None,
+                "name": name.strip() or None,
+                "tags": [t.strip() for t in tags.split(",") if t.strip()],
+            }
         )
-        device = devices.register_device(session, body)
+        # Probed at once, as `POST /v1/devices` does; a phone that does not answer stays registered, offline.
+        device = probing.register_and_probe(session, body, runner)
     except ValidationError as exc:
         errors = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()
@@ -172,16 +172,11 @@ def register_device(
         return _farm(request, session, principal, 422, error=errors)
     except LatfarmError as exc:
         return _farm(request, session, principal, exc.status, error=exc.detail)
-    # Probed at once, as `POST /v1/devices` does; a phone that does not answer stays registered, offline.
-    return _probe_and_report(session, settings, device, "registered")
+    return _report_probe(device, "registered")
 
 
-def _probe_and_report(session: Session, settings: Settings, device: Device, verb: str) -> RedirectResponse:
-    runner = default_runner(settings)
-    try:
-        device = probing.probe_device(session, device, runner)
-    finally:
-        runner.close()
+def _report_probe(device: Device, verb: str) -> RedirectResponse:
+    """Back to the farm page, saying how the phone answered its probe."""
     outcome = device.last_error if device.status is DeviceStatus.offline else device.status.value
     return _back("/dashboard/farm", f"{verb} device {device.id} ({device.serial}): {outcome}")
 
@@ -202,14 +197,14 @@ def set_device_enabled(
 
 
 @router.post("/devices/{device_id}/probe")
-def probe_device(
-    request: Request, device_id: PathId, session: SessionDep, settings: SettingsDep, principal: AdminForm
+def probe_device_form(
+    request: Request, device_id: PathId, session: SessionDep, runner: RunnerDep, principal: AdminForm
 ) -> Response:
     try:
         device = devices.get_device(session, device_id)
     except LatfarmError as exc:
         return _farm(request, session, principal, exc.status, error=exc.detail)
-    return _probe_and_report(session, settings, device, "probed")
+    return _report_probe(probing.probe_device(session, device, runner), "probed")
 
 
 # --- latency tables ----------------------------------------------------------------------------

@@ -1,18 +1,19 @@
 """Probing: connect to a phone through the profilers and store its facts and status.
 
 A phone that does not answer is not an error of the request: the device is kept, `offline`, with the
-reason in `last_error`, and a worker re-probes it later.
+reason in `last_error`, and a worker re-probes it later. `register_and_probe` is what registering means
+to the API and the dashboard alike: the row is added, then the phone probed at once.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.db import begin_write, utcnow
 from service.devices.models import Device, DeviceStatus
-from service.jobs.runner import DeviceRunner, DeviceTarget, RunnerError
+from service.devices.runner import DeviceColumns, DeviceRunner, DeviceTarget, RunnerError
+from service.devices.schemas import DeviceCreate
+from service.devices.service import register_device
 
 
 def target_of(device: Device) -> DeviceTarget:
@@ -20,7 +21,7 @@ def target_of(device: Device) -> DeviceTarget:
     return DeviceTarget(device.id, device.serial, device.transport.value, device.address)
 
 
-def apply_facts(device: Device, facts: dict[str, Any]) -> None:
+def apply_facts(device: Device, facts: DeviceColumns) -> None:
     """Write probed facts onto the device row and mark it seen."""
     now = utcnow()
     for name, value in facts.items():
@@ -55,3 +56,9 @@ def probe_device(session: Session, device: Device, runner: DeviceRunner) -> Devi
             device.lease_expires_at = None
     session.commit()
     return device
+
+
+def register_and_probe(session: Session, data: DeviceCreate, runner: DeviceRunner) -> Device:
+    """Register a phone and probe it now; one that does not answer stays registered, offline, with the
+    reason. A serial already registered is a `ConflictError` (nothing probed)."""
+    return probe_device(session, register_device(session, data), runner)

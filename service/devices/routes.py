@@ -7,11 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from service.bounds import Cursor, PathId, Text
-from service.deps import AdminAccess, ReadAccess, SessionDep, SettingsDep
+from service.deps import AdminAccess, ReadAccess, RunnerDep, SessionDep, SettingsDep
 from service.devices import probing, service
 from service.devices.models import DeviceStatus
 from service.devices.schemas import DeviceCreate, DeviceOut, DevicePatch
-from service.jobs.runner import default_runner
 from service.pagination import Page
 from service.problems import problem_responses
 
@@ -21,17 +20,9 @@ router = APIRouter(
 
 
 @router.post("", status_code=201, response_model=DeviceOut)
-def register_device(
-    body: DeviceCreate, session: SessionDep, settings: SettingsDep, _: AdminAccess
-) -> DeviceOut:
-    device = service.register_device(session, body)
+def register_device(body: DeviceCreate, session: SessionDep, runner: RunnerDep, _: AdminAccess) -> DeviceOut:
     # Probed at once; a phone that does not answer stays registered, offline, with the reason.
-    runner = default_runner(settings)
-    try:
-        probing.probe_device(session, device, runner)
-    finally:
-        runner.close()
-    return DeviceOut.model_validate(device)
+    return DeviceOut.model_validate(probing.register_and_probe(session, body, runner))
 
 
 @router.get("", response_model=Page[DeviceOut])
@@ -61,13 +52,9 @@ def update_device(device_id: PathId, body: DevicePatch, session: SessionDep, _: 
 
 
 @router.post("/{device_id}/probe", response_model=DeviceOut)
-def probe_device(device_id: PathId, session: SessionDep, settings: SettingsDep, _: AdminAccess) -> DeviceOut:
-    runner = default_runner(settings)
-    try:
-        device = probing.probe_device(session, service.get_device(session, device_id), runner)
-    finally:
-        runner.close()
-    return DeviceOut.model_validate(device)
+def probe_device(device_id: PathId, session: SessionDep, runner: RunnerDep, _: AdminAccess) -> DeviceOut:
+    device = service.get_device(session, device_id)
+    return DeviceOut.model_validate(probing.probe_device(session, device, runner))
 
 
 @router.delete("/{device_id}", status_code=204)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported only now, with the signals caught: these imports are most of a worker's start-up time.
     import logging
 
-    from service import schema
+    from service import migrate
     from service.db import make_engine, make_sessionmaker
     from service.jobs.worker import Worker
     from service.settings import get_settings
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         try:
-            schema.check_current(engine)
-        except schema.SchemaNotCurrentError as exc:
+            migrate.check_current(engine)
+        except migrate.SchemaNotCurrentError as exc:
             print(f"latfarm worker: {exc}", file=sys.stderr)
             return 2
         worker = Worker(

@@ -1,6 +1,8 @@
 """The task queue in the database: device leases, task leases, completion, retries, expiry.
 
-The one module with dialect-specific SQL. Invariants it keeps, on both engines:
+The one module with dialect-specific SQL. It runs past ~500 lines on purpose: every lease — device, task,
+training — is taken, renewed and given back here, so the invariants below hold in one file a reader
+can check against them, and no other module needs to know a dialect. Invariants it keeps, on both engines:
 
 - **One benchmark per phone.** A worker first leases a *device* (`device.lease_owner/lease_expires_at`);
   only the holder of a live device lease claims that device's tasks. On PostgreSQL the device row is
@@ -39,35 +41,18 @@ from sqlalchemy import Select, and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from profilers.adb.profiler import ProfileRequest
+from profilers.adb.records import MeasurementRecord
+from profilers.adb.runtime import RUNTIME_FIELDS, RuntimeSettings
 from service.db import utcnow, write_session
 from service.devices.models import Device, DeviceStatus
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
-from service.measurements.models import Measurement, MeasurementSource
+from service.measurements.models import Measurement, MeasurementSource, measured_values
 from service.predictors.models import Predictor, PredictorStatus
 
 #: First retry waits this long; each further attempt doubles it, up to `RETRY_BACKOFF_MAX_S`.
 RETRY_BACKOFF_BASE_S = 1.0
 RETRY_BACKOFF_MAX_S = 60.0
-
-#: Measurement fields a runner reports (the rest — device, job, task, config identity — come from the task).
-RECORD_FIELDS = (
-    "observed_frequency_khz",
-    "pinned",
-    "runtime_name",
-    "runtime_version",
-    "median_ms",
-    "mean_ms",
-    "std_ms",
-    "min_ms",
-    "max_ms",
-    "p90_ms",
-    "raw_runs_ms",
-    "temperature_before_c",
-    "temperature_after_c",
-    "valid",
-    "invalid_reason",
-    "virtual",
-)
 
 
 @dataclass(frozen=True)
@@ -101,11 +86,19 @@ class ClaimedBatch:
     token: str
     cluster: str
     frequency_khz: int | None
-    runs: int
-    warmup: int
-    threads: int
-    passes: int
+    runtime: RuntimeSettings
     tasks: list[ClaimedTask]
+
+    def requests(self) -> list[ProfileRequest]:
+        """The batch's tasks as the profiler's requests, in the batch's order."""
+        # Built without validating again: each config was parsed and made canonical when its job was
+        # submitted, and the runner gets exactly what the task row holds.
+        return [
+            ProfileRequest.model_construct(
+                family=t.family, config=t.config, cluster=self.cluster, frequency_khz=self.frequency_khz
+            )
+            for t in self.tasks
+        ]
 
 
 def _is_postgres(session: Session) -> bool:
@@ -225,8 +218,10 @@ def claim_batch(
             session.rollback()
             return None
         eligible = (Task.device_id == device_id, _ready(now), _active_job())
+        # Each runtime setting has a task column of its name: the batch follows the settings' fields.
+        runtime_columns = [getattr(Task, name) for name in RUNTIME_FIELDS]
         head = session.execute(
-            select(Task.cluster, Task.frequency_khz, Task.runs, Task.warmup, Task.threads, Task.passes)
+            select(Task.cluster, Task.frequency_khz, *runtime_columns)
             .where(*eligible)
             .order_by(Task.priority.desc(), Task.id)
             .limit(1)
@@ -234,14 +229,12 @@ def claim_batch(
         if head is None:
             session.rollback()
             return None
-        cluster, khz, runs, warmup, threads, passes = head
+        cluster, khz, *settings = head
+        runtime = RuntimeSettings.model_validate(dict(zip(RUNTIME_FIELDS, settings, strict=True)))
         same_pin = (
             Task.cluster == cluster,
             Task.frequency_khz.is_(None) if khz is None else Task.frequency_khz == khz,
-            Task.runs == runs,
-            Task.warmup == warmup,
-            Task.threads == threads,
-            Task.passes == passes,
+            *(column == value for column, value in zip(runtime_columns, settings, strict=True)),
         )
         turn = func.row_number().over(partition_by=Task.job_id, order_by=(Task.priority.desc(), Task.id))
         ranked = select(Task.id, Task.priority, turn.label("turn")).where(*eligible, *same_pin).subquery()
@@ -290,7 +283,7 @@ def claim_batch(
             .execution_options(synchronize_session=False)
         )
         session.commit()
-        return ClaimedBatch(device_id, token, cluster, khz, runs, warmup, threads, passes, tasks)
+        return ClaimedBatch(device_id, token, cluster, khz, runtime, tasks)
 
 
 def extend_leases(
@@ -311,11 +304,12 @@ def extend_leases(
 
 
 def complete_task(
-    factory: sessionmaker[Session], task_id: int, token: str, record: dict[str, Any], duration_s: float
+    factory: sessionmaker[Session], task_id: int, token: str, record: MeasurementRecord, duration_s: float
 ) -> bool:
     """Store a task's measurement and mark it done, atomically, if `token` still holds its lease.
 
-    Returns False (and writes nothing) for a result that arrives after the lease moved on.
+    Returns False (and writes nothing) for a result that arrives after the lease moved on. The record is
+    stored as it is (`measured_values`); the task adds where it belongs (device, job, task).
     """
     now = utcnow()
     with write_session(factory) as session:
@@ -337,47 +331,29 @@ def complete_task(
                 duration_s=duration_s,
                 last_error=None,
             )
-            .returning(
-                Task.device_id,
-                Task.job_id,
-                Task.family,
-                Task.config,
-                Task.config_hash,
-                Task.cluster,
-                Task.frequency_khz,
-                Task.runs,
-                Task.warmup,
-                Task.threads,
-                Task.passes,
-            )
+            .returning(Task.device_id, Task.job_id, Task.config_hash)
             .execution_options(synchronize_session=False)
         ).first()
         if task is None:
             session.rollback()
             return False
-        fields = {name: record.get(name) for name in RECORD_FIELDS}
-        fields["raw_runs_ms"] = list(fields["raw_runs_ms"] or [])
+        if task.config_hash != record.config_hash:
+            session.rollback()
+            raise ValueError(
+                f"task {task_id} measures config {task.config_hash[:12]}…, "
+                f"the record is of {record.config_hash[:12]}…"
+            )
         session.execute(
             insert(Measurement.__table__).values(
+                **measured_values(record),
                 device_id=task.device_id,
-                family=task.family,
-                config=task.config,
-                config_hash=task.config_hash,
-                cluster=task.cluster,
-                frequency_khz=task.frequency_khz,
-                threads=task.threads,
-                runs=int(record.get("runs") or task.runs),
-                warmup=task.warmup,
-                passes=task.passes,
                 source=MeasurementSource.measured,
                 job_id=task.job_id,
                 task_id=task_id,
-                measured_at=record.get("finished_at") or now,
                 created_at=now,
-                **fields,
             )
         )
-        observed = record.get("observed_frequency_khz")
+        observed = record.observed_frequency_khz
         session.execute(
             update(Device)
             .where(Device.id == task.device_id)
@@ -385,8 +361,8 @@ def complete_task(
                 consecutive_failures=0,
                 last_seen_at=now,
                 last_error=None,
-                temperature_c=record.get("temperature_after_c"),
-                current_frequencies_khz={task.cluster: observed} if observed else {},
+                temperature_c=record.temperature_after_c,
+                current_frequencies_khz={record.cluster: observed} if observed else {},
             )
             .execution_options(synchronize_session=False)
         )

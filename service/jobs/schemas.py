@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from profilers.adb.profiler import check_passes
+from profilers.adb.runtime import RuntimeSettings
 from service.bounds import REQUEST_BODY, DbId, DbInt, JsonObject, StrictInt, Text, exactly_one_of
 from service.jobs.models import JobStatus, TaskStatus
 
@@ -65,26 +65,13 @@ class DeviceSelector(BaseModel):
     model: Text | None = Field(None, max_length=200)
 
 
-class RuntimeSpec(BaseModel):
-    """How each config is benchmarked; `cluster` defaults to each device's fastest cluster."""
+class RuntimeSpec(RuntimeSettings):
+    """How each config is benchmarked: the profiler's own `RuntimeSettings` (so a setting added there is
+    a job field too) and the `cluster`, which defaults to each device's fastest cluster."""
 
     model_config = REQUEST_BODY
 
-    runs: StrictInt = Field(10, ge=1, le=10_000)
-    warmup: StrictInt = Field(2, ge=0, le=1_000)
-    threads: StrictInt = Field(1, ge=1, le=64)
-    passes: StrictInt = Field(
-        1,
-        ge=1,
-        le=100,
-        description="split each config's runs into this many passes through its batch (at most `runs`)",
-    )
     cluster: Text | None = Field(None, min_length=1, max_length=32)
-
-    @field_validator("passes")
-    @classmethod
-    def _a_run_per_pass(cls, value: int, info: ValidationInfo) -> int:
-        return check_passes(value, info.data.get("runs"))
 
 
 class JobCreate(BaseModel):

@@ -132,12 +132,18 @@ def _check_cap(n_configs: int, plans: list[tuple[Device, str, list[int]]], cap: 
         )
 
 
+def _runtime_columns(data: JobCreate) -> dict[str, Any]:
+    """The job's runtime settings by field: the task and measurement columns holding them share the names."""
+    return data.runtime.as_settings().model_dump()
+
+
 def _existing_measurements(
     session: Session, family: str, hashes: list[str], device_ids: list[int], data: JobCreate
 ) -> set[tuple[int, str, str, int | None]]:
     """(device, config hash, cluster, frequency) of valid measurements taken with the job's runtime."""
     found: set[tuple[int, str, str, int | None]] = set()
-    runtime = data.runtime
+    # Same settings, field by field (each runtime setting has a measurement column of its name).
+    same_runtime = [getattr(Measurement, name) == value for name, value in _runtime_columns(data).items()]
     for start in range(0, len(hashes), _LOOKUP_CHUNK):
         chunk = hashes[start : start + _LOOKUP_CHUNK]
         rows = session.execute(
@@ -148,10 +154,7 @@ def _existing_measurements(
                 Measurement.device_id.in_(device_ids),
                 Measurement.config_hash.in_(chunk),
                 Measurement.valid.is_(True),
-                Measurement.runs == runtime.runs,
-                Measurement.warmup == runtime.warmup,
-                Measurement.threads == runtime.threads,
-                Measurement.passes == runtime.passes,
+                *same_runtime,
             )
         )
         found.update((r[0], r[1], r[2], r[3]) for r in rows)
@@ -237,7 +240,7 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
     session.add(job)
     session.flush()
     rows: list[dict[str, Any]] = []
-    runtime = data.runtime
+    runtime = _runtime_columns(data)
     for (device, cluster, freqs), unique in zip(plans, per_device, strict=True):
         # Grouped by frequency so a worker's batch (one pin) finds its tasks next to each other.
         for khz in freqs:
@@ -252,10 +255,7 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
                         "config_hash": digest,
                         "cluster": cluster,
                         "frequency_khz": khz,
-                        "runs": runtime.runs,
-                        "warmup": runtime.warmup,
-                        "threads": runtime.threads,
-                        "passes": runtime.passes,
+                        **runtime,
                         "priority": data.priority,
                         "status": TaskStatus.reused if reused else TaskStatus.queued,
                         "attempts": 0,

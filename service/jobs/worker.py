@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,16 +31,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import write_session
 from service.devices.models import Device, DeviceStatus
 from service.devices.probing import apply_facts
+from service.devices.runner import DeviceRunner, DeviceTarget, RunnerError, default_runner
 from service.jobs import queue
 from service.jobs.heartbeat import LeaseHeartbeat
-from service.jobs.runner import (
-    BatchSpec,
-    DeviceRunner,
-    DeviceTarget,
-    RunnerError,
-    TaskRequest,
-    default_runner,
-)
 from service.jobs.service import settle_jobs
 from service.predictors.policy import run_retrain_policies
 from service.predictors.trainer import Trainer
@@ -229,13 +222,9 @@ class Worker:
 
     def _run_batch(self, target: DeviceTarget, batch: queue.ClaimedBatch) -> bool:
         """Measure a claimed batch; returns True when a device error took the phone offline."""
-        spec = BatchSpec(
-            batch.cluster, batch.frequency_khz, batch.runs, batch.warmup, batch.threads, batch.passes
-        )
-        requests = [TaskRequest(t.id, t.family, t.config) for t in batch.tasks]
         pending = {t.id for t in batch.tasks}
         went_offline = False
-        records = self.runner.measure(target, spec, requests)
+        records = self.runner.measure(target, batch.runtime, batch.requests())
         lease = (self.factory, batch.device_id, self.name, batch.token, self.settings.lease_seconds)
         with LeaseHeartbeat(lambda: queue.extend_leases(*lease), self.settings.lease_seconds) as beat:
             try:
@@ -261,9 +250,7 @@ class Worker:
                         self.discarded += 1
                         _log.warning("result of task %d discarded: its lease had moved on", task.id)
             finally:
-                close: Callable[[], Any] | None = getattr(records, "close", None)
-                if close is not None:
-                    close()
+                records.close()  # the profiler's pin context exits: the phone's governor is restored
                 queue.release_tasks(self.factory, sorted(pending), batch.token)
         return went_offline
 

@@ -3,6 +3,9 @@
 Every row keeps its statistics and the conditions it was taken under (observed frequency, pinning,
 temperatures, runtime), and says whether it came from a virtual phone, so no number is mistaken for a
 real phone's.
+
+The table has a column for every field of the profiler's `MeasurementRecord`, under the same name, so a
+measured record is stored as it is (`measured_values`); a test holds the two together.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ from typing import Any
 from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from profilers.adb.records import MeasurementRecord
 from service.db import Base, JSONType, UTCDateTime, utcnow
+
+#: Record fields stored under another name: the run's end is the row's `measured_at`; its start is not kept.
+_RENAMED = {"finished_at": "measured_at"}
+_NOT_STORED = frozenset({"started_at"})
 
 
 class MeasurementSource(enum.StrEnum):
@@ -64,3 +72,14 @@ class Measurement(Base):
     task_id: Mapped[int | None] = mapped_column(ForeignKey("task.id", ondelete="SET NULL"), unique=True)
     measured_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+def measured_values(record: MeasurementRecord) -> dict[str, Any]:
+    """A profiler record as `measurement` column values: each field under its own name (see `_RENAMED`).
+
+    The row's place — device, job, task, source, created_at — is the caller's to add.
+    """
+    values = record.model_dump(exclude=set(_NOT_STORED) | set(_RENAMED))
+    for field, column in _RENAMED.items():
+        values[column] = getattr(record, field)
+    return values

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from profilers.adb.profiler import check_passes
+from profilers.adb.records import MeasurementResult
+from profilers.adb.runtime import check_passes
 from service.bounds import INT32_MAX, REQUEST_BODY, DbId, JsonObject, StrictInt, Text, Timestamp
 from service.measurements.models import MeasurementSource
 
@@ -15,38 +15,14 @@ from service.measurements.models import MeasurementSource
 MAX_IMPORT_ROWS = 200_000
 
 
-class MeasurementOut(BaseModel):
-    """One stored measurement."""
+class MeasurementOut(MeasurementResult):
+    """One stored measurement: the profiler's result (every field of it, so a field added there is answered
+    too) and where the row belongs."""
 
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     device_id: int
-    family: str
-    config: dict[str, Any]
-    config_hash: str
-    cluster: str
-    frequency_khz: int | None
-    observed_frequency_khz: int | None
-    pinned: bool
-    runtime_name: str
-    runtime_version: str | None
-    threads: int
-    runs: int
-    warmup: int
-    passes: int
-    median_ms: float
-    mean_ms: float
-    std_ms: float | None
-    min_ms: float
-    max_ms: float
-    p90_ms: float
-    raw_runs_ms: list[float]
-    temperature_before_c: float | None
-    temperature_after_c: float | None
-    valid: bool
-    invalid_reason: str | None
-    virtual: bool
     source: MeasurementSource
     job_id: int | None
     task_id: int | None

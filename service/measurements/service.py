@@ -20,11 +20,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import JSON, Boolean, Column, Float, Integer, String, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from profilers.blocks import BlockConfigError, canonical_json, config_hash, get_family
-from service.db import begin_write, utcnow
+from service.db import UTCDateTime, begin_write, utcnow
 from service.devices.models import Device
 from service.measurements.models import Measurement, MeasurementSource
 from service.measurements.schemas import ImportResult, MeasurementImportRow
@@ -35,44 +35,27 @@ EXPORT_BATCH_ROWS = 5_000
 _INSERT_CHUNK = 5_000
 _MAX_ERRORS = 100
 
-#: Export columns and their Arrow types; JSON-valued columns (config, raw runs) are exported as JSON text.
-EXPORT_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("device_id", pa.int64()),
-        ("family", pa.string()),
-        ("config", pa.string()),
-        ("config_hash", pa.string()),
-        ("cluster", pa.string()),
-        ("frequency_khz", pa.int64()),
-        ("observed_frequency_khz", pa.int64()),
-        ("pinned", pa.bool_()),
-        ("runtime_name", pa.string()),
-        ("runtime_version", pa.string()),
-        ("threads", pa.int64()),
-        ("runs", pa.int64()),
-        ("warmup", pa.int64()),
-        ("passes", pa.int64()),
-        ("median_ms", pa.float64()),
-        ("mean_ms", pa.float64()),
-        ("std_ms", pa.float64()),
-        ("min_ms", pa.float64()),
-        ("max_ms", pa.float64()),
-        ("p90_ms", pa.float64()),
-        ("raw_runs_ms", pa.string()),
-        ("temperature_before_c", pa.float64()),
-        ("temperature_after_c", pa.float64()),
-        ("valid", pa.bool_()),
-        ("invalid_reason", pa.string()),
-        ("virtual", pa.bool_()),
-        ("source", pa.string()),
-        ("job_id", pa.int64()),
-        ("task_id", pa.int64()),
-        ("measured_at", pa.timestamp("us", tz="UTC")),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-_JSON_COLUMNS = ("config", "raw_runs_ms")
+
+def _arrow_type(column: Column[Any]) -> pa.DataType:
+    """The Arrow type a measurement column is exported as (JSON-valued columns go out as JSON text)."""
+    kind = column.type
+    if column.foreign_keys or isinstance(kind, Integer):
+        return pa.int64()
+    if isinstance(kind, Boolean):
+        return pa.bool_()
+    if isinstance(kind, Float):
+        return pa.float64()
+    if isinstance(kind, UTCDateTime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(kind, String | JSON):  # Text and Enum are Strings
+        return pa.string()
+    raise TypeError(f"measurement column {column.name} has no export type ({kind!r})")
+
+
+#: Export columns and their Arrow types: every column of the table, in its order, so a column added to the
+#: model is exported too.
+EXPORT_SCHEMA = pa.schema([(c.name, _arrow_type(c)) for c in Measurement.__table__.columns])
+_JSON_COLUMNS = tuple(c.name for c in Measurement.__table__.columns if isinstance(c.type, JSON))
 
 
 @dataclass(frozen=True)
@@ -286,7 +269,7 @@ def _bulk_insert(session: Session, values: list[dict[str, Any]]) -> None:
             session.execute(insert(table), values[start : start + _INSERT_CHUNK])
         return
     columns = list(values[0]) if values else []
-    json_columns = {"config", "raw_runs_ms"}
+    json_columns = set(_JSON_COLUMNS)
     driver = session.connection().connection.driver_connection
     statement = f"COPY measurement ({', '.join(columns)}) FROM STDIN"
     with driver.cursor() as cursor, cursor.copy(statement) as copy:

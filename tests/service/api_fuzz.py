@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.jobs.runner import NoopRunner
+from service.devices.runner import NoopRunner
 
 PROBLEM_JSON = "application/problem+json"
 #: Routes whose body handling other work owns: their 4xx answers are checked, their 5xx only reported.
@@ -93,8 +93,9 @@ def _send_and_check(case: Any, headers: dict[str, str], report: FuzzReport) -> N
 FUZZ_FACTS = {"clusters": [{"name": "big", "cpus": [0, 1], "frequencies_khz": [1000, 2000]}]}
 
 
-def fuzz_runner(_: Any = None) -> NoopRunner:
-    """The device runner for fuzzing (swap it in for `default_runner`): probes answer at once, no network."""
+def fuzz_runner() -> NoopRunner:
+    """The device runner for fuzzing (override `service.deps.get_runner` with it): probes answer at once,
+    no network."""
     return NoopRunner(FUZZ_FACTS)
 
 

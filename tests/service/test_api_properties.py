@@ -9,17 +9,18 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 
-import service.devices.routes as device_routes
 from service.app import create_app
+from service.deps import get_runner
 from service.settings import Settings
 from tests.service.api_fuzz import FuzzReport, fuzz, fuzz_runner, seed_resources
 
 
 @pytest.fixture
-def fuzz_app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
+def fuzz_app(settings: Settings) -> FastAPI:
     # Registering a device probes it: drawn addresses must reach no network.
-    monkeypatch.setattr(device_routes, "default_runner", fuzz_runner)
-    return create_app(settings)
+    app = create_app(settings)
+    app.dependency_overrides[get_runner] = fuzz_runner
+    return app
 
 
 def _assert_contract_kept(report: FuzzReport, at_least: int) -> None:

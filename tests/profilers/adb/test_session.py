@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,13 @@ def test_drop_after_messages_fault_is_a_connection_error(
     with pytest.raises(DeviceConnectionError):
         for _ in range(20):
             session.shell("true")
+
+
+def test_first_use_by_many_threads_makes_one_whole_key(tmp_path: Path) -> None:
+    """Workers connecting at once on a fresh state directory all read the same, complete key pair."""
+    key = tmp_path / "state" / "adbkey"
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        public_keys = list(pool.map(lambda _: load_signer(key).GetPublicKey(), range(6)))
+    assert len(set(public_keys)) == 1
+    assert public_keys[0] == load_signer(key).GetPublicKey()
+    assert sorted(p.name for p in key.parent.iterdir()) == ["adbkey", "adbkey.lock", "adbkey.pub"]

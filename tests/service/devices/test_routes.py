@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from service.deps import get_runner
 from service.devices.models import Device
+from service.devices.runner import DeviceColumns, DeviceTarget, NoopRunner
 from service.jobs.models import Job, Task, TaskStatus
 
 PROBLEM = "application/problem+json"
@@ -125,3 +128,39 @@ def test_delete_is_409_while_a_task_runs(
     assert "task" in response.json()["detail"]
     db_session.expire_all()
     assert db_session.get(Device, device_id) is not None
+
+
+class _RecordingRunner(NoopRunner):
+    """A no-op runner that remembers whom it probed."""
+
+    def __init__(self, facts: DeviceColumns) -> None:
+        super().__init__(facts)
+        self.probed: list[str] = []
+
+    def probe(self, target: DeviceTarget) -> DeviceColumns:
+        self.probed.append(target.serial)
+        return super().probe(target)
+
+
+def test_register_and_probe_use_the_request_runner(
+    app: FastAPI, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    clusters = [{"name": "big", "cpus": [0, 1], "frequencies_khz": [1000, 2000]}]
+    runners: list[_RecordingRunner] = []
+
+    def runner() -> _RecordingRunner:
+        runners.append(_RecordingRunner({"model": "Stub Phone", "clusters": clusters, "rooted": True}))
+        return runners[-1]
+
+    app.dependency_overrides[get_runner] = runner
+    created = _register(client, admin_headers, "10.9.0.1:5555")
+    assert created["status"] == "online" and created["model"] == "Stub Phone" and created["rooted"] is True
+    assert created["clusters"][0]["frequencies_khz"] == [1000, 2000]
+    reprobed = client.post(f"/v1/devices/{created['id']}/probe", headers=admin_headers)
+    assert reprobed.status_code == 200 and reprobed.json()["status"] == "online"
+    assert [r.probed for r in runners] == [["10.9.0.1:5555"], ["10.9.0.1:5555"]]
+    # A serial registered already is refused before any phone is probed.
+    body = {"serial": "10.9.0.1:5555", "transport": "tcp"}
+    dup = client.post("/v1/devices", json=body, headers=admin_headers)
+    assert dup.status_code == 409 and dup.headers["content-type"] == PROBLEM
+    assert runners[-1].probed == []

@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from profilers.adb import MeasurementRecord, RuntimeSettings
 from service.db import utcnow
 from service.devices.models import Device, DeviceStatus
+from service.devices.runner import DeviceTarget, NoopRunner
 from service.jobs import queue
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
-from service.jobs.runner import BatchSpec, DeviceTarget, NoopRunner, TaskRequest
 from service.jobs.schemas import JobCreate
 from service.jobs.service import cancel_job, create_job, settle_jobs
 from service.jobs.worker import Worker
@@ -42,11 +43,10 @@ def _statuses(session: Session, job_id: int) -> dict[TaskStatus, int]:
     return dict(rows.all())
 
 
-def _record() -> dict[str, Any]:
-    """A measurement record as a runner reports it (the no-op runner's placeholder)."""
-    target = DeviceTarget(1, "10.0.0.1:5555", "tcp", None)
-    batch = BatchSpec("big", BIG[0], 3, 1, 1)
-    return next(NoopRunner().measure(target, batch, [TaskRequest(1, "sr_block", {})]))
+def _record(batch: queue.ClaimedBatch) -> MeasurementRecord:
+    """The measurement record of the batch's first task as a runner reports it (the no-op runner's)."""
+    target = DeviceTarget(batch.device_id, "10.0.0.1:5555", "tcp", None)
+    return next(NoopRunner().measure(target, batch.runtime, batch.requests()[:1]))
 
 
 def test_noop_worker_runs_every_task_once(
@@ -63,6 +63,26 @@ def test_noop_worker_runs_every_task_once(
     _fresh(db_session)
     assert db_session.get(Job, job.id).status == JobStatus.done
     assert {d.status for d in db_session.scalars(select(Device))} == {DeviceStatus.online}
+
+
+def test_a_jobs_runtime_settings_reach_the_runner_and_the_stored_measurement(
+    session_factory: sessionmaker[Session], db_session: Session, settings: Settings, make_device: Callable
+) -> None:
+    device = make_device("10.0.0.1:5555")
+    runtime = {"runs": 4, "warmup": 0, "threads": 2, "passes": 2}
+    job = _job(db_session, settings, [device.id], n=2, frequencies=[BIG[0]], runtime=runtime)
+    _job(db_session, settings, [device.id], n=2, frequencies=[BIG[0]])  # default settings: another batch
+    assert queue.acquire_device(session_factory, "A", 60) is not None
+    batch = queue.claim_batch(session_factory, device.id, "A", 10, 60)
+    assert batch is not None and batch.runtime == RuntimeSettings(**runtime)
+    assert {t.job_id for t in batch.tasks} == {job.id}  # one batch, one runtime
+    assert [r.config_hash for r in batch.requests()] == [t.config_hash for t in batch.tasks]
+    queue.release_tasks(session_factory, [t.id for t in batch.tasks], batch.token)
+    queue.release_device(session_factory, device.id, "A")
+    Worker(session_factory, settings, NoopRunner()).run(once=True)
+    stored = db_session.scalars(select(Measurement).where(Measurement.job_id == job.id)).all()
+    assert len(stored) == 2
+    assert {(m.runs, m.warmup, m.threads, m.passes, m.cluster) for m in stored} == {(4, 0, 2, 2, "big")}
 
 
 def test_device_lease_is_exclusive_until_released_or_expired(
@@ -113,9 +133,9 @@ def test_late_result_of_an_expired_lease_is_discarded(
     assert fresh is not None and fresh.tasks[0].id == stale.tasks[0].id and fresh.token != stale.token
     assert fresh.tasks[0].attempts == 2
     task_id = stale.tasks[0].id
-    assert not queue.complete_task(session_factory, task_id, stale.token, _record(), 0.1)
-    assert queue.complete_task(session_factory, task_id, fresh.token, _record(), 0.1)
-    assert not queue.complete_task(session_factory, task_id, fresh.token, _record(), 0.1)
+    assert not queue.complete_task(session_factory, task_id, stale.token, _record(stale), 0.1)
+    assert queue.complete_task(session_factory, task_id, fresh.token, _record(fresh), 0.1)
+    assert not queue.complete_task(session_factory, task_id, fresh.token, _record(fresh), 0.1)
     assert db_session.scalar(select(func.count()).select_from(Measurement)) == 1
 
 
@@ -173,7 +193,7 @@ def test_cancel_lets_leased_tasks_finish_and_never_requeues(
     with session_factory() as session:
         cancel_job(session, job.id)
     assert _statuses(db_session, job.id) == {TaskStatus.leased: 2, TaskStatus.cancelled: 2}
-    assert queue.complete_task(session_factory, batch.tasks[0].id, batch.token, _record(), 0.1)
+    assert queue.complete_task(session_factory, batch.tasks[0].id, batch.token, _record(batch), 0.1)
     queue.fail_task(session_factory, batch.tasks[1].id, batch.token, "dropped", 3)
     with session_factory() as session:
         settle_jobs(session)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.jobs.runner import NoopRunner
+from service.devices.runner import NoopRunner
 from service.jobs.worker import Worker
 from service.predictors.models import Predictor
 from service.predictors.policy import set_retrain_policy

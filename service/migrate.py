@@ -1,4 +1,6 @@
-"""Schema versioning: Alembic driven from Python, so the CLI, the app and the tests share one path."""
+"""Database migrations: Alembic driven from Python (upgrade, downgrade, the current and head revisions, the
+start-up check), so the CLI, the app and the tests share one path. Named for what it does: the pydantic
+`*/schemas.py` modules describe HTTP bodies; this module moves the database between revisions."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 import service.models  # noqa: F401
-from service import schema
+from service import migrate
 from service.db import Base, make_engine
 from tests.conftest import POSTGRES_URL
 
@@ -34,24 +34,24 @@ def empty_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  
 
 
 def test_one_head() -> None:
-    heads = ScriptDirectory.from_config(schema.alembic_config("sqlite://")).get_heads()
+    heads = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_heads()
     assert len(heads) == 1, f"migrations have several heads {heads}: chain the newest on the other"
 
 
 def test_upgrade_matches_models_and_downgrade_empties(empty_database: str) -> None:
-    schema.upgrade(empty_database)
+    migrate.upgrade(empty_database)
     engine = make_engine(empty_database)
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
         assert set(inspect(engine).get_table_names()) >= set(Base.metadata.tables)
-        schema.check_current(engine)
+        migrate.check_current(engine)
 
-        schema.downgrade(empty_database)
+        migrate.downgrade(empty_database)
         left = set(inspect(engine).get_table_names()) - {"alembic_version"}
         assert left == set()
-        with pytest.raises(schema.SchemaNotCurrentError, match="latfarm db upgrade"):
-            schema.check_current(engine)
+        with pytest.raises(migrate.SchemaNotCurrentError, match="latfarm db upgrade"):
+            migrate.check_current(engine)
     finally:
         engine.dispose()
