@@ -29,6 +29,11 @@ when the batch comes straight from a request body (`JsonConfigs`); a batch is th
 over its frequencies with numpy (config-major: row `i * n_freq + j` is config `i` at frequency `j`). This
 module imports no database code: the snapshot loader depends on it. The physics prior's terms over these
 columns, its fit and its evaluation live in `service.predictors.prior`.
+
+Why one module past ~500 lines: the layout (`feature_layout`), the per-config cost columns (kernels and
+accelerator costs), the per-layout row cache keyed as the batch featuriser keys it, and `Featurizer` are
+one concept — the column layout of the matrix — and change together whenever `FEATURES_VERSION` moves;
+split, a version bump would have to be kept in step across modules.
 """
 
 from __future__ import annotations
