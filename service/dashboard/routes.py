@@ -1,4 +1,4 @@
-"""`/dashboard`: server-rendered pages over the read queries of `service.dashboard.service`.
+"""`/dashboard`: server-rendered pages over `service.dashboard.service` (reads) and `service.dashboard.pivot`.
 
 Thin: each route parses its query or form, calls the domain, and renders a template (or redirects after a
 form post). Pages carry a strict Content-Security-Policy (`'self'` only): scripts, styles and plotly come

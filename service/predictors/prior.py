@@ -185,7 +185,7 @@ def fit_prior_choosing_kernel_terms(
     options = (
         [True, False] if kernel_terms is None and start < design.shape[1] else [kernel_terms is not False]
     )
-    fitted = {}
+    fitted: dict[bool, np.ndarray] = {}
     for keep in options:
         if keep:
             fitted[keep] = fit_prior(design, measured[fit], shrunk_from=start)
