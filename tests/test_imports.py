@@ -7,7 +7,8 @@ function is still two modules that cannot be understood (or type-checked) one be
 
 A package's ``__init__`` re-exporting its submodules is an ordinary edge ``pkg → pkg.sub``; it only
 closes a circle when a submodule imports its own package back, which at run time depends on the
-order the ``__init__`` happens to import things in — so that counts.
+order the ``__init__`` happens to import things in — so that counts. Importing ``pkg.sub.mod`` from
+outside ``pkg.sub`` also runs ``pkg/sub/__init__.py``, so that is an edge too.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ def module_files(root: Path, packages: Iterable[str]) -> dict[str, Path]:
     return found
 
 
-def _imported_names(module: str, path: Path) -> set[str]:
-    """Every dotted name an ``import`` in ``path`` may refer to (``from a import b`` gives ``a`` and ``a.b``)."""
+def _imported_modules(module: str, path: Path, known: Mapping[str, Path]) -> set[str]:
+    """The known modules an ``import`` in ``path`` names, each resolved to its nearest known module.
+
+    ``from a import b`` names the module ``a.b`` when there is one, else the module ``a`` (``b`` is
+    then a name defined in ``a``).
+    """
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -46,23 +51,30 @@ def _imported_names(module: str, path: Path) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
+            for alias in node.names:
+                names.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    resolved: set[str] = set()
+    own_packages = _ancestors(module)
+    for name in names:
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        # Importing a.b.c runs a/__init__ and a/b/__init__ first, unless they are already being run (this
+        # module's own packages): an __init__ that re-exports can close a circle nobody wrote down.
+        resolved.update(p for p in _ancestors(name) if p in known and p not in own_packages)
+        if name and name != module:
+            resolved.add(name)
+    return resolved
+
+
+def _ancestors(module: str) -> list[str]:
+    """``a.b.c`` → ``["a", "a.b"]``."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def import_graph(files: Mapping[str, Path]) -> dict[str, set[str]]:
-    """Module → the modules (of ``files``) it imports, each name resolved to its nearest known module."""
-    graph: dict[str, set[str]] = {}
-    for module, path in files.items():
-        targets: set[str] = set()
-        for name in _imported_names(module, path):
-            while name and name not in files:
-                name = name.rpartition(".")[0]
-            if name and name != module:
-                targets.add(name)
-        graph[module] = targets
-    return graph
+    """Module → the modules (of ``files``) it imports."""
+    return {module: _imported_modules(module, path, files) for module, path in files.items()}
 
 
 def circles(graph: Mapping[str, set[str]]) -> list[list[str]]:
@@ -161,6 +173,17 @@ def _write(root: Path, files: Mapping[str, str]) -> None:
             {"pkg/__init__.py": "from pkg.a import x\n", "pkg/a.py": "from pkg import y\n"},
             [["pkg", "pkg.a"]],
             id="submodule-importing-its-package",
+        ),
+        pytest.param(
+            {
+                "pkg/__init__.py": "",
+                "pkg/a.py": "from pkg.sub.c import x\n",
+                "pkg/sub/__init__.py": "from pkg.sub.d import y\n",
+                "pkg/sub/c.py": "x = 1\n",
+                "pkg/sub/d.py": "from pkg.a import z\n",
+            },
+            [["pkg.a", "pkg.sub", "pkg.sub.d"]],
+            id="through-a-re-exporting-init",
         ),
     ],
 )
