@@ -165,7 +165,11 @@ def _write(root: Path, files: Mapping[str, str]) -> None:
             id="relative-lazy-and-type-checking",
         ),
         pytest.param(
-            {"pkg/__init__.py": "from pkg.a import x\n", "pkg/a.py": "x = 1\n", "pkg/b.py": "from pkg import x\n"},
+            {
+                "pkg/__init__.py": "from pkg.a import x\n",
+                "pkg/a.py": "x = 1\n",
+                "pkg/b.py": "from pkg import x\n",
+            },
             [],
             id="package-re-export-is-not-a-circle",
         ),
