@@ -240,7 +240,7 @@ class Shell:
         parts = [p for p in pattern.split("/") if p]
         candidates = ["/"] if absolute else [self.cwd]
         for part in parts:
-            nxt = []
+            nxt: list[str] = []
             for base in candidates:
                 if any(c in part for c in "*?["):
                     try:
