@@ -20,10 +20,6 @@ validators, mirrored here); callers send flagged configs through the pydantic pa
 exact error or accepts. A family whose model grows a validator this module does not mirror is refused
 by `batch_supported` (callers then stay on the one-config path), so an unmirrored rule never lets an
 invalid config through.
-
-Why one module past 500 lines: the tracer, the config batch and the per-family twins are one protocol
-(each twin must call the tracer's ops exactly as its family's `describe` does, and the config checks
-mirror the same models); split, the contract would sit in one file and its two halves in others.
 """
 
 from __future__ import annotations
