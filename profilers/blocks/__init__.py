@@ -11,10 +11,10 @@ config_hash("sr_block", cfg)              # the config identity used by DB, cach
 from __future__ import annotations
 
 from profilers.blocks.conv import ConvConfig
-from profilers.blocks.family import BlockConfigError, BlockFamily, canonical_json, config_hash
+from profilers.blocks.family import BlockConfigError, BlockFamily
 from profilers.blocks.graph import Costs, LayerCost
 from profilers.blocks.mbconv import MBConvConfig
-from profilers.blocks.registry import FAMILIES, get_family
+from profilers.blocks.registry import FAMILIES, canonical_json, config_hash, get_family
 from profilers.blocks.sr_block import SRBlockConfig
 
 __all__ = [

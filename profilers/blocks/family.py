@@ -1,4 +1,4 @@
-"""The interface every search-space family implements, and the config identity.
+"""The interface every search-space family implements, and the helpers its families share.
 
 A family owns a pydantic config model and one ``describe(config, builder)`` method that lays the
 block out on a builder: :class:`~profilers.blocks.graph.CostTracer` for cost counts (shapes and
@@ -8,8 +8,6 @@ that one description.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -71,20 +69,6 @@ class BlockFamily(ABC):
         if isinstance(config, self.config_model):
             return config
         return self.parse(config)
-
-
-def canonical_json(family: str, config: BaseModel | Mapping[str, Any]) -> str:
-    """Compact, key-sorted JSON of a config (dicts are validated first so defaults are filled in)."""
-    if not isinstance(config, BaseModel):
-        from profilers.blocks.registry import get_family
-
-        config = get_family(family).parse(config)
-    return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-
-
-def config_hash(family: str, config: BaseModel | Mapping[str, Any]) -> str:
-    """sha256 hex of ``"<family>:<canonical json>"`` — the config identity used by DB, cache and predictor."""
-    return hashlib.sha256(f"{family}:{canonical_json(family, config)}".encode()).hexdigest()
 
 
 def odd_kernel(value: int) -> int:

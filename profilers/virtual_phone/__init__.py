@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from profilers.virtual_phone.bench import BENCHMARK_MARKER
 from profilers.virtual_phone.errors import PhoneStateError, ProfileError, ProtocolError, VirtualPhoneError
 from profilers.virtual_phone.faults import FaultSpec, FaultSpecError
 from profilers.virtual_phone.phone import VirtualPhone, count_overlaps
 from profilers.virtual_phone.profile import Profile, list_profiles, load_profile
-from profilers.virtual_phone.shell import BENCHMARK_MARKER
 
 BENCHMARK_BINARY = Path(__file__).parent / "bin" / "onnxruntime_perf_test"
 """The marker file to push as `onnxruntime_perf_test` onto a virtual phone."""

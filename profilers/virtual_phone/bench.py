@@ -27,8 +27,6 @@ Errors are one line.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import posixpath
 import random
 import struct
@@ -42,9 +40,11 @@ from profilers.virtual_phone.filesystem import FsError
 from profilers.virtual_phone.model_policy import ModelRefused, check_model
 
 if TYPE_CHECKING:
-    from profilers.virtual_phone.phone import PhoneRuntime
-    from profilers.virtual_phone.shell import Context
+    from profilers.virtual_phone.runtime import PhoneRuntime
+    from profilers.virtual_phone.shell_context import Context
 
+BENCHMARK_MARKER = b"#!latfarm-virtual-onnxruntime_perf_test"
+"""The first bytes of the file the shell runs as this program (see `bin/onnxruntime_perf_test`)."""
 OPTS_WITH_ARG = set("mrtxyeSopcdiCfFTRlu")
 OPTS_FLAGS = set("IsAMPvnzDZqgh")
 EXIT_FAILURE = 255  # the real tool returns -1 from main
@@ -324,13 +324,3 @@ class _Result:
             for i, c in enumerate(self.costs_s)
         )
         return lines + ("\n" + self.statistics() if with_statistics else "")
-
-
-def append_interval(path: os.PathLike[str] | str, record: dict[str, object]) -> None:
-    """Append one JSON line with O_APPEND (one small write: atomic across processes)."""
-    line = (json.dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import tempfile
 import threading
@@ -12,106 +11,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from profilers.virtual_phone import bench
-from profilers.virtual_phone.bench_process import BenchmarkLimits, workdir_for
+from profilers.virtual_phone.bench_process import BenchmarkLimits
 from profilers.virtual_phone.errors import PhoneStateError
 from profilers.virtual_phone.faults import FaultControl, FaultSpec
-from profilers.virtual_phone.filesystem import Filesystem
 from profilers.virtual_phone.profile import DEFAULT_PROFILE, Profile, load_profile, profile_from_dict
+from profilers.virtual_phone.runtime import PhoneRuntime
 from profilers.virtual_phone.services import open_service
-from profilers.virtual_phone.shell import Context
 from profilers.virtual_phone.soc import Soc
 from profilers.virtual_phone.transport import AuthPolicy, DeviceServer, ServiceRunner, Stream
-
-BENCH_LOG = "bench_log.jsonl"
-ROOTFS = "rootfs"
-
-
-class PhoneRuntime:
-    """What the services and the shell of one phone share: profile, SoC, filesystem, faults, benchmark log."""
-
-    def __init__(
-        self,
-        profile: Profile,
-        state_dir: Path,
-        rooted: bool,
-        faults: FaultControl,
-        bench_limits: BenchmarkLimits | None = None,
-    ) -> None:
-        self.profile = profile
-        self.state_dir = state_dir
-        self.rooted = rooted
-        self.faults = faults
-        self.soc = Soc(profile)
-        self.fs = Filesystem(state_dir / ROOTFS, self.soc, profile.storage_free_bytes)
-        self.serialno = "LF" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10].upper()
-        self.bench_log = state_dir / BENCH_LOG
-        self.bench_limits = bench_limits or BenchmarkLimits()
-        self.bench_workdir = workdir_for(state_dir)
-        self._benchmarks = threading.Condition()
-        self._benchmark_pids: set[int] = set()
-
-    def benchmark_started(self, pid: int) -> None:
-        """A benchmark child process runs (see `wait_benchmark_pids`)."""
-        with self._benchmarks:
-            self._benchmark_pids.add(pid)
-            self._benchmarks.notify_all()
-
-    def benchmark_ended(self, pid: int) -> None:
-        """A benchmark child process is gone (killed or exited, and reaped)."""
-        with self._benchmarks:
-            self._benchmark_pids.discard(pid)
-            self._benchmarks.notify_all()
-
-    def wait_benchmark_pids(self, count: int, timeout: float) -> set[int] | None:
-        """The pids of the benchmark children once exactly `count` run; None if not within `timeout`."""
-        with self._benchmarks:
-            if self._benchmarks.wait_for(lambda: len(self._benchmark_pids) == count, timeout):
-                return set(self._benchmark_pids)
-            return None
-
-    def props(self) -> dict[str, str]:
-        """System properties as `getprop` shows them."""
-        props = dict(self.profile.props)
-        props.update(
-            {
-                "ro.serialno": self.serialno,
-                "ro.boot.serialno": self.serialno,
-                "ro.debuggable": "1" if self.rooted else "0",
-                "ro.secure": "1",
-                "ro.latfarm.virtual": "1",
-                "ro.latfarm.profile": self.profile.name,
-            }
-        )
-        return props
-
-    def banner(self) -> bytes:
-        """The CNXN payload: device identity and features (no stat_v2/ls_v2/delayed_ack, see transport)."""
-        p = self.profile.props
-        return (
-            f"device::ro.product.name={p.get('ro.product.name', self.profile.name)};"
-            f"ro.product.model={p.get('ro.product.model', self.profile.name)};"
-            f"ro.product.device={p.get('ro.product.device', self.profile.name)};"
-            "features=shell_v2,cmd"
-        ).encode()
-
-    async def run_benchmark(self, ctx: Context, args: list[str]) -> int:
-        """Run the benchmark program (called by the shell for the marker executable)."""
-        return await bench.run_benchmark(self, ctx, args)
-
-    def record_benchmark(
-        self, start: float, end: float, model: str, cluster: int, garbage: bool = False
-    ) -> None:
-        """Persist one benchmark's wall interval (for the job queue's overlap checks)."""
-        record: dict[str, Any] = {
-            "start": start,
-            "end": end,
-            "model": model,
-            "cluster": self.profile.clusters[cluster].name,
-        }
-        if garbage:
-            record["garbage"] = True
-        bench.append_interval(self.bench_log, record)
 
 
 class VirtualPhone:

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 
 from profilers.virtual_phone.errors import one_line
 from profilers.virtual_phone.filesystem import PUSH_TMP_MARKER, FsError
-from profilers.virtual_phone.shell import Output, Shell
+from profilers.virtual_phone.shell import Shell
+from profilers.virtual_phone.shell_context import Output
 from profilers.virtual_phone.transport import ServiceRunner, Stream
 
 if TYPE_CHECKING:
-    from profilers.virtual_phone.phone import PhoneRuntime
+    from profilers.virtual_phone.runtime import PhoneRuntime
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ one, so every error (and its index) is exactly the one-config path's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -35,9 +35,28 @@ from profilers.blocks.batch import (
     config_struct,
     layer_table,
 )
+from service.predictors import columns as f
+from service.predictors.columns import FieldSpec
 
-if TYPE_CHECKING:
-    from service.predictors.features import Featurizer
+
+class Featurizer(Protocol):
+    """What the batch path reads of a `features.Featurizer` (the one implementation)."""
+
+    family: str
+    kernels: tuple[str, ...]
+    specs: list[FieldSpec]
+    slots: int
+    config_names: list[str]
+    accelerator: bool
+
+    def bucket(self, value: float) -> int:
+        """The log-scale bucket of a value (`features._bucket`)."""
+        ...
+
+    def _kernel_target(self, key: str) -> tuple[int, bool] | None:
+        """The kernel column a kernel key adds into and whether it is unseen; None: no column takes it."""
+        ...
+
 
 #: Fewest cache misses worth the batch path: its fixed cost (~40 array operations per layer position, about
 #: 0.7 ms for sr_block) equals the one-config path's ~30 µs a config near 25–30 configs (measured on 1 to
@@ -256,9 +275,6 @@ def _accelerator_columns(table: LayerTable) -> np.ndarray:
     Same integer arithmetic layer by layer, summed per config (exact: every count is an integer below
     2**53), and the three ratios divided once per config in float64, as Python divides two such ints.
     """
-    # Imported here: features imports this module for its dispatch (the constants live with the scalar path).
-    from service.predictors import features as f
-
     slice_, texel = f.CHANNEL_SLICE, f.CHANNEL_SLICE * f.ACCELERATOR_ELEMENT_BYTES
     wx, wy, wz = f.WORKGROUP
     n, ladder, n_variants = table.n_configs, f.CONCURRENT_WORKGROUPS, len(f.VARIANTS)

@@ -57,6 +57,16 @@ from pydantic import BaseModel, ValidationError
 from profilers.blocks import BlockConfigError, get_family
 from profilers.blocks.graph import Costs
 from service.predictors import batch_features
+from service.predictors.columns import (
+    ACCELERATOR_ELEMENT_BYTES,
+    CHANNEL_SLICE,
+    CONCURRENT_WORKGROUPS,
+    CONV_VARIANTS,
+    POINTWISE_TILE,
+    VARIANTS,
+    WORKGROUP,
+    FieldSpec,
+)
 
 #: Bumped whenever the layout or the arithmetic of features changes; snapshots of another version are refused.
 #: Version 2 added kernel columns; a schema of version 1 (no kernels) still reads, with exactly its layout.
@@ -94,24 +104,6 @@ def kernel_costs(costs: Costs) -> dict[str, float]:
         kernels[layer.op + "#"] = kernels.get(layer.op + "#", 0.0) + 1.0
     return kernels
 
-
-#: Channels one texel of a mobile GPU tensor holds (RGBA): every channel count is padded to a multiple.
-CHANNEL_SLICE = 4
-#: Bytes of a tensor element on the accelerator: mobile GPU runtimes keep activations and weights in fp16.
-ACCELERATOR_ELEMENT_BYTES = 2
-#: A dispatch's work-group: output columns × rows × channel slices (4·4·4 = 64 invocations, a common size).
-WORKGROUP = (4, 4, 4)
-#: Output pixels a pointwise (1×1) invocation computes: a 2×2 tile, as `conv2d_pw_2x2`-style kernels do.
-POINTWISE_TILE = 2
-
-#: Conv kernel variants a mobile GPU runtime picks by shape, in column order.
-CONV_VARIANTS = ("pointwise", "depthwise_3x3", "depthwise_5x5", "depthwise", "grouped", "general")
-#: Kernel variants of every dispatch: the conv variants, then one for every element-wise op.
-VARIANTS = (*CONV_VARIANTS, "elementwise")
-#: Work-groups a GPU may run at once, a geometric ladder from a tiny GPU to a big one: a dispatch of W
-#: work-groups runs in ⌈W / P⌉ waves, each as long as one invocation's serial loop. The device's P is not
-#: known, so the prior holds one waves term per P (and per variant) and its fit picks the mix.
-CONCURRENT_WORKGROUPS = (1, 4, 16, 64)
 
 #: Columns of `accelerator_costs`, in order (features version 3).
 ACCELERATOR_COLUMNS = (
@@ -285,16 +277,6 @@ class FeatureError(ValueError):
         self.index = index
         self.field = field
         self.msg = msg
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """How one config field becomes columns: kind is number | bool | category | list."""
-
-    name: str
-    kind: str
-    choices: tuple[str, ...] = ()
-    length: int = 0
 
 
 def _field_spec(name: str, annotation: Any, metadata: list[Any], max_depth: int) -> FieldSpec:

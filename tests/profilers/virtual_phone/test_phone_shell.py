@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from profilers.virtual_phone.faults import FaultControl
-from profilers.virtual_phone.phone import PhoneRuntime
 from profilers.virtual_phone.profile import load_profile
-from profilers.virtual_phone.shell import Output, Shell
+from profilers.virtual_phone.runtime import PhoneRuntime
+from profilers.virtual_phone.shell import Shell
+from profilers.virtual_phone.shell_context import Output
 
 
 @pytest.fixture
