@@ -17,13 +17,13 @@ setup: $(STAMP)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: setup
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/pytest
 
 demo: setup

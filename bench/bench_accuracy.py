@@ -39,11 +39,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from profilers.adb import DeviceSession, Profiler, ProfileRequest, RuntimeSettings  # noqa: E402
-from profilers.blocks import canonical_json, config_hash, get_family  # noqa: E402
-from profilers.virtual_phone import VirtualPhone  # noqa: E402
-from service.predictors.inference import LatencyModel  # noqa: E402
-from service.predictors.training import TrainingRows, accuracy_metrics, fit_predictor  # noqa: E402
+from profilers.adb import DeviceSession, Profiler, ProfileRequest, RuntimeSettings
+from profilers.blocks import canonical_json, config_hash, get_family
+from profilers.virtual_phone import VirtualPhone
+from service.predictors.inference import LatencyModel
+from service.predictors.training import TrainingRows, accuracy_metrics, fit_predictor
 
 FREQUENCIES = [800_000, 1_400_000, 2_000_000, 2_600_000]
 FAMILY = get_family("sr_block")

@@ -28,16 +28,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from profilers.blocks import get_family  # noqa: E402
-from service import migrate  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.auth.service import create_token  # noqa: E402
-from service.client import LatfarmClient  # noqa: E402
-from service.db import make_engine, make_sessionmaker  # noqa: E402
-from service.demo import ServerThread  # noqa: E402
-from service.devices.models import Device, DeviceStatus, Transport  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.sr_search import SearchSpace, random_widths  # noqa: E402
+from profilers.blocks import get_family
+from service import migrate
+from service.app import create_app
+from service.auth.service import create_token
+from service.client import LatfarmClient
+from service.db import make_engine, make_sessionmaker
+from service.demo import ServerThread
+from service.devices.models import Device, DeviceStatus, Transport
+from service.settings import Settings
+from service.sr_search import SearchSpace, random_widths
 
 FREQS = [787_200, 1_996_800, 2_995_200]
 

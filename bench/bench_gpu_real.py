@@ -34,15 +34,15 @@ import xgboost as xgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from service import migrate  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.auth.service import create_token  # noqa: E402
-from service.db import make_engine, make_sessionmaker  # noqa: E402
-from service.devices.models import Device, Transport  # noqa: E402
-from service.predictors.training import accuracy_metrics  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service import migrate
+from service.app import create_app
+from service.auth.service import create_token
+from service.db import make_engine, make_sessionmaker
+from service.devices.models import Device, Transport
+from service.predictors.training import accuracy_metrics
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mobile-gpu-conv" / "torch_vulkan_conv2d.csv"

@@ -36,15 +36,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_predict import _free_port, _seed_database  # noqa: E402
+from bench_predict import _free_port, _seed_database
 
-from profilers.blocks import get_family  # noqa: E402
-from service import migrate  # noqa: E402
-from service.db import make_engine, make_sessionmaker  # noqa: E402
-from service.predictors import features  # noqa: E402
-from service.predictors.registry import load_latency_model  # noqa: E402
-from service.predictors.routes import parse_predict_body  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from profilers.blocks import get_family
+from service import migrate
+from service.db import make_engine, make_sessionmaker
+from service.predictors import features
+from service.predictors.registry import load_latency_model
+from service.predictors.routes import parse_predict_body
+from service.settings import Settings
 
 CONFIGS_PER_REQUEST = 100
 

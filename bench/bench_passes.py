@@ -28,11 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_accuracy import PHONE_PROFILE, SMALL_SPACE  # noqa: E402
+from bench_accuracy import PHONE_PROFILE, SMALL_SPACE
 
-from profilers.adb import DeviceSession, Profiler, ProfileRequest, RuntimeSettings  # noqa: E402
-from profilers.blocks import get_family  # noqa: E402
-from profilers.virtual_phone import VirtualPhone  # noqa: E402
+from profilers.adb import DeviceSession, Profiler, ProfileRequest, RuntimeSettings
+from profilers.blocks import get_family
+from profilers.virtual_phone import VirtualPhone
 
 
 def _agreement(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:

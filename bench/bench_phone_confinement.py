@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from adb_shell.adb_device import AdbDeviceTcp  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+import numpy as np
+import onnx
+import onnxruntime as ort
+from adb_shell.adb_device import AdbDeviceTcp
+from onnx import TensorProto, helper, numpy_helper
 
-from profilers.virtual_phone import BENCHMARK_BINARY, VirtualPhone  # noqa: E402
-from profilers.virtual_phone.bench_process import BenchmarkLimits  # noqa: E402
-from profilers.virtual_phone.transport import A_OPEN, pack_message  # noqa: E402
+from profilers.virtual_phone import BENCHMARK_BINARY, VirtualPhone
+from profilers.virtual_phone.bench_process import BenchmarkLimits
+from profilers.virtual_phone.transport import A_OPEN, pack_message
 
 BENCH = "/data/local/tmp/latfarm/bin/onnxruntime_perf_test"
 MODEL = "/data/local/tmp/latfarm/models/tiny.onnx"

@@ -38,22 +38,22 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from profilers.blocks import config_hash, get_family  # noqa: E402
-from profilers.blocks.graph import GraphBuilder  # noqa: E402
-from service import migrate  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.auth.service import create_token  # noqa: E402
-from service.db import make_engine, make_sessionmaker  # noqa: E402
-from service.devices.models import Device, Transport  # noqa: E402
-from service.measurements.models import Measurement  # noqa: E402
-from service.predictors import batch_features, features  # noqa: E402
-from service.predictors.features import Featurizer  # noqa: E402
-from service.predictors.inference import PREDICT_THREADS  # noqa: E402
-from service.predictors.registry import load_latency_model  # noqa: E402
-from service.predictors.schemas import PredictorCreate  # noqa: E402
-from service.predictors.service import activate_predictor, create_predictor  # noqa: E402
-from service.predictors.trainer import train_predictor  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from profilers.blocks import config_hash, get_family
+from profilers.blocks.graph import GraphBuilder
+from service import migrate
+from service.app import create_app
+from service.auth.service import create_token
+from service.db import make_engine, make_sessionmaker
+from service.devices.models import Device, Transport
+from service.measurements.models import Measurement
+from service.predictors import batch_features, features
+from service.predictors.features import Featurizer
+from service.predictors.inference import PREDICT_THREADS
+from service.predictors.registry import load_latency_model
+from service.predictors.schemas import PredictorCreate
+from service.predictors.service import activate_predictor, create_predictor
+from service.predictors.trainer import train_predictor
+from service.settings import Settings
 
 FREQUENCIES = [800_000, 1_400_000, 2_000_000, 2_600_000]
 JSON = {"content-type": "application/json"}
@@ -144,7 +144,7 @@ def _p99(samples: list[float]) -> float:
     return float(np.percentile(samples, 99))
 
 
-def _onnx_graph_costs(family, config):  # noqa: ANN001, ANN202
+def _onnx_graph_costs(family, config):
     """Cost counts read off a GraphBuilder walk (ONNX nodes made, no weights): the previous costs path."""
     builder = GraphBuilder(family.name, family.input_shape(config), with_weights=False)
     family.describe(config, builder)
@@ -207,7 +207,7 @@ def _fresh_bodies(device_id: int, n: int, count: int, seen: set[str], rng: rando
     return bodies
 
 
-def cold_http(client: httpx.Client, model, device_id: int, rounds: int) -> None:  # noqa: ANN001
+def cold_http(client: httpx.Client, model, device_id: int, rounds: int) -> None:
     """Print the cold table: every request carries configs never seen before, beside its baselines."""
     rng, seen = random.Random(99), set()
     rows = []

@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from profilers.adb import DeviceSession, Profiler, ProfileRequest, RuntimeSettings  # noqa: E402
-from profilers.blocks import get_family  # noqa: E402
-from profilers.virtual_phone import VirtualPhone  # noqa: E402
+from profilers.adb import DeviceSession, Profiler, ProfileRequest, RuntimeSettings
+from profilers.blocks import get_family
+from profilers.virtual_phone import VirtualPhone
 
 
 def _configs(count: int, height: int, width: int, seed: int) -> list[dict]:
@@ -150,7 +150,7 @@ def main() -> int:
             )
         )
 
-    widths = [max(len(r[i]) for r in rows + [("measurement", "value", "target", "notes")]) for i in range(4)]
+    widths = [max(len(r[i]) for r in [*rows, ("measurement", "value", "target", "notes")]) for i in range(4)]
     header = ("measurement", "value", "target", "notes")
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))

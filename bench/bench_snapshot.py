@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot  # noqa: E402
-from service.predictors.training import fit_predictor  # noqa: E402
-from tests.service.predictors.synthetic import FAST_PARAMS, synthetic_rows  # noqa: E402
+from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
+from service.predictors.training import fit_predictor
+from tests.service.predictors.synthetic import FAST_PARAMS, synthetic_rows
 
 
 def baseline_read(data: bytes) -> dict[str, Any]:

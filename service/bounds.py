@@ -25,7 +25,6 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "REQUEST_BODY",
     "Cursor",
-    "Timestamp",
     "DbId",
     "DbInt",
     "JsonObject",
@@ -33,6 +32,7 @@ __all__ = [
     "QueryInt",
     "StrictInt",
     "Text",
+    "Timestamp",
     "exactly_one_of",
 ]
 

@@ -234,7 +234,7 @@ def campaign_configs(n: int, seed: int) -> list[dict[str, Any]]:
     space = _demo_space()
     rng = random.Random(seed)
     seen: set[tuple[int, ...]] = set()
-    configs = []
+    configs: list[dict[str, Any]] = []
     while len(configs) < n:
         widths = tuple(search.random_widths(space, rng))
         if widths in seen:

@@ -28,7 +28,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def get_settings(request: Request) -> Settings:
     """The app's settings (one object, made at start-up)."""
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -79,10 +80,10 @@ def _secret_from(request: Request) -> str | None:
         if kind.lower() != "bearer" or not secret.strip():
             raise UnauthorizedError("the Authorization header must be `Bearer <token>`")
         return secret.strip()
-    secret = request.cookies.get(TOKEN_COOKIE)
-    if secret is not None:
-        check_cookie_request(request, secret)
-    return secret
+    cookie = request.cookies.get(TOKEN_COOKIE)
+    if cookie is not None:
+        check_cookie_request(request, cookie)
+    return cookie
 
 
 def check_cookie_request(request: Request, secret: str) -> None:

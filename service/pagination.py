@@ -24,7 +24,7 @@ class Page(BaseModel, Generic[ItemT]):
 
 def keyset_page(
     session: Session,
-    query: Select[tuple[RowT]],
+    query: Select[RowT],
     id_column: InstrumentedAttribute[Any],
     *,
     cursor: int | None,

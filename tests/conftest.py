@@ -52,7 +52,7 @@ def postgres_database() -> Iterator[str]:
     except Exception as exc:  # the suite's contract is both engines: say what to do, don't skip
         pytest.fail(
             f"PostgreSQL at {POSTGRES_URL} is not usable ({exc}); start it or set LATFARM_TEST_POSTGRES_URL"
-        )  # noqa: E501
+        )
     url = admin_url.set(database=name).render_as_string(hide_password=False)
     migrate.upgrade(url)
     yield url
@@ -106,12 +106,12 @@ def db_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @pytest.fixture
-def app(settings: Settings):  # noqa: ANN201
+def app(settings: Settings):
     return create_app(settings)
 
 
 @pytest.fixture
-def client(app) -> Iterator[TestClient]:  # noqa: ANN001
+def client(app) -> Iterator[TestClient]:
     with TestClient(app) as client:
         yield client
 

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from profilers.adb.errors import ProfilerError
-    from profilers.adb.profiler import Profiler, ProfileRequest, RuntimeSettings
+    from profilers.adb.profiler import Profiler, ProfileRequest
+    from profilers.adb.runtime import RuntimeSettings
     from profilers.adb.session import DeviceSession
 
     try:

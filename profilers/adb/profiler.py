@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,7 +180,7 @@ class Profiler:
         return path
 
     # -- measuring -----------------------------------------------------------------------------
-    def measure(self, requests: Iterable[ProfileRequest]) -> Iterator[MeasurementRecord]:
+    def measure(self, requests: Iterable[ProfileRequest]) -> Generator[MeasurementRecord, None, None]:
         """Measure every request, grouped by (cluster, frequency) so each pin is set once."""
         groups: dict[tuple[str, int | None], list[ProfileRequest]] = {}
         for request in requests:

@@ -265,9 +265,10 @@ class DeviceSession:
         wrapped = f'{command}; echo "{marker}:$?"'
 
         def run(device: AdbDevice) -> str:
-            return device.shell(
+            output = device.shell(
                 wrapped, transport_timeout_s=timeout, read_timeout_s=timeout, timeout_s=timeout, decode=True
             )
+            return str(output)
 
         raw = self._call(f"shell {command!r}", timeout, run)
         idx = raw.rfind(marker + ":")
@@ -326,13 +327,15 @@ class DeviceSession:
         timeout = timeout_s or self.command_timeout_s
 
         def stat(device: AdbDevice) -> tuple[int, int, int]:
-            return device.stat(device_path, transport_timeout_s=timeout, read_timeout_s=timeout)
+            mode, size, mtime = device.stat(device_path, transport_timeout_s=timeout, read_timeout_s=timeout)
+            return int(mode), int(size), int(mtime)
 
         mode, size, mtime = self._call(f"stat {device_path}", timeout, stat)
         return FileStat(mode=mode, size=size, mtime=mtime)
 
 
-class _EofAwareTcpTransport(TcpTransport):
+# adb_shell ships no type information, so its TcpTransport is Any to mypy.
+class _EofAwareTcpTransport(TcpTransport):  # type: ignore[misc]
     """adb_shell's TCP transport, but a closed peer is an error at once instead of a busy loop.
 
     adb_shell treats ``recv() == b""`` as "no data yet" and spins until its read timeout (seconds of
@@ -340,7 +343,7 @@ class _EofAwareTcpTransport(TcpTransport):
     """
 
     def bulk_read(self, numbytes: int, transport_timeout_s: float | None) -> bytes:
-        data = super().bulk_read(numbytes, transport_timeout_s)
+        data = bytes(super().bulk_read(numbytes, transport_timeout_s))
         if not data and numbytes > 0:
             raise ConnectionResetError("the device closed the connection")
         return data

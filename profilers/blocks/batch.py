@@ -34,7 +34,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, SupportsIndex, SupportsInt
 
 import annotated_types
 import msgspec
@@ -311,7 +311,8 @@ class ConfigBatch:
                     bad |= value < spec.low
                 if spec.high is not None:
                     bad |= value > spec.high
-        return bad | _VALIDATORS[self.family][1](self)
+        flagged: np.ndarray = bad | _VALIDATORS[self.family][1](self)
+        return flagged
 
 
 @dataclass(frozen=True)
@@ -324,18 +325,25 @@ class _FieldKind:
     max_length: int = 2**62
 
 
+def _int_bound(bound: object) -> int:
+    """An `annotated_types` bound as an int (as `int()` reads a number; anything else is a TypeError)."""
+    if isinstance(bound, (SupportsInt, SupportsIndex)):
+        return int(bound)
+    raise TypeError(f"bound {bound!r} is not a number")
+
+
 def _bounds(metadata: list[Any]) -> tuple[int | None, int | None, int, int]:
     low = high = None
     min_length, max_length = 0, 2**62
     for m in metadata:
         if isinstance(m, annotated_types.Ge):
-            low = int(m.ge)
+            low = _int_bound(m.ge)
         elif isinstance(m, annotated_types.Gt):
-            low = int(m.gt) + 1
+            low = _int_bound(m.gt) + 1
         elif isinstance(m, annotated_types.Le):
-            high = int(m.le)
+            high = _int_bound(m.le)
         elif isinstance(m, annotated_types.Lt):
-            high = int(m.lt) - 1
+            high = _int_bound(m.lt) - 1
         elif isinstance(m, annotated_types.MinLen):
             min_length = int(m.min_length)
         elif isinstance(m, annotated_types.MaxLen):
@@ -355,9 +363,8 @@ def _field_kinds(family: str) -> tuple[_FieldKind, ...]:
         low, high, min_length, max_length = _bounds(list(info.metadata))
         if struct_type is bool:
             kind = "bool"
-        elif (
-            struct_type is _Int
-            or typing.get_origin(struct_type) is typing.Literal
+        elif struct_type is _Int or (
+            typing.get_origin(struct_type) is typing.Literal
             and all(isinstance(a, int) for a in typing.get_args(struct_type))
         ):
             kind = "int"
@@ -390,7 +397,7 @@ def _struct_type(annotation: Any) -> Any:
     if annotation is int:
         return _Int
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return typing.Literal[tuple(str(m.value) for m in annotation)]  # type: ignore[misc]
+        return typing.Literal[tuple(str(m.value) for m in annotation)]
     origin = typing.get_origin(annotation)
     if origin is typing.Literal and all(type(a) in (int, str) for a in typing.get_args(annotation)):
         return annotation
@@ -476,11 +483,12 @@ def _sr_block_checks(c: ConfigBatch) -> np.ndarray:
     inside = np.arange(widths.shape[1]) < length[:, None]
     bad_width = ((widths < 1) | (widths > MAX_WIDTH)) & inside
     last = widths[np.arange(c.n), np.maximum(length - 1, 0)]
-    return (
+    bad: np.ndarray = (
         (c.values["kernel"] % 2 == 0)
         | bad_width.any(axis=1)
         | (c.values["residual"] & (last != widths[:, 0]))
     )
+    return bad
 
 
 def _channels_input(c: ConfigBatch) -> Tensor:
@@ -496,13 +504,15 @@ def _conv(c: ConfigBatch, b: BatchTracer) -> None:
 def _conv_checks(c: ConfigBatch) -> np.ndarray:
     v = c.values
     groups = np.maximum(v["groups"], 1)  # a group count below 1 is flagged by its bound already
-    return (v["kernel"] % 2 == 0) | (v["cin"] % groups != 0) | (v["cout"] % groups != 0)
+    bad: np.ndarray = (v["kernel"] % 2 == 0) | (v["cin"] % groups != 0) | (v["cout"] % groups != 0)
+    return bad
 
 
 def _make_divisible(value: np.ndarray, divisor: int = 8) -> np.ndarray:
     """`mbconv.make_divisible` of integer values, elementwise."""
     new = np.maximum(divisor, (value + divisor // 2) // divisor * divisor)
-    return np.where(new < 0.9 * value, new + divisor, new)
+    divisible: np.ndarray = np.where(new < 0.9 * value, new + divisor, new)
+    return divisible
 
 
 def _mbconv(c: ConfigBatch, b: BatchTracer) -> None:

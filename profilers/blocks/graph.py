@@ -318,4 +318,4 @@ class GraphBuilder(CostTracer):
             producer_version=PRODUCER_VERSION,
         )
         model.ir_version = IR_VERSION
-        return model.SerializeToString(deterministic=True)
+        return bytes(model.SerializeToString(deterministic=True))

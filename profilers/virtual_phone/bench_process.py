@@ -31,6 +31,10 @@ import contextlib
 import io
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
+import multiprocessing.popen_forkserver
+import multiprocessing.reduction
+import multiprocessing.util
 import os
 import resource
 import signal
@@ -39,7 +43,7 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass
-from multiprocessing import popen_forkserver, spawn
+from multiprocessing import spawn
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -166,7 +170,7 @@ def _forkserver() -> Any:
     return _context
 
 
-class _ChildPopen(popen_forkserver.Popen):  # type: ignore[misc]
+class _ChildPopen(multiprocessing.popen_forkserver.Popen):
     """The forkserver's launch, minus re-importing the parent's main script in every child.
 
     multiprocessing re-runs the parent's `__main__` file (a console script, pytest, a bench script) in each
@@ -180,25 +184,30 @@ class _ChildPopen(popen_forkserver.Popen):  # type: ignore[misc]
         prep_data.pop("init_main_from_path", None)
         prep_data.pop("init_main_from_name", None)
         buf = io.BytesIO()
-        popen_forkserver.set_spawning_popen(self)
+        # The same objects popen_forkserver reaches through its own imports of these modules.
+        multiprocessing.context.set_spawning_popen(self)
         try:
-            popen_forkserver.reduction.dump(prep_data, buf)
-            popen_forkserver.reduction.dump(process_obj, buf)
+            multiprocessing.reduction.dump(prep_data, buf)
+            multiprocessing.reduction.dump(process_obj, buf)
         finally:
-            popen_forkserver.set_spawning_popen(None)
-        self.sentinel, w = popen_forkserver.forkserver.connect_to_new_process(self._fds)
+            multiprocessing.context.set_spawning_popen(None)
+        # `_fds` is set by popen_forkserver.Popen.__init__ (filled by duplicate_for_child); typeshed omits it.
+        fds: list[int] = self._fds  # type: ignore[attr-defined]
+        self.sentinel, w = multiprocessing.forkserver.connect_to_new_process(fds)
         parent_w = os.dup(w)  # the child's sentinel of this parent, as in the original
-        self.finalizer = popen_forkserver.util.Finalize(
-            self, popen_forkserver.util.close_fds, (parent_w, self.sentinel)
+        self.finalizer = multiprocessing.util.Finalize(
+            self,
+            multiprocessing.util.close_fds,  # type: ignore[attr-defined]  # private helper; not in typeshed
+            (parent_w, self.sentinel),
         )
         with open(w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
-        self.pid = popen_forkserver.forkserver.read_signed(self.sentinel)
+        self.pid = int(multiprocessing.forkserver.read_signed(self.sentinel))
 
 
 class _ChildProcess(multiprocessing.context.ForkServerProcess):
     @staticmethod
-    def _Popen(process_obj: Any) -> _ChildPopen:  # noqa: N802 - multiprocessing's hook name
+    def _Popen(process_obj: Any) -> _ChildPopen:  # multiprocessing's hook name
         return _ChildPopen(process_obj)
 
 

@@ -44,7 +44,7 @@ PUSH_RESERVE_AHEAD = 1024 * 1024
 
 def open_service(runtime: PhoneRuntime, stream: Stream, service: str) -> ServiceRunner | None:
     """The coroutine serving `service` on `stream`, or None to refuse the stream."""
-    if service.startswith("shell,") or service.startswith("shell:") or service == "shell":
+    if service.startswith(("shell,", "shell:")) or service == "shell":
         options, _, command = service.partition(":")
         if "v2" in options.split(","):
             return partial(_shell_v2, runtime, stream, command)
@@ -203,7 +203,7 @@ async def _list(runtime: PhoneRuntime, stream: Stream, path: str) -> bool:
     fs = runtime.fs
     out = bytearray()
     try:
-        names = [".", ".."] + fs.listdir(path)
+        names = [".", "..", *fs.listdir(path)]
     except FsError:
         names = []
     for name in names:

@@ -486,12 +486,13 @@ async def _stat(sh: ShellSession, ctx: Context, args: list[str]) -> int:
             "F": "directory" if st.is_dir else "regular file",
             "f": f"{st.mode:x}",
         }
-        ctx.out(
-            (
-                re.sub(r"%(.)", lambda m, fields=fields: fields.get(m.group(1), m.group(0)), fmt) + "\n"
-            ).encode()
-        )
+        ctx.out((_expand_stat_format(fmt, fields) + "\n").encode())
     return status
+
+
+def _expand_stat_format(fmt: str, fields: dict[str, str]) -> str:
+    """`stat -c` format: each `%X` becomes its field (an unknown one stays as written)."""
+    return re.sub(r"%(.)", lambda m: fields.get(m.group(1), m.group(0)), fmt)
 
 
 async def _df(sh: ShellSession, ctx: Context, args: list[str]) -> int:

@@ -230,8 +230,8 @@ class Soc:
         th = self.profile.thermal
         for z, zone in enumerate(th.zones):
             base = f"{THERMAL_ROOT}/thermal_zone{z}"
-            nodes[f"{base}/type"] = SysfsNode(lambda zone=zone: zone.type)
-            nodes[f"{base}/temp"] = SysfsNode(lambda zone=zone: str(self._zone_millic(zone)))
+            nodes[f"{base}/type"] = SysfsNode(_zone_type_reader(zone))
+            nodes[f"{base}/temp"] = SysfsNode(self._zone_temp_reader(zone))
             nodes[f"{base}/mode"] = SysfsNode(lambda: "enabled")
             nodes[f"{base}/trip_point_0_temp"] = SysfsNode(lambda: str(int(th.trip_c * 1000)))
             nodes[f"{base}/trip_point_0_type"] = SysfsNode(lambda: "passive")
@@ -245,9 +245,12 @@ class Soc:
         nodes["/proc/cpuinfo"] = SysfsNode(self._cpuinfo)
         return nodes
 
+    def _zone_temp_reader(self, zone: ThermalZoneSpec) -> Callable[[], str]:
+        return lambda: str(self._zone_millic(zone))
+
     def _zone_millic(self, zone: ThermalZoneSpec) -> int:
         amb = self.profile.thermal.ambient_c
-        return int(round((amb + zone.scale * (self.temperature_c() - amb) + zone.offset_c) * 1000))
+        return round((amb + zone.scale * (self.temperature_c() - amb) + zone.offset_c) * 1000)
 
     def _policy_files(self, idx: int, p: _Policy) -> dict[str, SysfsNode]:
         cpus = " ".join(str(c) for c in p.spec.cpus)
@@ -318,3 +321,7 @@ class Soc:
                 )
         hw = self.profile.props.get("ro.soc.model", self.profile.name)
         return "\n".join(blocks) + f"\nHardware\t: {hw}\n"
+
+
+def _zone_type_reader(zone: ThermalZoneSpec) -> Callable[[], str]:
+    return lambda: zone.type

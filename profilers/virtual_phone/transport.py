@@ -441,7 +441,7 @@ class DeviceServer:
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port) and return the bound port."""
         self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
-        return self._server.sockets[0].getsockname()[1]
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.faults.current().offline:

@@ -49,7 +49,7 @@ class RetryPolicy:
             retry_after = response.headers.get("retry-after", "")
             if retry_after.replace(".", "", 1).isdigit():
                 delay = max(delay, min(float(retry_after), self.max_retry_after_s))
-        return min(delay, self.max_delay_s)
+        return float(min(delay, self.max_delay_s))
 
     @staticmethod
     def may_repeat(error: httpx.TransportError, idempotent: bool) -> bool:

@@ -240,7 +240,8 @@ def _pivot_source(session: Session, device_id: int, family: str) -> _PivotSource
             Measurement.device_id == device_id, Measurement.family == family, Measurement.valid.is_(True)
         )
     ).one()
-    key = (session.get_bind().url.render_as_string(hide_password=True), device_id, family, *fingerprint)
+    database = session.get_bind().engine.url.render_as_string(hide_password=True)
+    key = (database, device_id, family, *fingerprint)
     with _SOURCES_LOCK:
         cached = _SOURCES.get(key)
         if cached is not None:

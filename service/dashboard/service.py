@@ -192,7 +192,7 @@ def predictors_with_devices(session: Session) -> list[tuple[Predictor, str]]:
     return [(p, (name or serial) if p.device_id is not None else "fleet") for p, name, serial in rows]
 
 
-def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+def scalar_metrics(metrics: object) -> list[tuple[str, str]]:
     """The flat numeric/text metrics of a predictor, formatted (nested breakdowns are left to the API).
 
     A stored value that is not a JSON object (a row written before snapshots were validated) is shown as
@@ -200,7 +200,7 @@ def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """
     if not isinstance(metrics, dict):
         return [("metrics", f"malformed stored value ({type(metrics).__name__}, not an object)")]
-    out = []
+    out: list[tuple[str, str]] = []
     for key, value in sorted(metrics.items()):
         if isinstance(value, bool) or value is None:
             out.append((key, str(value)))
@@ -213,6 +213,10 @@ def scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
 
 #: How the predictor page names the candidate models of a training run (`metrics["candidates"]`).
 MODEL_LABELS = {"prior_xgboost": "physics-prior XGBoost", "plain_xgboost": "plain XGBoost", "blend": "blend"}
+
+
+def _model_label(kind: str) -> str:
+    return MODEL_LABELS.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,7 @@ def model_comparison(metrics: object) -> list[CandidateFigures]:
         out.append(
             CandidateFigures(
                 kind=kind,
-                label=MODEL_LABELS.get(kind, kind),
+                label=_model_label(kind),
                 serving=kind == serving,
                 within_10=_percent(figures.get("within_10")),
                 within_5=_percent(figures.get("within_5")),

@@ -219,10 +219,10 @@ def default_runner(settings: Settings) -> DeviceRunner:
 
 
 __all__ = [
+    "FACTS_NOT_STORED",
     "AdbRunner",
     "DeviceColumns",
     "DeviceRunner",
-    "FACTS_NOT_STORED",
     "DeviceTarget",
     "NoopRunner",
     "RunnerError",

@@ -35,9 +35,9 @@ import datetime as dt
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, func, insert, or_, select, text, update
+from sqlalchemy import CursorResult, Result, Select, and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,6 +53,15 @@ from service.predictors.models import Predictor, PredictorStatus
 #: First retry waits this long; each further attempt doubles it, up to `RETRY_BACKOFF_MAX_S`.
 RETRY_BACKOFF_BASE_S = 1.0
 RETRY_BACKOFF_MAX_S = 60.0
+
+#: The measurement `Table` (`Measurement.__table__` is typed as a bare `FromClause`, which `insert` refuses).
+_MEASUREMENT_TABLE = Measurement.metadata.tables[Measurement.__tablename__]
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """Rows an UPDATE matched. `Session.execute` is typed to return a `Result`, but a DML statement without
+    RETURNING always yields a `CursorResult`, the class that has `rowcount`."""
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,7 @@ def acquire_device(
             )
             .execution_options(synchronize_session=False)
         )
-        if taken.rowcount != 1:
+        if rowcount(taken) != 1:
             session.rollback()
             return None
         leased = LeasedDevice(
@@ -204,7 +213,7 @@ def _renew_device_lease(session: Session, device_id: int, owner: str, expires: d
         .values(lease_expires_at=expires)
         .execution_options(synchronize_session=False)
     )
-    return renewed.rowcount == 1
+    return rowcount(renewed) == 1
 
 
 def claim_batch(
@@ -344,7 +353,7 @@ def complete_task(
                 f"the record is of {record.config_hash[:12]}…"
             )
         session.execute(
-            insert(Measurement.__table__).values(
+            insert(_MEASUREMENT_TABLE).values(
                 **measured_values(record),
                 device_id=task.device_id,
                 source=MeasurementSource.measured,
@@ -377,7 +386,7 @@ def complete_task(
 
 def retry_delay_s(attempts: int) -> float:
     """Backoff before attempt `attempts + 1`: 1 s, 2 s, 4 s … capped at a minute."""
-    return min(RETRY_BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), RETRY_BACKOFF_MAX_S)
+    return min(RETRY_BACKOFF_BASE_S * 2.0 ** max(attempts - 1, 0), RETRY_BACKOFF_MAX_S)
 
 
 def fail_task(
@@ -433,7 +442,7 @@ def release_tasks(factory: sessionmaker[Session], task_ids: Sequence[int], token
             .execution_options(synchronize_session=False)
         )
         session.commit()
-        return result.rowcount
+        return rowcount(result)
 
 
 def requeue_expired(factory: sessionmaker[Session], max_attempts: int) -> int:
@@ -475,7 +484,7 @@ def requeue_expired(factory: sessionmaker[Session], max_attempts: int) -> int:
             .execution_options(synchronize_session=False)
         )
         session.commit()
-        return failed.rowcount + requeued.rowcount
+        return rowcount(failed) + rowcount(requeued)
 
 
 def record_device_failure(
@@ -532,7 +541,7 @@ def charge_offline_device(
             .execution_options(synchronize_session=False)
         )
         session.commit()
-        return failed.rowcount
+        return rowcount(failed)
 
 
 # -- training leases ----------------------------------------------------------------------------------------
@@ -592,7 +601,7 @@ def claim_training(
             .execution_options(synchronize_session=False)
         )
         session.commit()
-        return found if taken.rowcount == 1 else None
+        return found if rowcount(taken) == 1 else None
 
 
 def extend_training_lease(
@@ -611,7 +620,7 @@ def extend_training_lease(
             .execution_options(synchronize_session=False)
         )
         session.commit()
-        return renewed.rowcount == 1
+        return rowcount(renewed) == 1
 
 
 def release_training(factory: sessionmaker[Session], predictor_id: int, owner: str) -> bool:
@@ -629,7 +638,7 @@ def release_training(factory: sessionmaker[Session], predictor_id: int, owner: s
             .execution_options(synchronize_session=False)
         )
         session.commit()
-        return released.rowcount == 1
+        return rowcount(released) == 1
 
 
 def lock_claimed_predictor(session: Session, predictor_id: int, owner: str) -> Predictor | None:

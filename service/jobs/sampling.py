@@ -64,7 +64,7 @@ class _Field:
 
 
 def _values(name: str, spec: dict[str, Any]) -> list[Any]:
-    loc = [*_LOC, name]
+    loc: list[str | int] = [*_LOC, name]
     if "choices" in spec:
         values = spec["choices"]
         if not isinstance(values, list) or not values:
@@ -84,7 +84,7 @@ def _values(name: str, spec: dict[str, Any]) -> list[Any]:
 
 
 def _lengths(name: str, spec: Any) -> list[int]:
-    loc = [*_LOC, name, "length"]
+    loc: list[str | int] = [*_LOC, name, "length"]
     if isinstance(spec, int) and not isinstance(spec, bool):
         lengths = [spec]
     elif isinstance(spec, dict) and "choices" in spec and isinstance(spec["choices"], list):

@@ -22,6 +22,7 @@ from profilers.blocks import BlockConfigError, BlockFamily, canonical_json, conf
 from service.db import begin_write, utcnow
 from service.devices.models import Device
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
+from service.jobs.queue import rowcount
 from service.jobs.sampling import candidate_configs, parse_space, planned_count, sample_configs
 from service.jobs.schemas import JobCreate, JobOut, SamplerSpec
 from service.measurements.models import Measurement
@@ -88,7 +89,8 @@ def _select_devices(session: Session, data: JobCreate) -> list[tuple[Device, lis
 
 
 def _fastest_cluster(device: Device) -> str:
-    return max(device.clusters, key=lambda c: max(c.get("frequencies_khz") or [0]))["name"]
+    fastest: str = max(device.clusters, key=lambda c: max(c.get("frequencies_khz") or [0]))["name"]
+    return fastest
 
 
 def _device_plan(data: JobCreate, device: Device, loc: list[str | int]) -> tuple[str, list[int]]:
@@ -273,7 +275,8 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
 
 
 def _canonical(family: str, config: BaseModel) -> dict[str, Any]:
-    return json.loads(canonical_json(family, config))
+    canonical: dict[str, Any] = json.loads(canonical_json(family, config))
+    return canonical
 
 
 def get_job(session: Session, job_id: int, *, created_by: str | None = None) -> Job:
@@ -430,6 +433,6 @@ def settle_jobs(session: Session) -> int:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        settled += result.rowcount
+        settled += rowcount(result)
     session.commit()
     return settled

@@ -30,7 +30,7 @@ _EXPORT_SCHEMA = {"schema": {"type": "string", "format": "binary"}}
     responses={
         200: {
             "description": "a page (`format=json`), or every match streamed as CSV or Parquet",
-            "content": {media: _EXPORT_SCHEMA for media in _MEDIA.values()},
+            "content": dict.fromkeys(_MEDIA.values(), _EXPORT_SCHEMA),
         }
     },
 )

@@ -52,10 +52,12 @@ def _arrow_type(column: Column[Any]) -> pa.DataType:
     raise TypeError(f"measurement column {column.name} has no export type ({kind!r})")
 
 
+#: The measurement `Table` (`Measurement.__table__` is typed as a bare `FromClause`: no Columns, no insert).
+_TABLE = Measurement.metadata.tables[Measurement.__tablename__]
 #: Export columns and their Arrow types: every column of the table, in its order, so a column added to the
 #: model is exported too.
-EXPORT_SCHEMA = pa.schema([(c.name, _arrow_type(c)) for c in Measurement.__table__.columns])
-_JSON_COLUMNS = tuple(c.name for c in Measurement.__table__.columns if isinstance(c.type, JSON))
+EXPORT_SCHEMA = pa.schema([(c.name, _arrow_type(c)) for c in _TABLE.columns])
+_JSON_COLUMNS = tuple(c.name for c in _TABLE.columns if isinstance(c.type, JSON))
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def iter_export_batches(
 ) -> Iterator[pd.DataFrame]:
     """The filtered measurements as DataFrames of at most `batch_rows` rows, walking the table by id."""
     batch_rows = batch_rows or EXPORT_BATCH_ROWS
-    table = Measurement.__table__
+    table = _TABLE
     columns = [table.c[name] for name in EXPORT_SCHEMA.names]
     last_id = 0
     with factory() as session:
@@ -263,7 +265,7 @@ def _bulk_insert(session: Session, values: list[dict[str, Any]]) -> None:
     COPY because psycopg spends most of a multi-row INSERT converting its tens of thousands of
     parameters; COPY streams rows as they are (~10x the ingest rate).
     """
-    table = Measurement.__table__
+    table = _TABLE
     if session.get_bind().dialect.name != "postgresql":
         for start in range(0, len(values), _INSERT_CHUNK):
             session.execute(insert(table), values[start : start + _INSERT_CHUNK])
@@ -271,6 +273,8 @@ def _bulk_insert(session: Session, values: list[dict[str, Any]]) -> None:
     columns = list(values[0]) if values else []
     json_columns = set(_JSON_COLUMNS)
     driver = session.connection().connection.driver_connection
+    if driver is None:  # only a connection invalidated mid-transaction has no DBAPI connection left
+        raise RuntimeError("the database connection was lost during the import")
     statement = f"COPY measurement ({', '.join(columns)}) FROM STDIN"
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in values:

@@ -110,7 +110,9 @@ def configs_decoder(family: str) -> msgspec.json.Decoder[Any]:
     """A JSON decoder of an array of configs straight into a list of `family`'s typed structs."""
     decoder = _LIST_DECODERS.get(family)
     if decoder is None:
-        decoder = _LIST_DECODERS.setdefault(family, msgspec.json.Decoder(list[config_struct(family)]))  # type: ignore[index]
+        # The element type is a struct class made at run time, which a static checker cannot see as a type.
+        element = config_struct(family)
+        decoder = _LIST_DECODERS.setdefault(family, msgspec.json.Decoder(list[element]))  # type: ignore[valid-type]
     return decoder
 
 
@@ -258,7 +260,7 @@ def _buckets(featurizer: Featurizer, values: np.ndarray) -> np.ndarray:
     bits, which can only matter within a hair of a half-integer, so those values are recomputed by the
     scalar function itself; everything else rounds identically (round half to even, like `round`)."""
     scaled = 3.0 * np.log2(np.maximum(values, 1.0))
-    buckets = np.rint(scaled).astype(np.int64)
+    buckets: np.ndarray = np.rint(scaled).astype(np.int64)
     near_half = np.flatnonzero(np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-6)
     for i in near_half.tolist():
         buckets[i] = featurizer.bucket(float(values[i]))
@@ -266,7 +268,8 @@ def _buckets(featurizer: Featurizer, values: np.ndarray) -> np.ndarray:
 
 
 def _ceil_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-    return -(-np.asarray(a) // b)
+    quotient: np.ndarray = -(-np.asarray(a) // b)
+    return quotient
 
 
 def _accelerator_columns(table: LayerTable) -> np.ndarray:

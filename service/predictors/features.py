@@ -45,7 +45,7 @@ import marshal
 import math
 import threading
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,7 @@ import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from profilers.blocks import BlockConfigError, get_family
+from profilers.blocks.batch import batch_supported
 from profilers.blocks.graph import Costs
 from service.predictors import batch_features
 from service.predictors.columns import (
@@ -338,7 +339,7 @@ class _RowCache:
         self.hits = 0
         self.misses = 0
 
-    def peek_many(self, keys: list[bytes | str]) -> list[np.ndarray | None]:
+    def peek_many(self, keys: Sequence[bytes | str]) -> list[np.ndarray | None]:
         """Rows of `keys` (None where absent), not counted as lookups."""
         return list(map(self.rows.get, keys))  # map: no Python frame per key
 
@@ -445,7 +446,7 @@ class JsonConfigs(Sequence[Any]):
         missing = [i for i, row in enumerate(known) if row is None]
         if not missing:
             return batch
-        if batch_features.batch_supported(family):
+        if batch_supported(family):
             try:  # one decoder call for all the cold texts; if one does not fit, each alone below
                 cold = texts if len(missing) == len(texts) else [texts[i] for i in missing]
                 structs = batch_features.configs_decoder(family).decode(b"[%s]" % b",".join(cold))
@@ -453,7 +454,7 @@ class JsonConfigs(Sequence[Any]):
                 return batch
             except (msgspec.ValidationError, msgspec.DecodeError):
                 pass
-        decoder = batch_features.config_decoder(family) if batch_features.batch_supported(family) else None
+        decoder = batch_features.config_decoder(family) if batch_supported(family) else None
         for i in missing:
             if decoder is not None:
                 try:
@@ -520,8 +521,11 @@ class Featurizer:
     clusters: list[str]
     kernels: tuple[str, ...] = ()
     version: int = FEATURES_VERSION
-    #: The kernel-key bucket (the batch featuriser uses this very function, so its keys are identical).
-    bucket: typing.ClassVar[Callable[[float], int]] = staticmethod(_bucket)
+
+    def bucket(self, value: float) -> int:
+        """The kernel-key bucket (the batch featuriser uses this very function, so its keys are identical)."""
+        return _bucket(value)
+
     specs: list[FieldSpec] = field(init=False)
     slots: int = field(init=False)
     config_names: list[str] = field(init=False)
@@ -634,10 +638,10 @@ class Featurizer:
 
     def config_rows(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Per-config feature rows (float64, n × len(config_names)); raises FeatureError on a bad config."""
-        from_json = isinstance(configs, JsonConfigs) and configs.family == self.family
-        if from_json:
+        json_configs = configs if isinstance(configs, JsonConfigs) and configs.family == self.family else None
+        if json_configs is not None:
             cache = _cache_for(self._cache_name, _JSON_CACHES)
-            keys: list[bytes | str] = list(configs.texts)
+            keys: list[bytes | str] = list(json_configs.texts)
         else:
             cache = _cache_for(self._cache_name)
             keys = _cache_keys(configs)
@@ -647,7 +651,6 @@ class Featurizer:
         cache.count(len(rows) - len(missing), len(missing))
         if len(missing) >= batch_features.BATCH_MIN:
             # Many new configs: featurised as arrays; the rest (lax types, suspects) one by one below.
-            json_configs = configs if from_json else None
             texts = json_configs.texts if isinstance(json_configs, JsonConfigs) else None
             known = json_configs.structs if isinstance(json_configs, JsonConfigs) else None
             done, batch_rows, missing = batch_features.fresh_rows(self, configs, missing, texts, known)
@@ -667,8 +670,9 @@ class Featurizer:
             except ValidationError as exc:
                 name, msg = _first_error(exc)
                 raise FeatureError(i, name, msg) from None
-            rows[i] = self._config_row(parsed)
-            fresh.append((keys[i], rows[i]))
+            row = self._config_row(parsed)
+            rows[i] = row
+            fresh.append((keys[i], row))
         if fresh:
             cache.put_many(fresh)
         if not rows:

@@ -142,7 +142,7 @@ class LatencyModel:
         # Separately trained quantile models may cross the mean; the band is made to contain it.
         p10 = np.minimum(np.exp(np.asarray(log_p10, dtype=np.float64)), mean)
         p90 = np.maximum(np.exp(np.asarray(log_p90, dtype=np.float64)), mean)
-        outside = ((x < self.low) | (x > self.high)).any(axis=1)
+        outside = np.asarray(((x < self.low) | (x > self.high)).any(axis=1), dtype=bool)
         return Predictions(mean, p10, p90, outside)
 
     def predict(

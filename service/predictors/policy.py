@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import begin_write, utcnow, write_scope
 from service.devices.models import Device
+from service.jobs.queue import rowcount
 from service.predictors.models import Predictor, PredictorStatus, RetrainPolicy
 from service.predictors.schemas import PredictorCreate, TrainFilters, TrainParams
 from service.predictors.service import (
@@ -95,11 +96,13 @@ def run_retrain_policies(session_factory: sessionmaker[Session], settings: Setti
         # Claim the round (compare-and-set on the count it starts from): of several workers checking at
         # once, exactly one trains.
         with write_scope(session_factory) as session:
-            claimed = session.execute(
-                update(RetrainPolicy)
-                .where(RetrainPolicy.id == policy_id, RetrainPolicy.last_row_count == seen)
-                .values(last_row_count=count, last_checked_at=utcnow())
-            ).rowcount
+            claimed = rowcount(
+                session.execute(
+                    update(RetrainPolicy)
+                    .where(RetrainPolicy.id == policy_id, RetrainPolicy.last_row_count == seen)
+                    .values(last_row_count=count, last_checked_at=utcnow())
+                )
+            )
         if not claimed:
             continue
         # Created already leased to us, so no other trainer picks it up: we train it here and now.

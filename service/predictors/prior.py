@@ -85,7 +85,7 @@ class PhysicsPrior:
         """
         n_generic = len(PRIOR_TERMS)
         generic, mhz = self._generic_design(x)
-        prior = generic @ coefficients[:n_generic]
+        prior: np.ndarray = generic @ coefficients[:n_generic]
         if self.has_pairs:
             # Accelerator then kernel terms, each pair (over f, as it is), as `design` lays them out.
             paired = self._paired(x)
@@ -94,7 +94,8 @@ class PhysicsPrior:
 
     def log_ms(self, x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
         """log of the prior (ms) of each row of `x` (float64), floored at `PRIOR_FLOOR_MS`."""
-        return np.log(np.maximum(self.ms(x, coefficients), PRIOR_FLOOR_MS))
+        log_ms: np.ndarray = np.log(np.maximum(self.ms(x, coefficients), PRIOR_FLOOR_MS))
+        return log_ms
 
     def _paired(self, x: np.ndarray) -> np.ndarray:
         """The accelerator then the kernel columns of `x` (float64): the terms over f and as they are."""

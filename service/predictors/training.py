@@ -153,7 +153,7 @@ def accuracy_metrics(measured_ms: np.ndarray, predicted_ms: np.ndarray) -> dict[
     else:
         rho = float("nan")
     return {
-        "rows": int(len(measured)),
+        "rows": len(measured),
         "rmse_ms": float(np.sqrt(np.mean((predicted - measured) ** 2))),
         "mape": float(100.0 * np.mean(rel)),
         "within_5": float(np.mean(rel <= 0.05)),

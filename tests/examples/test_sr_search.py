@@ -124,7 +124,7 @@ def test_dvfs_variant_best_block_per_frequency_in_one_call_per_generation() -> N
 
 def test_main_searches_with_the_service_then_profiles_the_winner(
     settings, make_headers, tmp_path, capsys: pytest.CaptureFixture[str]
-) -> None:  # noqa: ANN001
+) -> None:
     """The script end to end: a served app with its worker, a virtual phone, an imported-data predictor."""
     from examples.sr_search import main
     from profilers.virtual_phone.phone import VirtualPhone

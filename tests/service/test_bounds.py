@@ -115,7 +115,7 @@ def test_a_tcp_port_is_1_to_65535(client: TestClient, admin_headers: dict[str, s
     assert response.status_code == 422 and "1-65535" in response.json()["detail"], response.text
 
 
-def test_an_export_fails_before_its_first_byte(tmp_path) -> None:  # noqa: ANN001
+def test_an_export_fails_before_its_first_byte(tmp_path) -> None:
     # A database without the table: the query fails when the export is opened, not mid-stream.
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(SQLAlchemyError):

@@ -34,7 +34,7 @@ from service.devices.models import DeviceStatus, Transport
 
 
 @pytest.fixture
-def server(app) -> Iterator[ServerThread]:  # noqa: ANN001
+def server(app) -> Iterator[ServerThread]:
     with ServerThread(app) as running:
         yield running
 
@@ -126,7 +126,7 @@ def test_problem_details_surface_in_the_error(lf: LatfarmClient) -> None:
     assert conflict.value.status == 409
 
 
-def test_scopes_are_enforced_through_the_client(server: ServerThread, make_headers) -> None:  # noqa: ANN001
+def test_scopes_are_enforced_through_the_client(server: ServerThread, make_headers) -> None:
     reader = make_headers("read")["Authorization"].removeprefix("Bearer ")
     with LatfarmClient(server.url, reader) as lf:
         assert lf.list_devices() == []
@@ -139,7 +139,7 @@ def test_scopes_are_enforced_through_the_client(server: ServerThread, make_heade
     assert info.value.status == 401
 
 
-def test_503s_are_retried_until_the_app_answers(app, admin_token: str) -> None:  # noqa: ANN001
+def test_503s_are_retried_until_the_app_answers(app, admin_token: str) -> None:
     flaky = FailFirst(app, failures=2)
     with ServerThread(flaky) as server, LatfarmClient(server.url, admin_token, backoff_s=0.01) as lf:
         device = lf.register_device("127.0.0.1:5601")
@@ -149,7 +149,7 @@ def test_503s_are_retried_until_the_app_answers(app, admin_token: str) -> None: 
         assert LatfarmClient(server.url, admin_token).get_device(device.id).id == device.id
 
 
-def test_retries_give_up_with_the_last_problem(app, admin_token: str) -> None:  # noqa: ANN001
+def test_retries_give_up_with_the_last_problem(app, admin_token: str) -> None:
     down = FailFirst(app, failures=100)
     with (
         ServerThread(down) as server,
@@ -161,7 +161,7 @@ def test_retries_give_up_with_the_last_problem(app, admin_token: str) -> None:  
     assert down.requests == 3
 
 
-def test_a_422_is_never_retried(app, admin_token: str) -> None:  # noqa: ANN001
+def test_a_422_is_never_retried(app, admin_token: str) -> None:
     counted = CountRequests(app)
     with (
         ServerThread(counted) as server,
@@ -381,8 +381,8 @@ def test_async_jobs_and_predictor_calls(server: ServerThread, admin_token: str, 
             await alf.cancel_job(job.id)
             seen: list[Job] = []
             final = await alf.wait(job.id, progress=seen.append, poll_s=0.01)
+            queued = await alf.submit_job("sr_block", configs=SR_CONFIGS[:1], devices=[probed_device])
             with pytest.raises(LatfarmTimeoutError):
-                queued = await alf.submit_job("sr_block", configs=SR_CONFIGS[:1], devices=[probed_device])
                 await alf.wait(queued.id, poll_s=0.01, timeout_s=0.03)
             with pytest.raises(LatfarmAPIError) as info:
                 await alf.train_predictor("sr_block", probed_device)

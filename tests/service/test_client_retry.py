@@ -77,7 +77,7 @@ def test_a_request_that_may_have_arrived_is_repeated_only_when_idempotent() -> N
     read_timeout = httpx.ReadTimeout("no answer")
     submit = RetryPolicy(retries=3).send(Request("POST", "/v1/jobs", idempotent=False), BASE_URL)
     next(submit)
-    with pytest.raises(LatfarmConnectionError, match="POST http://farm.invalid/v1/jobs failed"):
+    with pytest.raises(LatfarmConnectionError, match=r"POST http://farm\.invalid/v1/jobs failed"):
         submit.send(read_timeout)
 
     steps, response = _drive(

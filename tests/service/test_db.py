@@ -50,8 +50,8 @@ def test_datetimes_come_back_aware_and_in_utc(db_session: Session) -> None:
     db_session.expire_all()
     stored = db_session.get(Job, job.id).created_at
     assert stored == dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC) and stored.tzinfo is not None
+    db_session.add(Job(family="conv", spec={}, created_at=dt.datetime(2026, 1, 1)))
     with pytest.raises(Exception, match="naive"):
-        db_session.add(Job(family="conv", spec={}, created_at=dt.datetime(2026, 1, 1)))
         db_session.commit()
 
 

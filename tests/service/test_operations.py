@@ -14,7 +14,7 @@ def test_healthz_reports_the_database(client: TestClient, settings: Settings) ->
     assert response.json()["database"] == ("sqlite" if settings.is_sqlite else "postgresql")
 
 
-def test_healthz_is_503_when_the_database_is_gone(tmp_path) -> None:  # noqa: ANN001
+def test_healthz_is_503_when_the_database_is_gone(tmp_path) -> None:
     settings = Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none", state_dir=tmp_path)
     with TestClient(create_app(settings)) as client:
         response = client.get("/healthz")

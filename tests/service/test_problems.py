@@ -10,7 +10,7 @@ from service.settings import Settings
 PROBLEM = "application/problem+json"
 
 
-def _assert_problem(response, status: int) -> dict:  # noqa: ANN001
+def _assert_problem(response, status: int) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM
     body = response.json()

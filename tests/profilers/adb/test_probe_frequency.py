@@ -73,9 +73,14 @@ def test_pin_sets_and_restores(session: DeviceSession) -> None:
 def test_pin_restores_governor_after_exception(session: DeviceSession, error: BaseException) -> None:
     little = discover_clusters(session)[0]
     before = _policy_state(session, little.policy)
-    with pytest.raises(type(error)), pin_frequency(session, "little", little.frequencies_khz[3]):
-        assert _policy_state(session, little.policy)["scaling_governor"] == "userspace"
-        raise error
+
+    def fail_while_pinned() -> None:
+        with pin_frequency(session, "little", little.frequencies_khz[3]):
+            assert _policy_state(session, little.policy)["scaling_governor"] == "userspace"
+            raise error
+
+    with pytest.raises(type(error)):
+        fail_while_pinned()
     assert _policy_state(session, little.policy) == before
 
 
@@ -88,7 +93,7 @@ def test_pin_refuses_bad_requests(
     ):
         pass
     with (
-        pytest.raises(FrequencyPinError, match="unknown cluster 'huge'.*little"),
+        pytest.raises(FrequencyPinError, match=r"unknown cluster 'huge'.*little"),
         pin_frequency(session, "huge", 1_000_000),
     ):
         pass

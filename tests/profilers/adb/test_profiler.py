@@ -46,7 +46,7 @@ def _collect(profiler: Profiler, requests: list[ProfileRequest]) -> tuple[list[M
     try:
         for record in profiler.measure(requests):
             records.append(record)
-    except Exception as exc:  # noqa: BLE001 - returned for the test to assert on
+    except Exception as exc:
         return records, exc
     raise AssertionError("measure() did not fail")
 

@@ -71,7 +71,7 @@ def test_push_pull_stat_round_trip(session: DeviceSession) -> None:
 
 def test_push_refused_raises_push_refused(phone: VirtualPhone, session: DeviceSession) -> None:
     phone.set_fault(no_space=True)
-    with pytest.raises(PushRefusedError, match="/data/local/tmp/x.bin"):
+    with pytest.raises(PushRefusedError, match=r"/data/local/tmp/x\.bin"):
         session.push(b"data", "/data/local/tmp/x.bin")
     phone.clear_faults()
     session.push(b"data", "/data/local/tmp/x.bin")  # the same connection still works
@@ -122,7 +122,7 @@ def test_threads_share_one_session_without_stalls(session: DeviceSession) -> Non
         try:
             for i in range(10):
                 outputs.append(session.shell(f"echo {n}-{i}").stdout.strip())
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
@@ -140,9 +140,13 @@ def test_drop_after_messages_fault_is_a_connection_error(
 ) -> None:
     phone = start_phone(faults=FaultSpec(drop_after_messages=8))
     session = connect(phone, command_timeout_s=5.0)
-    with pytest.raises(DeviceConnectionError):
+
+    def keep_talking() -> None:
         for _ in range(20):
             session.shell("true")
+
+    with pytest.raises(DeviceConnectionError):
+        keep_talking()
 
 
 def test_first_use_by_many_threads_makes_one_whole_key(tmp_path: Path) -> None:

@@ -46,5 +46,5 @@ def test_invalid_config_names_the_field(family: str, data: dict, field: str, tex
 
 
 def test_unknown_family_lists_the_known_ones() -> None:
-    with pytest.raises(BlockConfigError, match="'resnet'.*conv, mbconv, sr_block"):
+    with pytest.raises(BlockConfigError, match=r"'resnet'.*conv, mbconv, sr_block"):
         get_family("resnet")

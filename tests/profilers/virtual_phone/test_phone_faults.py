@@ -23,9 +23,13 @@ def connect(phone: VirtualPhone, timeout: float = 10) -> AdbDeviceTcp:
 def test_drop_after_n_messages(tmp_path) -> None:
     with VirtualPhone(state_dir=tmp_path / "p", faults=FaultSpec(drop_after_messages=3)) as phone:
         dev = connect(phone, timeout=2)
-        with pytest.raises((AdbTimeoutError, TcpTimeoutException, OSError)):
+
+        def keep_talking() -> None:
             for _ in range(3):
                 dev.shell("echo hi", read_timeout_s=2)
+
+        with pytest.raises((AdbTimeoutError, TcpTimeoutException, OSError)):
+            keep_talking()
         dev.close()
         phone.set_fault(drop_after_messages=None)
         dev = connect(phone)

@@ -29,7 +29,7 @@ def test_unknown_or_malformed_token_is_401(client: TestClient) -> None:
     assert client.get("/v1/devices", headers={"Authorization": "Basic abc"}).status_code == 401
 
 
-def test_wrong_scope_is_403(client: TestClient, make_headers) -> None:  # noqa: ANN001
+def test_wrong_scope_is_403(client: TestClient, make_headers) -> None:
     reader = make_headers("read")
     assert client.get("/v1/devices", headers=reader).status_code == 200
     response = client.post("/v1/devices", json={"serial": "a:1", "transport": "tcp"}, headers=reader)

@@ -25,7 +25,7 @@ def _cookie_client(client: TestClient, make_headers: Callable[..., dict[str, str
     return secret
 
 
-def _forbidden(response) -> None:  # noqa: ANN001
+def _forbidden(response) -> None:
     assert response.status_code == 403, response.text
     assert response.headers["content-type"] == PROBLEM
 

@@ -127,13 +127,13 @@ class Watched:
     foreign_requests: list[str]
 
 
-def _watch(page, host: str) -> Watched:  # noqa: ANN001
+def _watch(page, host: str) -> Watched:
     """Record the page's console errors, uncaught exceptions and any request to a host but `host`."""
     watched = Watched(page, [], [])
     page.on("console", lambda msg: msg.type == "error" and watched.console_errors.append(msg.text))
     page.on("pageerror", lambda exc: watched.console_errors.append(str(exc)))
 
-    def check_host(request) -> None:  # noqa: ANN001
+    def check_host(request) -> None:
         if urlparse(request.url).netloc != host and not request.url.startswith(("data:", "blob:")):
             watched.foreign_requests.append(request.url)
 
@@ -141,7 +141,7 @@ def _watch(page, host: str) -> Watched:  # noqa: ANN001
     return watched
 
 
-def _context(browser, url: str, secret: str | None):  # noqa: ANN001, ANN202
+def _context(browser, url: str, secret: str | None):
     context = browser.new_context(viewport={"width": 1366, "height": 800}, accept_downloads=True)
     if secret is not None:
         context.add_cookies(
@@ -164,7 +164,7 @@ def open_page(browser, live: LiveService) -> Iterator[Callable[..., Watched]]:
         context.close()
 
 
-def _shot(page, name: str) -> None:  # noqa: ANN001
+def _shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
@@ -202,7 +202,7 @@ def test_login_then_every_page_loads_clean_and_local(open_page, live: LiveServic
     _clean(w)
 
 
-def _table(page) -> list[tuple[str, list[str]]]:  # noqa: ANN001
+def _table(page) -> list[tuple[str, list[str]]]:
     rows = []
     for row in page.locator("#pivot tbody tr").all():
         digest = row.get_attribute("data-config-hash")

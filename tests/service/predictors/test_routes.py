@@ -31,7 +31,7 @@ _JSON = {"content-type": "application/json"}
 Headers = Callable[..., dict[str, str]]
 
 
-def _predict(client: TestClient, headers: dict[str, str], device: int, configs: list, **freq: object):  # noqa: ANN202
+def _predict(client: TestClient, headers: dict[str, str], device: int, configs: list, **freq: object):
     return client.post(
         "/v1/predict",
         json={"device": device, "family": "sr_block", "configs": configs, **freq},

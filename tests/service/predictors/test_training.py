@@ -142,7 +142,7 @@ def test_service_refuses_too_few_measurements(
     db_session: Session, settings: Settings, device_id: int
 ) -> None:
     insert_rows(db_session, device_id, synthetic_rows(4, frequencies=[1_000_000]))
-    with pytest.raises(InvalidInputError, match="4 valid sr_block measurements .* at least 40 are needed"):
+    with pytest.raises(InvalidInputError, match=r"4 valid sr_block measurements .* at least 40 are needed"):
         create_predictor(db_session, PredictorCreate(family="sr_block", device=device_id), settings)
 
 
@@ -169,7 +169,7 @@ def test_single_frequency_when_several_asked_fails_clearly(
         )
 
 
-def test_trained_predictor_is_stored_with_provenance(trained, device_id: int) -> None:  # noqa: ANN001
+def test_trained_predictor_is_stored_with_provenance(trained, device_id: int) -> None:
     assert trained.device_id == device_id and trained.version == 1 and not trained.active
     assert trained.row_count == 180 and len(trained.training_data_hash or "") == 64
     assert trained.model and trained.model_p10 and trained.model_p90
