@@ -37,7 +37,19 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, Select, and_, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Result,
+    Select,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -604,54 +616,51 @@ def claim_training(
         return found if rowcount(taken) == 1 else None
 
 
+def _held_by(predictor_id: int, owner: str) -> tuple[ColumnElement[bool], ...]:
+    """The rows of a `training` predictor whose lease `owner` still holds."""
+    return (
+        Predictor.id == predictor_id,
+        Predictor.lease_owner == owner,
+        Predictor.status == PredictorStatus.training,
+    )
+
+
+def _update_held_training(
+    factory: sessionmaker[Session], predictor_id: int, owner: str, **values: Any
+) -> bool:
+    """Set `values` on the training if `owner` still holds its lease; False when it does not."""
+    with write_session(factory) as session:
+        updated = session.execute(
+            update(Predictor)
+            .where(*_held_by(predictor_id, owner))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return rowcount(updated) == 1
+
+
 def extend_training_lease(
     factory: sessionmaker[Session], predictor_id: int, owner: str, lease_seconds: float
 ) -> bool:
     """Heartbeat of a training: push its lease forward; False when `owner` no longer holds it."""
-    with write_session(factory) as session:
-        renewed = session.execute(
-            update(Predictor)
-            .where(
-                Predictor.id == predictor_id,
-                Predictor.lease_owner == owner,
-                Predictor.status == PredictorStatus.training,
-            )
-            .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-        return rowcount(renewed) == 1
+    expires = utcnow() + dt.timedelta(seconds=lease_seconds)
+    return _update_held_training(factory, predictor_id, owner, lease_expires_at=expires)
 
 
 def release_training(factory: sessionmaker[Session], predictor_id: int, owner: str) -> bool:
     """Give a training back unfinished (a graceful stop), without counting the attempt: the next trainer
     claims it at once. Whatever the old run computes later is not stored (it no longer holds the lease)."""
-    with write_session(factory) as session:
-        released = session.execute(
-            update(Predictor)
-            .where(
-                Predictor.id == predictor_id,
-                Predictor.lease_owner == owner,
-                Predictor.status == PredictorStatus.training,
-            )
-            .values(lease_owner=None, lease_expires_at=None, attempts=Predictor.attempts - 1)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-        return rowcount(released) == 1
+    return _update_held_training(
+        factory, predictor_id, owner, lease_owner=None, lease_expires_at=None, attempts=Predictor.attempts - 1
+    )
 
 
 def lock_claimed_predictor(session: Session, predictor_id: int, owner: str) -> Predictor | None:
     """Inside a write transaction: the `training` predictor if `owner` still holds its lease (row locked on
     PostgreSQL until commit, so no re-claim slips in between), else None — the result must be dropped."""
     predictor = session.scalars(
-        select(Predictor)
-        .where(
-            Predictor.id == predictor_id,
-            Predictor.lease_owner == owner,
-            Predictor.status == PredictorStatus.training,
-        )
-        .with_for_update()
+        select(Predictor).where(*_held_by(predictor_id, owner)).with_for_update()
     ).first()
     if predictor is not None:
         predictor.lease_owner = None
