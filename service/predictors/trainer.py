@@ -153,6 +153,8 @@ class Trainer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._current: int | None = None
+        #: Held from a claim's commit until `_current` names it, so `stop()` never reads the gap between.
+        self._claiming = threading.Lock()
 
     def start(self) -> Trainer:
         """Start the thread unless it runs (again after `stop()`, as an app restarted in one process is):
@@ -178,7 +180,8 @@ class Trainer:
         with self._lock:
             self._stop.set()
         self._wake.set()
-        current = self._current
+        with self._claiming:
+            current = self._current
         if current is not None:
             try:
                 queue.release_training(self.factory, current, self.name)
@@ -189,12 +192,16 @@ class Trainer:
 
     def run_once(self) -> bool:
         """Claim and train one queued predictor; False when there was none."""
-        claimed = queue.claim_training(
-            self.factory, self.name, self.settings.training_lease_seconds, self.settings.training_max_attempts
-        )
-        if claimed is None:
-            return False
-        self._current = claimed
+        with self._claiming:
+            claimed = queue.claim_training(
+                self.factory,
+                self.name,
+                self.settings.training_lease_seconds,
+                self.settings.training_max_attempts,
+            )
+            if claimed is None:
+                return False
+            self._current = claimed
         if self._stop.is_set():  # stopped while claiming: `stop()` may have missed it, give it back here
             queue.release_training(self.factory, claimed, self.name)
             self._current = None

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,43 @@ def test_worker_killed_mid_training_with_no_attempt_left_ends_failed_with_the_re
     assert failed.status is PredictorStatus.failed, failed.error
     assert "interrupted 1 time" in (failed.error or "") and failed.lease_owner is None
     assert failed.model is None and failed.attempts == 1
+
+
+def test_a_stop_between_a_claims_commit_and_its_bookkeeping_still_gives_the_training_back(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    db_session: Session,
+    device_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claim is committed (the row names the trainer) but the thread has not yet noted which predictor it
+    holds: a `stop()` then must wait for that note and give the lease back, not return with it held."""
+    settings.worker_poll_seconds = 0.05
+    insert_rows(db_session, device_id, synthetic_rows(60))
+    predictor_id = _queued(db_session, settings, device_id, SLOW_PARAMS)
+    committed, stopping = threading.Event(), threading.Event()
+    real_claim = queue.claim_training
+
+    def claim_then_linger(*args: Any, **kwargs: Any) -> int | None:
+        claimed = real_claim(*args, **kwargs)
+        if claimed is not None:
+            committed.set()
+            stopping.wait(2.0)  # the gap the stop lands in; bounded, as the stop cannot end it itself
+        return claimed
+
+    monkeypatch.setattr(queue, "claim_training", claim_then_linger)
+    trainer = Trainer(session_factory, settings).start()
+    try:
+        assert committed.wait(WAIT_S), "the trainer never claimed the predictor"
+        assert _claimed(session_factory, predictor_id)
+        stopper = threading.Thread(target=trainer.stop, kwargs={"timeout": 0})
+        stopper.start()
+        stopper.join(0.5)
+        if not stopper.is_alive():  # a stop that returned must already have given the lease back
+            assert _row(session_factory, predictor_id).lease_owner is None
+        stopping.set()
+        stopper.join(WAIT_S)
+        given_back = _row(session_factory, predictor_id)
+        assert given_back.lease_owner is None and given_back.attempts == 0
+    finally:
+        trainer.stop()
