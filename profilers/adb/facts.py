@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from profilers.adb.frequency import Cluster, discover_clusters, root_mode
 from profilers.adb.session import DeviceSession
 from profilers.adb.sysfs import read_files
 from profilers.adb.thermal import ThermalZone, list_zones
+from profilers.adb.units import Accelerator
 
 # GPU frequency tables, in Hz: Adreno (kgsl) first, then Mali and generic devfreq nodes.
 _GPU_TABLES = (
@@ -34,6 +35,7 @@ class DeviceFacts(BaseModel):
     sdk: int | None
     clusters: list[Cluster]
     gpu_frequencies_khz: list[int]
+    accelerators: list[Accelerator] = Field(default_factory=list)
     rooted: bool
     thermal_zones: list[ThermalZone]
     is_virtual: bool

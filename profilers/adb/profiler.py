@@ -50,6 +50,7 @@ from profilers.adb.parsers import BenchmarkStats, parse_onnxruntime_perf_test, s
 from profilers.adb.records import MeasurementRecord
 from profilers.adb.runtime import RuntimeSettings
 from profilers.adb.session import DeviceSession
+from profilers.adb.units import resolve_accelerator
 from profilers.adb.thermal import cooldown, hottest_celsius, trip_point_celsius
 from profilers.blocks import config_hash, get_family
 
@@ -275,6 +276,10 @@ class Profiler:
             runs=stats.runs,
             warmup=self.runtime.warmup,
             passes=len(takes),
+            benchmark=self.runtime.benchmark,
+            precision=self.runtime.precision,
+            accelerator=resolve_accelerator(self.runtime.benchmark, request.cluster, self.runtime.accelerator),
+            layer_profile=self.runtime.layer_profile,
             median_ms=stats.median_ms,
             mean_ms=stats.mean_ms,
             std_ms=stats.std_ms,

@@ -13,9 +13,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from profilers.adb.units import LayerTime
+
 
 class MeasurementResult(BaseModel):
-    """What was measured, under which conditions and settings, and what came out."""
+    """What was measured, under which conditions and settings, and what came out.
+
+    `cluster` is the compute unit (a CPU cluster's name, `gpu` or `npu`: see `profilers.adb.units`);
+    `frequency_khz` / `observed_frequency_khz` are that unit's clock as requested and as read back;
+    `bus_frequency_khz` the memory bus's clock read beside an accelerator's run (None where unreadable);
+    `layers` the per-layer profile when `layer_profile` asked for one.
+    """
 
     family: str
     config: dict[str, Any]
@@ -24,12 +32,17 @@ class MeasurementResult(BaseModel):
     frequency_khz: int | None
     observed_frequency_khz: int | None
     pinned: bool
+    bus_frequency_khz: int | None = None
     runtime_name: str
     runtime_version: str | None
     threads: int
     runs: int
     warmup: int
     passes: int
+    benchmark: str
+    precision: str
+    accelerator: str | None
+    layer_profile: bool
     median_ms: float
     mean_ms: float
     std_ms: float | None
@@ -42,6 +55,7 @@ class MeasurementResult(BaseModel):
     valid: bool
     invalid_reason: str | None
     virtual: bool
+    layers: list[LayerTime] | None = None
 
 
 class MeasurementRecord(MeasurementResult):

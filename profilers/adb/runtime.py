@@ -11,7 +11,9 @@ This module imports pydantic only, so request schemas can use it without importi
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
+
+from profilers.adb.units import BenchmarkProgram, Precision
 
 
 def check_passes(passes: int, runs: int | None) -> int:
@@ -22,7 +24,8 @@ def check_passes(passes: int, runs: int | None) -> int:
 
 
 class RuntimeSettings(BaseModel):
-    """How the benchmark program runs: timed runs, warm-up runs, intra-op threads, passes.
+    """How the benchmark program runs: timed runs, warm-up runs, intra-op threads, passes; which program,
+    at which precision, through which accelerator option, and whether it records per-layer times.
 
     Integers are strict (JSON `true` or `"5"` is no count), unknown fields refused.
     """
@@ -37,6 +40,24 @@ class RuntimeSettings(BaseModel):
         ge=1,
         le=100,
         description="split each config's runs into this many passes through its batch (at most `runs`)",
+    )
+
+    benchmark: BenchmarkProgram = Field(
+        default="onnxruntime",
+        description="benchmark program: onnxruntime (onnxruntime_perf_test) or tflite (benchmark_model)",
+    )
+    precision: Precision = Field(default="fp32", description="numeric precision: fp32, fp16 or int8")
+    accelerator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        pattern=r"^[a-z0-9_]+$",
+        description="the program's accelerator option (onnxruntime execution provider, TFLite delegate); "
+        "default: the unit's first (see profilers.adb.units.ACCELERATOR_OPTIONS)",
+    )
+    layer_profile: StrictBool = Field(
+        default=False,
+        description="record per-layer times (taken in the warm-up invocation, never in the timed runs)",
     )
 
     @field_validator("passes")

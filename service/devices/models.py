@@ -44,6 +44,8 @@ class Device(Base):
     android_version: Mapped[str | None] = mapped_column(String(32))
     clusters: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     gpu_frequencies_khz: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    # The probed GPU / NPU (`profilers.adb.units.Accelerator`): clock tables, governors, precisions.
+    accelerators: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     rooted: Mapped[bool | None] = mapped_column(Boolean)
     thermal_zones: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     is_virtual: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,5 +1,8 @@
 """The `job` and `task` tables: a profiling campaign and its device × config × frequency tasks.
 
+A task's `cluster` is its compute unit (a CPU cluster's name, `gpu` or `npu`) and its `frequency_khz`
+that unit's clock; the runtime settings (`profilers.adb.runtime.RuntimeSettings`) have a column each.
+
 A task is the unit a worker leases. `lease_token` changes on every claim, so a result reported under an old
 lease (a worker that was presumed dead) is recognised and discarded instead of duplicated.
 """
@@ -10,7 +13,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, JSONType, UTCDateTime, utcnow
@@ -70,6 +73,10 @@ class Task(Base):
     warmup: Mapped[int] = mapped_column(Integer)
     threads: Mapped[int] = mapped_column(Integer)
     passes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    benchmark: Mapped[str] = mapped_column(String(16), default="onnxruntime", server_default="onnxruntime")
+    precision: Mapped[str] = mapped_column(String(8), default="fp32", server_default="fp32")
+    accelerator: Mapped[str | None] = mapped_column(String(32))
+    layer_profile: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     priority: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[TaskStatus] = mapped_column(
         Enum(TaskStatus, native_enum=False, length=16), default=TaskStatus.queued

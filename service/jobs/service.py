@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from profilers.adb.units import resolve_accelerator
 from profilers.blocks import BlockConfigError, BlockFamily, canonical_json, config_hash, get_family
 from service.db import begin_write, utcnow
 from service.devices.models import Device
@@ -135,8 +136,19 @@ def _check_cap(n_configs: int, plans: list[tuple[Device, str, list[int]]], cap: 
 
 
 def _runtime_columns(data: JobCreate) -> dict[str, Any]:
-    """The job's runtime settings by field: the task and measurement columns holding them share the names."""
-    return data.runtime.as_settings().model_dump()
+    """The job's runtime settings by field: the task and measurement columns holding them share the names.
+
+    The accelerator option is stored resolved (the unit's default when the request names none), as the
+    profiler records it, so a later job's reuse lookup compares like with like.
+    """
+    values = data.runtime.as_settings().model_dump()
+    try:
+        values["accelerator"] = resolve_accelerator(
+            data.runtime.benchmark, data.runtime.cluster or "cpu", data.runtime.accelerator
+        )
+    except ValueError as exc:
+        raise InvalidInputError.at(["body", "runtime", "accelerator"], str(exc)) from None
+    return values
 
 
 def _existing_measurements(

@@ -1,8 +1,9 @@
 """The `measurement` table: one benchmark of one configuration on one device at one frequency.
 
-Every row keeps its statistics and the conditions it was taken under (observed frequency, pinning,
-temperatures, runtime), and says whether it came from a virtual phone, so no number is mistaken for a
-real phone's.
+Every row keeps its statistics and the conditions it was taken under (compute unit in `cluster`: a CPU
+cluster, `gpu` or `npu`; precision; observed and memory-bus clocks, pinning, temperatures, runtime), its
+per-layer profile when one was taken, and says whether it came from a virtual phone, so no number is
+mistaken for a real phone's.
 
 The table has a column for every field of the profiler's `MeasurementRecord`, under the same name, so a
 measured record is stored as it is (`measured_values`); a test holds the two together.
@@ -14,7 +15,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from profilers.adb.records import MeasurementRecord
@@ -46,12 +47,17 @@ class Measurement(Base):
     frequency_khz: Mapped[int | None] = mapped_column(Integer)
     observed_frequency_khz: Mapped[int | None] = mapped_column(Integer)
     pinned: Mapped[bool] = mapped_column(Boolean)
+    bus_frequency_khz: Mapped[int | None] = mapped_column(Integer)
     runtime_name: Mapped[str] = mapped_column(String(64))
     runtime_version: Mapped[str | None] = mapped_column(String(64))
     threads: Mapped[int] = mapped_column(Integer)
     runs: Mapped[int] = mapped_column(Integer)
     warmup: Mapped[int] = mapped_column(Integer)
     passes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    benchmark: Mapped[str] = mapped_column(String(16), default="onnxruntime", server_default="onnxruntime")
+    precision: Mapped[str] = mapped_column(String(8), default="fp32", server_default="fp32")
+    accelerator: Mapped[str | None] = mapped_column(String(32))
+    layer_profile: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     median_ms: Mapped[float] = mapped_column()
     mean_ms: Mapped[float] = mapped_column()
     std_ms: Mapped[float | None] = mapped_column()
@@ -64,6 +70,8 @@ class Measurement(Base):
     valid: Mapped[bool] = mapped_column(Boolean, default=True)
     invalid_reason: Mapped[str | None] = mapped_column(Text)
     virtual: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Per-layer profile (a list of `profilers.adb.units.LayerTime`), when the run recorded one.
+    layers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     source: Mapped[MeasurementSource] = mapped_column(
         Enum(MeasurementSource, native_enum=False, length=16), default=MeasurementSource.measured
     )
