@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from service.auth.models import Scope
 from service.auth.service import authenticate
 from service.bounds import PathId
-from service.dashboard import pivot, service
+from service.dashboard import layers, pivot, service
 from service.dashboard.access import AdminForm, PageReader, ProfileForm, SessionForm, safe_next
 from service.dashboard.csrf import FIELD, csrf_token
 from service.deps import ANONYMOUS, TOKEN_COOKIE, Principal, ReadAccess, RunnerDep, SessionDep
@@ -253,6 +253,17 @@ def plots(
     return _render(
         request, "plots.html", principal, pairs=pairs, predictors=predictors, query=query, data=data
     )
+
+
+# --- a measurement's per-layer chart ----------------------------------------------------------
+
+
+@router.get("/measurements/{measurement_id}")
+def measurement_layers(
+    request: Request, measurement_id: PathId, session: SessionDep, principal: PageReader
+) -> Response:
+    chart = layers.layer_chart(session, measurement_id)
+    return _render(request, "layers.html", principal, chart=chart, data=chart.plot_data())
 
 
 # --- jobs --------------------------------------------------------------------------------------
