@@ -64,7 +64,7 @@ class LayerChart:
             traces.append(
                 {
                     "unit": unit,
-                    "y": [f"{i + 1}. {layer.name}" for i, layer in mine],
+                    "y": [_bar_label(i, layer) for i, layer in mine],
                     "x": [layer.ms for _, layer in mine],
                     "op_types": [layer.op_type for _, layer in mine],
                     "names": [layer.name for _, layer in mine],
@@ -72,7 +72,7 @@ class LayerChart:
             )
         return {
             "measurement_id": self.measurement.id,
-            "order": [f"{i + 1}. {layer.name}" for i, layer in enumerate(self.layers)],
+            "order": [_bar_label(i, layer) for i, layer in enumerate(self.layers)],
             "traces": traces,
             "virtual": self.virtual,
             "unit": self.measurement.cluster,
@@ -83,6 +83,11 @@ class LayerChart:
     def total_text(self) -> str:
         """The layers' sum as the page prints it (the table's ms formatting)."""
         return format_ms(self.total_ms)
+
+
+def _bar_label(index: int, layer: LayerTime) -> str:
+    """A bar's axis label: its place in the graph, its name and its op type (names repeat across blocks)."""
+    return f"{index + 1}. {layer.name} ({layer.op_type})"
 
 
 def layer_chart(session: Session, measurement_id: int) -> LayerChart:

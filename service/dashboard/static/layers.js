@@ -15,11 +15,11 @@
     marker: { color: colours[t.unit] || fallback[i % fallback.length] },
     hovertemplate: "%{customdata[1]} (%{customdata[0]})<br>%{x:.3f} ms on " + t.unit + suffix + "<extra></extra>",
   }));
-  target.style.height = Math.max(320, 60 + 22 * data.order.length) + "px";
+  target.style.height = Math.max(340, 120 + 24 * data.order.length) + "px";
   Plotly.newPlot(target, traces, {
-    margin: { l: 220, r: 24, t: 24, b: 56 }, font: { size: 13 }, barmode: "overlay", bargap: 0.2,
+    margin: { l: 220, r: 24, t: 24, b: 90 }, font: { size: 13 }, barmode: "overlay", bargap: 0.2,
     xaxis: { title: { text: "mean ms per run" + suffix }, rangemode: "tozero" },
     yaxis: { type: "category", categoryorder: "array", categoryarray: data.order, autorange: "reversed", automargin: true },
-    legend: { orientation: "h", y: -0.15, title: { text: "ran on" } },
+    showlegend: true, legend: { orientation: "h", x: 0, y: -0.22, yanchor: "top", title: { text: "ran on" } },
   }, { responsive: true, displaylogo: false });
 })();
