@@ -42,6 +42,7 @@ class Unit(_Result):
 
     name: str
     kind: str = "cpu"
+    model: str | None = None
     frequencies_khz: list[int] = Field(default_factory=list)
     precisions: list[str] = Field(default_factory=list)
 
