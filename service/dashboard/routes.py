@@ -227,7 +227,10 @@ def latency(
 @router.get("/latency.csv")
 def latency_csv(session: SessionDep, _: PageReader, query: Annotated[pivot.PivotQuery, Query()]) -> Response:
     page = pivot.latency_pivot(session, query)
-    filename = f"latency-{query.family}-device{query.device}-page{query.page}.csv"
+    shown = page.query  # the unit and precision the table resolved to, named in the file
+    filename = (
+        f"latency-{shown.family}-device{shown.device}-{shown.unit}-{shown.precision}-page{shown.page}.csv"
+    )
     return Response(
         pivot.pivot_csv(page),
         media_type="text/csv; charset=utf-8",

@@ -105,11 +105,15 @@ def test_latency_page_filters_by_unit_and_precision_and_links_layers(
         assert f'data-measurement-id="{plain_id}"' in html  # shown, not linked
     # The plot links carry the unit and precision, and the CSV is the GPU table.
     assert "unit=gpu&amp;precision=fp32" in html
-    csv_text = client.get(
+    export = client.get(
         "/dashboard/latency.csv",
         params={"device": seeded.device_id, "family": "sr_block", "unit": "gpu", "precision": "fp32"},
-    ).text
-    assert csv_text.splitlines()[0].endswith("315 MHz median ms,840 MHz median ms")
+    )
+    assert export.text.splitlines()[0].endswith("315 MHz median ms,840 MHz median ms")
+    assert (
+        f"latency-sr_block-device{seeded.device_id}-gpu-fp32-page1.csv"
+        in export.headers["content-disposition"]
+    )
     bad = client.get(
         "/dashboard/latency", params={"device": seeded.device_id, "family": "sr_block", "precision": "int4"}
     )
