@@ -2,7 +2,9 @@
 
 Both talk to a running service: `--url` (or `LATFARM_URL`, default http://127.0.0.1:8000) and `--token`
 (or `LATFARM_TOKEN`). Configs are JSON: `--config '{…}'` (repeatable) or `--configs-file F` holding a JSON
-list or JSON lines (`-` reads stdin).
+list or JSON lines (`-` reads stdin). Both take the compute unit and precision (`--unit gpu --precision
+fp16`); a job also takes the benchmark program, its accelerator option and `--layers` (per-layer times).
+The choices offered are `profilers.adb.units`' own; whether a phone has the unit is the server's to say.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from service.client import Job, LatfarmClient, LatfarmClientError, LatfarmTimeoutError
+from profilers.adb.units import ACCELERATOR_OPTIONS, BENCHMARK_PROGRAMS, PRECISIONS
+from service.client import Job, LatfarmClient, LatfarmClientError, LatfarmTimeoutError, Prediction
 
 
 class CommandLineError(Exception):
@@ -76,6 +79,18 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         "--token", default=os.environ.get("LATFARM_TOKEN"), help="API token (env LATFARM_TOKEN)"
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+
+
+def _add_unit(parser: argparse.ArgumentParser, default_help: str) -> None:
+    parser.add_argument(
+        "--unit",
+        "--cluster",
+        dest="unit",
+        default=None,
+        metavar="UNIT",
+        help=f"compute unit: a CPU cluster name, gpu or npu (default: {default_help})",
+    )
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="default fp32")
 
 
 def _add_configs(parser: argparse.ArgumentParser) -> None:
@@ -148,10 +163,24 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", required=True, type=int, help="device id")
     parser.add_argument("--family", default="sr_block")
     parser.add_argument(
-        "--frequency", required=True, metavar="KHZ[,KHZ…]", help="one frequency or several, comma-separated"
+        "--frequency",
+        required=True,
+        metavar="KHZ[,KHZ…]",
+        help="one frequency or several, comma-separated (the unit's clocks: a GPU clock for --unit gpu)",
     )
+    _add_unit(parser, "the predictor's CPU cluster")
     _add_configs(parser)
     parser.add_argument("--json", action="store_true", help="JSON lines out instead of a table")
+
+
+def predict_from_args(
+    client: LatfarmClient, args: argparse.Namespace, configs: list[dict[str, Any]], freqs: list[int]
+) -> Prediction:
+    """The one `predict` call `latfarm predict` makes: its configs at its frequencies of `--unit` at
+    `--precision`."""
+    return client.predict(
+        args.device, args.family, configs, frequencies_khz=freqs, unit=args.unit, precision=args.precision
+    )
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -162,13 +191,15 @@ def run_predict(args: argparse.Namespace) -> int:
         if not freqs:
             raise CommandLineError("--frequency needs at least one value")
         with LatfarmClient(args.url, args.token, timeout=args.timeout) as client:
-            prediction = client.predict(args.device, args.family, configs, frequencies_khz=freqs)
+            prediction = predict_from_args(client, args, configs, freqs)
     except (CommandLineError, LatfarmClientError) as exc:
         print(f"latfarm predict: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, CommandLineError) else 1
     out = sys.stdout
     if not args.json:
-        out.write(f"predictor {prediction.predictor_id}\n")
+        chosen = args.unit is not None or args.precision is not None
+        on = f" on {args.unit or 'the default unit'} at {args.precision or 'fp32'}" if chosen else ""
+        out.write(f"predictor {prediction.predictor_id}{on}\n")
         out.write(f"{'#':>4} {'MHz':>7} {'latency':>10} {'p10':>9} {'p90':>9}  note\n")
     for i, config in enumerate(configs):
         for j, freq in enumerate(freqs):
@@ -180,6 +211,8 @@ def run_predict(args: argparse.Namespace) -> int:
                 "p90_ms": float(prediction.p90_ms[i, j]),
                 "extrapolated": bool(prediction.extrapolated[i, j]),
                 "predictor_id": prediction.predictor_id,
+                "unit": args.unit,
+                "precision": args.precision,
             }
             if args.json:
                 out.write(json.dumps(row) + "\n")
@@ -228,7 +261,17 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
     submit.add_argument(
         "--passes", type=int, default=1, help="split each config's runs into passes through its batch"
     )
-    submit.add_argument("--cluster", default=None, help="default: each device's fastest cluster")
+    _add_unit(submit, "each device's fastest CPU cluster; --frequencies are then that unit's clocks")
+    submit.add_argument("--benchmark", choices=BENCHMARK_PROGRAMS, default=None, help="default onnxruntime")
+    submit.add_argument(
+        "--accelerator",
+        choices=sorted({o for options in ACCELERATOR_OPTIONS.values() for o in options}),
+        default=None,
+        help="the benchmark's execution provider or delegate (default: the unit's first; see the README)",
+    )
+    submit.add_argument(
+        "--layers", action="store_true", help="record per-layer times (runtime.layer_profile)"
+    )
     submit.add_argument("--priority", type=int, default=0)
     submit.add_argument("--force", action="store_true", help="measure again even when measurements exist")
     submit.add_argument("--watch", action="store_true", help="then wait with a progress bar")
@@ -253,7 +296,9 @@ def _frequencies(text: str) -> list[int] | str:
     return text if text in ("all", "min-mid-max") else _int_list(text, "--frequencies")
 
 
-def _submit(client: LatfarmClient, args: argparse.Namespace) -> Job:
+def submit_from_args(client: LatfarmClient, args: argparse.Namespace) -> Job:
+    """The job `latfarm jobs submit` sends: its configs (or a sample), devices, frequencies and runtime —
+    runs, warm-up, threads, passes, and the unit, precision, benchmark, accelerator and `--layers`."""
     sampler = None
     configs = None
     if args.sample:
@@ -266,8 +311,6 @@ def _submit(client: LatfarmClient, args: argparse.Namespace) -> Job:
     else:
         configs = read_configs(args.config, args.configs_file)
     runtime = {"runs": args.runs, "warmup": args.warmup, "threads": args.threads, "passes": args.passes}
-    if args.cluster:
-        runtime["cluster"] = args.cluster
     return client.submit_job(
         args.family,
         configs=configs,
@@ -277,6 +320,11 @@ def _submit(client: LatfarmClient, args: argparse.Namespace) -> Job:
         runtime=runtime,
         priority=args.priority,
         force=args.force,
+        unit=args.unit,
+        precision=args.precision,
+        benchmark=args.benchmark,
+        accelerator=args.accelerator,
+        layer_profile=True if args.layers else None,
     )
 
 
@@ -303,7 +351,7 @@ def run_jobs(args: argparse.Namespace) -> int:
                 print(_job_line(lf.cancel_job(args.job_id)))
                 return 0
             if args.action == "submit":
-                job = _submit(lf, args)
+                job = submit_from_args(lf, args)
                 print(_job_line(job))
                 if not args.watch:
                     return 0

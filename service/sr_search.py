@@ -9,6 +9,11 @@ the best candidates on the phone for real, to print predicted latency beside mea
 The DVFS-aware variant keeps one population per frequency of the phone (one block per power state, as in the
 DVFS pruning literature) and still asks the predictor once per generation, with `frequencies_khz`.
 
+The GPU variant (`unit="gpu", precision="fp16"`; on the command line `--unit gpu --precision fp16`) searches
+against the phone's GPU predictor instead — real-time SR on mobile runs on the GPU, in half precision —
+with the GPU's clock table as the frequencies, and profiles the winners on the GPU at that precision. Any
+unit and precision the service has a predictor for work the same way (`npu` at `int8`).
+
 It ships in the package (the demo runs it from any directory and in the Docker image);
 `examples/sr_search.py` is the command-line script a search author copies, built on these functions.
 
@@ -261,15 +266,51 @@ def evolve_per_frequency(
 # --- against a latfarm service ----------------------------------------------------------------------
 
 
-def client_predict_fn(client: Any, device: int | str, frequency_khz: int) -> PredictFn:
-    """A `predict_fn` backed by `LatfarmClient.predict` at one frequency."""
-    return lambda configs: client.predict(device, FAMILY, configs, frequency_khz=frequency_khz).latency_ms
+@dataclass(frozen=True)
+class Target:
+    """What the search predicts for and profiles on: a compute unit (a CPU cluster, `gpu`, `npu`; None is
+    the server's default CPU cluster) at a precision (None: fp32). `Target("gpu", "fp16")` is the GPU
+    variant."""
+
+    unit: str | None = None
+    precision: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How tables name it: `gpu fp16`, or `cpu` for the default."""
+        return " ".join(part for part in (self.unit or "cpu", self.precision) if part)
 
 
-def client_multi_predict_fn(client: Any, device: int | str, frequencies_khz: Sequence[int]) -> PredictFn:
+CPU_DEFAULT = Target()
+GPU_FP16 = Target("gpu", "fp16")
+
+
+def client_predict_fn(
+    client: Any, device: int | str, frequency_khz: int, target: Target = CPU_DEFAULT
+) -> PredictFn:
+    """A `predict_fn` backed by `LatfarmClient.predict` at one frequency of `target`'s unit."""
+    return lambda configs: (
+        client.predict(
+            device,
+            FAMILY,
+            configs,
+            frequency_khz=frequency_khz,
+            unit=target.unit,
+            precision=target.precision,
+        ).latency_ms
+    )
+
+
+def client_multi_predict_fn(
+    client: Any, device: int | str, frequencies_khz: Sequence[int], target: Target = CPU_DEFAULT
+) -> PredictFn:
     """A `predict_fn` backed by one `LatfarmClient.predict(..., frequencies_khz=...)` call: shape (n, F)."""
     freqs = [int(f) for f in frequencies_khz]
-    return lambda configs: client.predict(device, FAMILY, configs, frequencies_khz=freqs).latency_ms
+    return lambda configs: (
+        client.predict(
+            device, FAMILY, configs, frequencies_khz=freqs, unit=target.unit, precision=target.precision
+        ).latency_ms
+    )
 
 
 @dataclass(frozen=True)
@@ -280,6 +321,7 @@ class Verified:
     frequency_khz: int
     predicted_ms: float
     measured_ms: float | None
+    target: Target = CPU_DEFAULT
 
     @property
     def error_pct(self) -> float | None:
@@ -296,10 +338,13 @@ def profile_candidates(
     runtime: dict[str, Any] | None = None,
     progress: Callable[[Any], None] | None = None,
     poll_s: float = 1.0,
+    target: Target = CPU_DEFAULT,
 ) -> list[Verified]:
-    """Measure `(candidate, frequency)` pairs on the phone, one job per frequency; predicted beside measured.
+    """Measure `(candidate, frequency)` pairs on the phone's `target` unit at its precision, one job per
+    frequency; predicted beside measured.
 
-    Measurements already in the database for the same config and frequency are reused by the service.
+    Measurements already in the database for the same config, unit, precision and frequency are reused by
+    the service.
     """
     device_id = device if isinstance(device, int) else client.get_device(device).id
     by_freq: dict[int, list[dict[str, Any]]] = {}
@@ -308,17 +353,27 @@ def profile_candidates(
     # One job per frequency set keeps the job a plain configs × frequencies product.
     for freq, configs in by_freq.items():
         job = client.submit_job(
-            FAMILY, configs=configs, devices=[device_id], frequencies=[freq], runtime=runtime
+            FAMILY,
+            configs=configs,
+            devices=[device_id],
+            frequencies=[freq],
+            runtime=runtime,
+            unit=target.unit,
+            precision=target.precision,
         )
         client.wait(job.id, progress=progress, poll_s=poll_s)
     measured: dict[tuple[str, int], float] = {}
+    # Only the target's rows: the same config at the same clock number on another unit is another thing.
+    on_target = {k: v for k, v in (("unit", target.unit), ("precision", target.precision)) if v is not None}
     for freq in by_freq:
-        rows = client.measurements(device=device_id, family=FAMILY, frequency_khz=freq, valid=True)
+        rows = client.measurements(
+            device=device_id, family=FAMILY, frequency_khz=freq, valid=True, **on_target
+        )
         if len(rows):
             for h, m in zip(rows["config_hash"], rows["median_ms"], strict=True):
                 measured[(str(h), freq)] = float(m)
     return [
-        Verified(c.config, freq, c.latency_ms, measured.get((config_hash(FAMILY, c.config), freq)))
+        Verified(c.config, freq, c.latency_ms, measured.get((config_hash(FAMILY, c.config), freq)), target)
         for c, freq in picks
     ]
 
@@ -328,8 +383,11 @@ def _describe(config: dict[str, Any]) -> str:
 
 
 def format_verified(rows: Sequence[Verified]) -> str:
-    """A table of predicted vs measured latency."""
+    """A table of predicted vs measured latency (with the unit and precision when not the CPU default)."""
     lines = [f"{'block':<44} {'MHz':>6} {'predicted':>10} {'measured':>10} {'error':>8}"]
+    targets = {v.target for v in rows}
+    if targets != {CPU_DEFAULT}:
+        lines.insert(0, "on " + ", ".join(sorted(t.label for t in targets)))
     for v in rows:
         measured = f"{v.measured_ms:8.2f}ms" if v.measured_ms is not None else "   (none)"
         error = f"{v.error_pct:+7.1f}%" if v.error_pct is not None else "      -"

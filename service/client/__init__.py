@@ -24,13 +24,14 @@ from service.client.errors import (
     LatfarmTimeoutError,
 )
 from service.client.facades import AsyncLatfarmClient, LatfarmClient
-from service.client.models import Cluster, Device, Job, Prediction, Predictor
+from service.client.models import Accelerator, Cluster, Device, Job, Prediction, Predictor, Unit
 from service.client.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from service.predictors.snapshot import Snapshot
 
 __all__ = [
+    "Accelerator",
     "AsyncLatfarmClient",
     "Cluster",
     "Device",
@@ -44,6 +45,7 @@ __all__ = [
     "Predictor",
     "RetryPolicy",
     "Snapshot",
+    "Unit",
 ]
 
 

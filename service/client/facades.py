@@ -174,10 +174,33 @@ class LatfarmClient(_ClientSettings):
         force: bool | None = None,
         sampler: Mapping[str, Any] | None = None,
         selector: Mapping[str, Any] | None = None,
+        *,
+        unit: str | None = None,
+        precision: str | None = None,
+        benchmark: str | None = None,
+        accelerator: str | None = None,
+        layer_profile: bool | None = None,
     ) -> Job:
-        """Submit a profiling job (profile scope): configs × devices × frequencies become tasks."""
+        """Submit a profiling job (profile scope): configs × devices × frequencies become tasks.
+
+        `unit` (a CPU cluster, `gpu` or `npu`; `frequencies` are then that unit's clocks), `precision`
+        (`fp32`, `fp16`, `int8`), `benchmark` (`onnxruntime`, `tflite`), `accelerator` (its execution
+        provider or delegate) and `layer_profile` (record per-layer times) go into `runtime`; None leaves
+        the server's default. Giving one of them in `runtime` too, differently, is a LatfarmClientError.
+        """
         return self._run(
-            op.submit_job(family, configs, devices, frequencies, runtime, priority, force, sampler, selector)
+            op.submit_job(
+                family,
+                configs,
+                devices,
+                frequencies,
+                runtime,
+                priority,
+                force,
+                sampler,
+                selector,
+                op.UnitChoice(unit, precision, benchmark, accelerator, layer_profile),
+            )
         )
 
     def get_job(self, job_id: int) -> Job:
@@ -263,13 +286,17 @@ class LatfarmClient(_ClientSettings):
         configs: Sequence[Any],
         frequency_khz: int | None = None,
         frequencies_khz: Sequence[int] | None = None,
+        *,
+        unit: str | None = None,
+        precision: str | None = None,
     ) -> Prediction:
         """Predicted latencies of `configs` in one batched call (predict scope).
 
         Exactly one of `frequency_khz` (arrays of shape `(n_configs,)`) or `frequencies_khz` (shape
-        `(n_configs, n_frequencies)`).
+        `(n_configs, n_frequencies)`), clocks of `unit` (a CPU cluster, `gpu` or `npu`; None: the server's
+        default) at `precision` (`fp32`, `fp16`, `int8`; None: fp32).
         """
-        return self._run(op.predict(device, family, configs, frequency_khz, frequencies_khz))
+        return self._run(op.predict(device, family, configs, frequency_khz, frequencies_khz, unit, precision))
 
     def download_snapshot(self, predictor_id: int, path: str | os.PathLike[str]) -> Path:
         """Save a predictor's snapshot archive to `path` (atomically) for `Snapshot.load(path)`."""
@@ -397,9 +424,26 @@ class AsyncLatfarmClient(_ClientSettings):
         force: bool | None = None,
         sampler: Mapping[str, Any] | None = None,
         selector: Mapping[str, Any] | None = None,
+        *,
+        unit: str | None = None,
+        precision: str | None = None,
+        benchmark: str | None = None,
+        accelerator: str | None = None,
+        layer_profile: bool | None = None,
     ) -> Job:
         return await self._run(
-            op.submit_job(family, configs, devices, frequencies, runtime, priority, force, sampler, selector)
+            op.submit_job(
+                family,
+                configs,
+                devices,
+                frequencies,
+                runtime,
+                priority,
+                force,
+                sampler,
+                selector,
+                op.UnitChoice(unit, precision, benchmark, accelerator, layer_profile),
+            )
         )
 
     async def get_job(self, job_id: int) -> Job:
@@ -463,8 +507,13 @@ class AsyncLatfarmClient(_ClientSettings):
         configs: Sequence[Any],
         frequency_khz: int | None = None,
         frequencies_khz: Sequence[int] | None = None,
+        *,
+        unit: str | None = None,
+        precision: str | None = None,
     ) -> Prediction:
-        return await self._run(op.predict(device, family, configs, frequency_khz, frequencies_khz))
+        return await self._run(
+            op.predict(device, family, configs, frequency_khz, frequencies_khz, unit, precision)
+        )
 
     async def download_snapshot(self, predictor_id: int, path: str | os.PathLike[str]) -> Path:
         return _write_atomically(Path(path), await self._run(op.snapshot_bytes(predictor_id)))

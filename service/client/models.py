@@ -36,8 +36,29 @@ class Cluster(_Result):
     frequencies_khz: list[int] = Field(default_factory=list)
 
 
+class Unit(_Result):
+    """A compute unit of a phone (`GET /v1/devices/{id}` → `units`): a CPU cluster, the `gpu` or the `npu`,
+    with the clocks it can be pinned to and the precisions it runs."""
+
+    name: str
+    kind: str = "cpu"
+    model: str | None = None
+    frequencies_khz: list[int] = Field(default_factory=list)
+    precisions: list[str] = Field(default_factory=list)
+
+
+class Accelerator(_Result):
+    """A probed GPU or NPU (`GET /v1/devices/{id}` → `accelerators`): its model, clocks and precisions."""
+
+    name: str
+    model: str = ""
+    frequencies_khz: list[int] = Field(default_factory=list)
+    governors: list[str] = Field(default_factory=list)
+    precisions: list[str] = Field(default_factory=list)
+
+
 class Device(_Result):
-    """A registered phone, with its probed facts and live status."""
+    """A registered phone, with its probed facts, compute units and live status."""
 
     id: int
     serial: str
@@ -52,14 +73,32 @@ class Device(_Result):
     abi: str | None = None
     android_version: str | None = None
     clusters: list[Cluster] = Field(default_factory=list)
+    accelerators: list[Accelerator] = Field(default_factory=list)
+    units: list[Unit] = Field(default_factory=list)
     rooted: bool | None = None
     is_virtual: bool = False
     last_error: str | None = None
     temperature_c: float | None = None
     probed_at: dt.datetime | None = None
 
+    def unit(self, name: str) -> Unit:
+        """The compute unit `name` (a CPU cluster, `gpu` or `npu`); LatfarmClientError naming the units the
+        phone has when it lacks it. A server that lists no `units` yet is read from its clusters."""
+        units = self.units or [
+            Unit(name=c.name, kind="cpu", frequencies_khz=c.frequencies_khz, precisions=["fp32"])
+            for c in self.clusters
+        ]
+        for unit in units:
+            if unit.name == name:
+                return unit
+        have = ", ".join(u.name for u in units) or "none probed"
+        raise LatfarmClientError(f"device {self.id} has no unit {name!r} (it has: {have})")
+
     def frequencies_khz(self, cluster: str | None = None) -> list[int]:
-        """The frequencies of `cluster` (default: the cluster with the highest top frequency)."""
+        """The frequencies of `cluster` — a CPU cluster, or the unit `gpu` / `npu` — (default: the cluster
+        with the highest top frequency)."""
+        if cluster in ("gpu", "npu"):
+            return sorted(self.unit(cluster).frequencies_khz)
         if not self.clusters:
             return []
         if cluster is None:

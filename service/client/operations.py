@@ -194,6 +194,43 @@ def probe_device(device_id: int) -> Operation[Device]:
 # --- jobs -----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class UnitChoice:
+    """Where and how a job's tasks run — the `runtime` settings of #12, each None for the server's default:
+    the compute unit (a CPU cluster, `gpu`, `npu`), the precision (`fp32`, `fp16`, `int8`), the benchmark
+    program (`onnxruntime`, `tflite`), its accelerator option and whether to record per-layer times."""
+
+    unit: str | None = None
+    precision: str | None = None
+    benchmark: str | None = None
+    accelerator: str | None = None
+    layer_profile: bool | None = None
+
+    def merged_into(self, runtime: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """`runtime` with these settings added; LatfarmClientError when `runtime` already says otherwise
+        (`cluster` counts as the unit's older name)."""
+        merged = dict(runtime or {})
+        chosen = _drop_none(
+            {
+                "unit": self.unit,
+                "precision": self.precision,
+                "benchmark": self.benchmark,
+                "accelerator": self.accelerator,
+                "layer_profile": self.layer_profile,
+            }
+        )
+        for key, value in chosen.items():
+            names = ("unit", "cluster") if key == "unit" else (key,)
+            for name in names:
+                if merged.get(name) is not None and merged[name] != value:
+                    raise LatfarmClientError(
+                        f"runtime[{name!r}] is {merged[name]!r} but {key}={value!r} was given: give one"
+                    )
+                merged.pop(name, None)
+            merged[key] = value
+        return merged if merged or runtime is not None else None
+
+
 def submit_job(
     family: str,
     configs: Sequence[Any] | None,
@@ -204,8 +241,11 @@ def submit_job(
     force: bool | None,
     sampler: Mapping[str, Any] | None,
     selector: Mapping[str, Any] | None,
+    choice: UnitChoice | None = None,
 ) -> Operation[Job]:
-    """`POST /v1/jobs`; not idempotent, so a job is never submitted twice by a retry."""
+    """`POST /v1/jobs`; not idempotent, so a job is never submitted twice by a retry. `choice` (unit,
+    precision, benchmark, accelerator, per-layer profile) goes into the body's `runtime`."""
+    runtime = (choice or UnitChoice()).merged_into(runtime)
     body = {
         "family": family,
         "configs": None if configs is None else _config_dicts(configs),
@@ -308,11 +348,15 @@ def predict(
     configs: Sequence[Any],
     frequency_khz: int | None,
     frequencies_khz: Sequence[int] | None,
+    unit: str | None = None,
+    precision: str | None = None,
 ) -> Operation[Prediction]:
-    """`POST /v1/predict`: one batched call, read into arrays shaped by the frequencies asked for."""
+    """`POST /v1/predict`: one batched call, read into arrays shaped by the frequencies asked for; `unit`
+    and `precision` pick the predictor (None: the server's default, a CPU cluster at fp32)."""
     if (frequency_khz is None) == (frequencies_khz is None):
         raise LatfarmClientError("predict needs exactly one of frequency_khz or frequencies_khz")
     body: dict[str, Any] = {"device": device, "family": family, "configs": _config_dicts(configs)}
+    body |= _drop_none({"unit": unit, "precision": precision})
     frequencies: list[int] | None
     if frequency_khz is not None:
         body["frequency_khz"] = int(frequency_khz)

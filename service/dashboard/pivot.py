@@ -1,5 +1,9 @@
 """The dashboard's latency pivot (configs × frequencies of one device and family) and its cache.
 
+A table is one compute unit (a CPU cluster, `gpu` or `npu`) at one precision (fp32, fp16, int8): the
+pickers offer the units and precisions the (device, family) has measurements for. Each cell knows the
+measurement behind it, so a cell with a per-layer profile links to that measurement's per-layer chart.
+
 The pivot is built server-side — one SQL query for the device and family, then pandas for pivot, filter,
 sort and slicing — so the browser only ever gets one page of rows; the CSV export goes through the same
 function and therefore holds exactly the rows and columns shown. The measurement frame of a (device, family)
@@ -18,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import pandas as pd
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from profilers.adb.units import ACCELERATOR_UNITS
 from service.bounds import INT32_MAX, Text
 from service.devices.models import Device
 from service.measurements.models import Measurement
@@ -40,16 +45,32 @@ OptionalStr = Annotated[Text | None, BeforeValidator(_blank_to_none)]
 #: Sort keys of the pivot that are not frequency columns.
 FIXED_SORT_KEYS = ("config", "depth", "width")
 UNPINNED = "unpinned"
+#: The precision a table shows when the query names none and the unit has it (what every CPU row holds).
+DEFAULT_PRECISION = "fp32"
+
+
+def unit_order(unit: str) -> tuple[int, str]:
+    """Sort key of compute units: the CPU clusters by name, then `gpu`, then `npu`."""
+    return (1 + ACCELERATOR_UNITS.index(unit), unit) if unit in ACCELERATOR_UNITS else (0, unit)
+
+
+def unit_query_field(description: str) -> Any:
+    """The `unit` field of a dashboard query; `cluster` (its name before accelerators) is read as well."""
+    return Field(
+        None, max_length=32, validation_alias=AliasChoices("unit", "cluster"), description=description
+    )
 
 
 class PivotQuery(BaseModel):
-    """What the latency table shows: device, family, cluster, filters, sort (`-` = descending), page."""
+    """What the latency table shows: device, family, compute unit, precision, filters, sort (`-` =
+    descending), page."""
 
     model_config = ConfigDict(extra="ignore")
 
     device: OptionalInt = Field(None, ge=1, le=INT32_MAX, description="device id")
     family: OptionalStr = Field(None, max_length=64)
-    cluster: OptionalStr = Field(None, max_length=32)
+    unit: OptionalStr = unit_query_field("a CPU cluster, gpu or npu; default the first measured")
+    precision: OptionalStr = Field(None, max_length=8, description="fp32, fp16 or int8; default fp32")
     depth_min: OptionalInt = Field(None, ge=0, le=INT32_MAX)
     depth_max: OptionalInt = Field(None, ge=0, le=INT32_MAX)
     width_min: OptionalInt = Field(None, ge=0, le=INT32_MAX)
@@ -80,7 +101,8 @@ class FrequencyColumn:
 
 @dataclass(frozen=True)
 class Cell:
-    """A median with its spread (shown on hover)."""
+    """A median with its spread (shown on hover), and the measurement it comes from (`has_layers`: whether
+    that run was asked for a per-layer profile, so the cell links to its chart)."""
 
     median_ms: float
     std_ms: float | None
@@ -89,6 +111,8 @@ class Cell:
     p90_ms: float
     runs: int
     passes: int
+    measurement_id: int = 0
+    has_layers: bool = False
 
     @property
     def text(self) -> str:
@@ -123,7 +147,8 @@ class PivotPage:
     columns: list[FrequencyColumn]
     rows: list[PivotRow]
     total: int
-    clusters: list[str] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)
+    precisions: list[str] = field(default_factory=list)
     virtual: bool = False
 
     @property
@@ -178,6 +203,7 @@ def _measurement_frame(session: Session, device_id: int, family: str) -> pd.Data
         Measurement.id,
         Measurement.config_hash,
         Measurement.cluster,
+        Measurement.precision,
         Measurement.frequency_khz,
         Measurement.median_ms,
         Measurement.std_ms,
@@ -187,6 +213,7 @@ def _measurement_frame(session: Session, device_id: int, family: str) -> pd.Data
         Measurement.runs,
         Measurement.passes,
         Measurement.virtual,
+        Measurement.layer_profile,
     )
     # Core rows transposed into columns: ORM row objects and `from_records` cost more than the query itself.
     rows = (
@@ -220,7 +247,7 @@ def _config_table(session: Session, family: str, ids: list[int]) -> pd.DataFrame
 @dataclass(frozen=True)
 class _PivotSource:
     """What every view of one (device, family) table is cut from: the newest valid measurement of each
-    (config, cluster, frequency), and the label, depth and width of each config."""
+    (config, unit, precision, frequency), and the label, depth and width of each config."""
 
     frame: pd.DataFrame
     configs: pd.DataFrame
@@ -249,10 +276,10 @@ def _pivot_source(session: Session, device_id: int, family: str) -> _PivotSource
             return cached
     frame = _measurement_frame(session, device_id, family)
     if not frame.empty:
-        # The newest valid measurement of a (config, cluster, frequency) is the one the table shows.
+        # The newest valid measurement of a (config, unit, precision, frequency) is the one the table shows.
         frame = frame.sort_values("id")
         frame["fkey"] = [_freq_key(None if pd.isna(k) else int(k)) for k in frame["frequency_khz"]]
-        frame = frame.drop_duplicates(["config_hash", "cluster", "fkey"], keep="last")
+        frame = frame.drop_duplicates(["config_hash", "cluster", "precision", "fkey"], keep="last")
     firsts = frame.drop_duplicates("config_hash")["id"].astype(int).tolist() if not frame.empty else []
     source = _PivotSource(frame, _config_table(session, family, firsts))
     with _SOURCES_LOCK:
@@ -269,8 +296,8 @@ def clear_pivot_cache() -> None:
 
 
 def latency_pivot(session: Session, query: PivotQuery, *, paginate: bool = True) -> PivotPage:
-    """The configs × frequencies table of median ms for the query's device and family: filtered, sorted,
-    one page of it (or all of it with `paginate=False`)."""
+    """The configs × frequencies table of median ms for the query's device, family, unit and precision:
+    filtered, sorted, one page of it (or all of it with `paginate=False`)."""
     if query.device is None or query.family is None:
         raise InvalidInputError.at(["query", "device" if query.device is None else "family"], "required")
     device = session.get(Device, query.device)
@@ -278,16 +305,32 @@ def latency_pivot(session: Session, query: PivotQuery, *, paginate: bool = True)
         raise InvalidInputError.at(["query", "device"], f"device {query.device} does not exist")
     source = _pivot_source(session, query.device, query.family)
     frame = source.frame
-    clusters = sorted(frame["cluster"].unique().tolist()) if len(frame) else []
-    cluster = query.cluster or (clusters[0] if clusters else None)
-    if query.cluster is not None and query.cluster not in clusters:
-        known = ", ".join(clusters) or "none"
-        raise InvalidInputError.at(["query", "cluster"], f"no measurements on {cluster!r} (have: {known})")
-    frame = frame[frame["cluster"] == cluster] if cluster is not None else frame
-    query = query.model_copy(update={"cluster": cluster})
+    units = sorted(frame["cluster"].unique().tolist(), key=unit_order) if len(frame) else []
+    unit = query.unit or (units[0] if units else None)
+    if query.unit is not None and query.unit not in units:
+        known = ", ".join(units) or "none"
+        raise InvalidInputError.at(["query", "unit"], f"no measurements on {unit!r} (have: {known})")
+    frame = frame[frame["cluster"] == unit] if unit is not None else frame
+    precisions = sorted(frame["precision"].unique().tolist()) if len(frame) else []
+    precision = query.precision or (
+        DEFAULT_PRECISION if DEFAULT_PRECISION in precisions or not precisions else precisions[0]
+    )
+    if query.precision is not None and query.precision not in precisions:
+        known = ", ".join(precisions) or "none"
+        raise InvalidInputError.at(
+            ["query", "precision"], f"no {precision} measurements on {unit!r} (have: {known})"
+        )
+    frame = frame[frame["precision"] == precision] if len(frame) else frame
+    query = query.model_copy(update={"unit": unit, "precision": precision})
     if frame.empty:
         return PivotPage(
-            query=query, columns=[], rows=[], total=0, clusters=clusters, virtual=device.is_virtual
+            query=query,
+            columns=[],
+            rows=[],
+            total=0,
+            units=units,
+            precisions=precisions,
+            virtual=device.is_virtual,
         )
     khz_values = sorted(
         {None if pd.isna(k) else int(k) for k in frame["frequency_khz"]}, key=lambda k: k or 0
@@ -337,6 +380,8 @@ def latency_pivot(session: Session, query: PivotQuery, *, paginate: bool = True)
             float(rec.p90_ms),
             int(rec.runs),
             int(rec.passes),
+            int(rec.id),
+            bool(rec.layer_profile),
         )
     rows = [
         PivotRow(
@@ -353,7 +398,8 @@ def latency_pivot(session: Session, query: PivotQuery, *, paginate: bool = True)
         columns=columns,
         rows=rows,
         total=total,
-        clusters=clusters,
+        units=units,
+        precisions=precisions,
         virtual=bool(frame["virtual"].any()) or device.is_virtual,
     )
 

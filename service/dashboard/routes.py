@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from service.auth.models import Scope
 from service.auth.service import authenticate
 from service.bounds import PathId
-from service.dashboard import pivot, service
+from service.dashboard import layers, pivot, service
 from service.dashboard.access import AdminForm, PageReader, ProfileForm, SessionForm, safe_next
 from service.dashboard.csrf import FIELD, csrf_token
 from service.deps import ANONYMOUS, TOKEN_COOKIE, Principal, ReadAccess, RunnerDep, SessionDep
@@ -227,7 +227,10 @@ def latency(
 @router.get("/latency.csv")
 def latency_csv(session: SessionDep, _: PageReader, query: Annotated[pivot.PivotQuery, Query()]) -> Response:
     page = pivot.latency_pivot(session, query)
-    filename = f"latency-{query.family}-device{query.device}-page{query.page}.csv"
+    shown = page.query  # the unit and precision the table resolved to, named in the file
+    filename = (
+        f"latency-{shown.family}-device{shown.device}-{shown.unit}-{shown.precision}-page{shown.page}.csv"
+    )
     return Response(
         pivot.pivot_csv(page),
         media_type="text/csv; charset=utf-8",
@@ -253,6 +256,17 @@ def plots(
     return _render(
         request, "plots.html", principal, pairs=pairs, predictors=predictors, query=query, data=data
     )
+
+
+# --- a measurement's per-layer chart ----------------------------------------------------------
+
+
+@router.get("/measurements/{measurement_id}")
+def measurement_layers(
+    request: Request, measurement_id: PathId, session: SessionDep, principal: PageReader
+) -> Response:
+    chart = layers.layer_chart(session, measurement_id)
+    return _render(request, "layers.html", principal, chart=chart, data=chart.plot_data())
 
 
 # --- jobs --------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The dashboard's read queries: farm cards, plot data, job progress, predictor lists.
+"""The dashboard's read queries: farm cards (with each phone's compute units), plot data, job progress,
+predictor lists.
 
 Read-only: nothing here writes. The latency pivot and its cache live in `service.dashboard.pivot`; the
 plot data here reads the same pivot, so a plot shows exactly the rows of the table.
@@ -11,10 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from profilers.adb.units import CPU_PRECISIONS, Accelerator, unit_kind
 from service.bounds import INT32_MAX, Text
 from service.dashboard.pivot import (
     OptionalInt,
@@ -23,6 +25,7 @@ from service.dashboard.pivot import (
     PivotQuery,
     config_label,
     latency_pivot,
+    unit_query_field,
 )
 from service.devices.models import Device
 from service.jobs import service as jobs_service
@@ -68,13 +71,69 @@ class CurrentTask:
 
 
 @dataclass(frozen=True)
+class UnitSummary:
+    """One compute unit of a phone as its farm card lists it: a CPU cluster, the GPU or the NPU."""
+
+    name: str
+    kind: str
+    model: str
+    frequencies_khz: tuple[int, ...]
+    precisions: tuple[str, ...]
+
+    @property
+    def clock_range(self) -> str:
+        """`min–max MHz` of its frequency table (one value when it has one; `no clock table` when none)."""
+        if not self.frequencies_khz:
+            return "no clock table"
+        low, high = min(self.frequencies_khz) / 1000, max(self.frequencies_khz) / 1000
+        return f"{low:g} MHz" if low == high else f"{low:g}–{high:g} MHz"
+
+
+def device_units(device: Device) -> list[UnitSummary]:
+    """The phone's compute units from its probed facts: its CPU clusters, then its GPU and NPU.
+
+    An accelerator entry that does not read as `profilers.adb.units.Accelerator` (a hand-edited row) is
+    shown by name with what can be told of it, never allowed to take the page down.
+    """
+    units = [
+        UnitSummary(
+            name=str(entry.get("name", "?")),
+            kind="cpu",
+            model="",
+            frequencies_khz=tuple(int(f) for f in entry.get("frequencies_khz") or ()),
+            precisions=CPU_PRECISIONS,
+        )
+        for entry in device.clusters or []
+        if isinstance(entry, dict)
+    ]
+    for entry in device.accelerators or []:
+        try:
+            accelerator = Accelerator.model_validate(entry)
+        except ValidationError:
+            name = str(entry.get("name", "?")) if isinstance(entry, dict) else "?"
+            units.append(UnitSummary(name, unit_kind(name), "unreadable probe record", (), ()))
+            continue
+        units.append(
+            UnitSummary(
+                name=accelerator.name,
+                kind=unit_kind(accelerator.name),
+                model=accelerator.model,
+                frequencies_khz=tuple(accelerator.frequencies_khz),
+                precisions=tuple(accelerator.precisions),
+            )
+        )
+    return units
+
+
+@dataclass(frozen=True)
 class DeviceCard:
     device: Device
     current_task: CurrentTask | None
+    units: list[UnitSummary]
 
 
 def farm_cards(session: Session) -> list[DeviceCard]:
-    """Every device with the task it is running now (a leased task), by id."""
+    """Every device with its compute units and the task it is running now (a leased task), by id."""
     devices = list(session.scalars(select(Device).order_by(Device.id)))
     leased = session.scalars(
         select(Task).where(Task.status == TaskStatus.leased).order_by(Task.started_at.desc(), Task.id.desc())
@@ -92,7 +151,7 @@ def farm_cards(session: Session) -> list[DeviceCard]:
                 task.frequency_khz,
             ),
         )
-    return [DeviceCard(device, current.get(device.id)) for device in devices]
+    return [DeviceCard(device, current.get(device.id), device_units(device)) for device in devices]
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -265,14 +324,15 @@ def _percent(value: Any) -> str:
 
 
 class PlotQuery(BaseModel):
-    """The plots page: device + family (+ cluster), configs for the frequency plot, the heatmap's
+    """The plots page: device + family (+ unit and precision), configs for the frequency plot, the heatmap's
     frequency, and a predictor."""
 
     model_config = ConfigDict(extra="ignore")
 
     device: OptionalInt = Field(None, ge=1, le=INT32_MAX)
     family: OptionalStr = Field(None, max_length=64)
-    cluster: OptionalStr = Field(None, max_length=32)
+    unit: OptionalStr = unit_query_field("a CPU cluster, gpu or npu; default the first measured")
+    precision: OptionalStr = Field(None, max_length=8, description="fp32, fp16 or int8; default fp32")
     config: list[Text] = Field(default_factory=list, max_length=50, description="config hashes to draw")
     frequency: OptionalInt = Field(
         None, ge=0, le=INT32_MAX, description="heatmap frequency (kHz); default the highest"
@@ -284,16 +344,31 @@ def _mhz(khz: int | None) -> float | None:
     return None if khz is None else khz / 1000
 
 
+#: The frequency axis's title by unit kind: whose clock the lines are drawn against.
+CLOCK_TITLES = {"cpu": "CPU frequency (MHz)", "gpu": "GPU clock (MHz)", "npu": "NPU clock (MHz)"}
+
+
 def plot_data(session: Session, query: PlotQuery) -> dict[str, Any]:
     """Everything the plots page draws, as JSON-ready dicts (the page embeds it; plotly draws it)."""
     data: dict[str, Any] = {"configs": [], "lines": [], "heatmap": None, "predictor": None, "frequencies": []}
     if query.device is not None and query.family is not None:
         page = latency_pivot(
             session,
-            PivotQuery(device=query.device, family=query.family, cluster=query.cluster, per_page=500),
+            PivotQuery(
+                device=query.device,
+                family=query.family,
+                unit=query.unit,
+                precision=query.precision,
+                per_page=500,
+            ),
             paginate=False,
         )
-        data["cluster"] = page.query.cluster
+        data["unit"] = page.query.unit
+        data["precision"] = page.query.precision
+        data["units"] = page.units
+        data["precisions"] = page.precisions
+        data["virtual"] = page.virtual
+        data["clock_title"] = CLOCK_TITLES[unit_kind(page.query.unit or "")]
         data["frequencies"] = [{"khz": c.khz, "label": c.label} for c in page.columns]
         data["configs"] = [{"hash": r.config_hash, "label": r.label} for r in page.rows]
         chosen = [r for r in page.rows if r.config_hash in set(query.config)]
@@ -313,6 +388,10 @@ def plot_data(session: Session, query: PlotQuery) -> dict[str, Any]:
                     "x": [_mhz(c.khz) for c, _ in points],
                     "y": [cell.median_ms for _, cell in points],
                     "std": [cell.std_ms or 0.0 for _, cell in points],
+                    # A point with a per-layer profile opens its chart when clicked (plots.js).
+                    "measurement_ids": [
+                        cell.measurement_id if cell.has_layers else None for _, cell in points
+                    ],
                 }
             )
         data["heatmap"] = _heatmap(page, query.frequency)

@@ -10,15 +10,24 @@
   const lines = document.getElementById("plot-lines");
   if (lines) {
     if (data.lines.length) {
+      // A point whose measurement has a per-layer profile is ringed and opens its chart when clicked.
       const traces = data.lines.map((line) => ({
         type: "scatter", mode: "lines+markers", name: line.name, x: line.x, y: line.y,
+        customdata: line.measurement_ids,
+        marker: { size: line.measurement_ids.map((id) => (id ? 11 : 7)),
+                  line: { width: line.measurement_ids.map((id) => (id ? 2 : 0)), color: "#24292f" } },
         error_y: { type: "data", array: line.std, visible: true },
         hovertemplate: "%{x} MHz: %{y:.3f} ms<extra>%{fullData.name}</extra>",
       }));
       Plotly.newPlot(lines, traces, Object.assign({}, base, {
-        xaxis: { title: { text: "CPU frequency (MHz)" } }, yaxis: { title: { text: "median latency (ms)" }, rangemode: "tozero" },
+        xaxis: { title: { text: data.clock_title || "CPU frequency (MHz)" } },
+        yaxis: { title: { text: "median latency (ms)" + (data.virtual ? " (virtual)" : "") }, rangemode: "tozero" },
         legend: { orientation: "h", y: -0.25 },
       }), config);
+      lines.on("plotly_click", (event) => {
+        const point = event.points && event.points[0];
+        if (point && point.customdata) window.location.assign("/dashboard/measurements/" + point.customdata);
+      });
     } else {
       lines.textContent = "No measured configs to draw.";
     }

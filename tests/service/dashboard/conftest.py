@@ -205,6 +205,107 @@ def seed_farm(session: Session, n_configs: int = 30) -> Seeded:
     return seeded
 
 
+GPU_KHZ = (315_000, 840_000)
+NPU_KHZ = (1_000_000,)
+GPU = {
+    "name": "gpu",
+    "model": "Adreno660v1",
+    "devfreq": "/sys/class/kgsl/kgsl-3d0/devfreq",
+    "frequencies_khz": [315_000, 443_000, 540_000, 608_000, 738_000, 840_000],
+    "governors": ["msm-adreno-tz", "performance", "powersave", "userspace", "simple_ondemand"],
+    "precisions": ["fp32", "fp16"],
+    "bus_devfreq": "/sys/class/devfreq/ddrfreq",
+}
+NPU = {
+    "name": "npu",
+    "model": "virtual NPU",
+    "devfreq": "/sys/class/devfreq/19000000.npu",
+    "frequencies_khz": list(NPU_KHZ),
+    "precisions": ["fp16", "int8"],
+}
+
+
+@dataclass
+class AcceleratorSeed:
+    """Ids and expectations of the GPU/NPU rows added to a seeded phone."""
+
+    #: (unit, precision) → the config hashes measured there.
+    configs: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: (unit, precision, config_hash, khz) → median shown.
+    medians: dict[tuple[str, str, str, int], float] = field(default_factory=dict)
+    #: measurement id → its layers (as stored) for the rows that carry a per-layer profile.
+    layers: dict[int, list[dict]] = field(default_factory=dict)
+    #: the GPU rows without a per-layer profile (one config's, at each clock).
+    plain_ids: set[int] = field(default_factory=set)
+
+
+def _layers(config: dict, unit: str, scale: float) -> list[dict]:
+    """A per-layer profile of an sr_block: one Conv per width step, then the pixel shuffle; on the NPU the
+    DepthToSpace falls back to the CPU (as an unsupported op does)."""
+    widths = config["widths"]
+    out = [
+        {"name": f"/body.{i}/Conv", "op_type": "Conv", "ms": round(scale * (i + 1) * w / 16, 4), "unit": unit}
+        for i, w in enumerate(widths)
+    ]
+    out.append(
+        {
+            "name": "/upsample/DepthToSpace",
+            "op_type": "DepthToSpace",
+            "ms": round(scale * 0.3, 4),
+            "unit": "cpu" if unit == "npu" else unit,
+        }
+    )
+    return out
+
+
+def seed_accelerator_rows(session: Session, device_id: int, n_configs: int = 6) -> AcceleratorSeed:
+    """GPU (fp32 and fp16 at two clocks) and NPU (int8) measurements with per-layer profiles on the phone
+    `device_id`, which gains a probed Adreno GPU and an NPU. fp16 is faster than fp32, as on a real GPU."""
+    device = session.get(Device, device_id)
+    assert device is not None
+    device.accelerators = [GPU, NPU]
+    out = AcceleratorSeed()
+    rows: list[tuple[Measurement, bool]] = []
+    plans = [("gpu", "fp32", GPU_KHZ, 1.0), ("gpu", "fp16", GPU_KHZ, 0.55), ("npu", "int8", NPU_KHZ, 0.3)]
+    for unit, precision, clocks, factor in plans:
+        configs = sr_configs(n_configs) if unit == "gpu" else sr_configs(n_configs)[: n_configs // 2]
+        for i, config in enumerate(configs):
+            digest = config_hash("sr_block", config)
+            out.configs.setdefault((unit, precision), set()).add(digest)
+            for khz in clocks:
+                median = round(factor * (2.0 + i) * 840_000 / khz, 6)
+                with_layers = not (unit == "gpu" and precision == "fp32" and i == 0)
+                row = _measurement(
+                    device,
+                    config,
+                    khz,
+                    median,
+                    cluster=unit,
+                    precision=precision,
+                    accelerator="qnn" if unit == "gpu" else "nnapi",
+                    bus_frequency_khz=2_092_000,
+                    layer_profile=with_layers,
+                    layers=_layers(config, unit, median / 10) if with_layers else None,
+                )
+                rows.append((row, with_layers))
+                out.medians[(unit, precision, digest, khz)] = median
+    session.add_all([r for r, _ in rows])
+    session.flush()
+    for row, with_layers in rows:
+        if with_layers:
+            out.layers[row.id] = list(row.layers or [])
+        else:
+            out.plain_ids.add(row.id)
+    session.commit()
+    return out
+
+
+@pytest.fixture(scope="session")
+def seed_accelerators() -> Callable[..., AcceleratorSeed]:
+    """`seed_accelerator_rows` itself: GPU/NPU rows with per-layer profiles on a seeded phone."""
+    return seed_accelerator_rows
+
+
 @pytest.fixture
 def seeded(db_session: Session) -> Seeded:
     """The seeded farm in this test's database."""

@@ -381,3 +381,62 @@ def test_a_real_job_on_a_virtual_phone_moves_the_bar_and_fills_the_table(
         context.close()
         next(serving, None)
     engine.dispose()
+
+
+def _svg_texts(page, selector: str) -> list[str]:
+    """The text of plotly's SVG text nodes (SVG has no rendered `innerText`)."""
+    return [node.text_content() or "" for node in page.locator(selector).all()]
+
+
+def test_unit_and_precision_filters_narrow_the_table_and_a_cell_opens_its_layer_chart(
+    open_page, live: LiveService, seed_accelerators: Callable[..., object]
+) -> None:
+    with live.sessions() as session:
+        acc = seed_accelerators(session, live.seeded.device_id)
+    w = open_page()
+    page = w.page
+    page.goto(f"{live.url}/dashboard/latency?device={live.seeded.device_id}&family=sr_block&per_page=100")
+    assert len(_table(page)) == 30  # the CPU table first
+    page.locator("#unit").select_option("gpu")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url("**unit=gpu**")
+    page.locator("#precision").select_option("fp16")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url("**precision=fp16**")
+    table = _table(page)
+    assert {h for h, _ in table} == acc.configs[("gpu", "fp16")] and len(table) < 30
+    assert page.locator("#shown-unit").inner_text() == "gpu"
+    headers = page.locator("#pivot thead th[data-key^='f']").all_inner_texts()
+    assert [t.strip() for t in headers] == ["315 MHz", "840 MHz"]  # the GPU's clocks, not the CPU's
+    for digest, cells in table:
+        assert cells == [f"{acc.medians[('gpu', 'fp16', digest, khz)]:.3f}" for khz in (315_000, 840_000)]
+    _shot(page, "latency-gpu-fp16")
+
+    link = page.locator("#pivot td a.layers").first
+    measurement_id = int(link.get_attribute("href").rsplit("/", 1)[1])
+    link.click()
+    page.wait_for_url(f"**/dashboard/measurements/{measurement_id}")
+    page.wait_for_selector("#plot-layers .main-svg")
+    stored = acc.layers[measurement_id]
+    bars = page.locator("#plot-layers .barlayer .point")
+    expect(bars).to_have_count(len(stored))  # one drawn bar per stored layer
+    assert _svg_texts(page, "#plot-layers .legendtext") == ["gpu (virtual)"]
+    assert page.locator(".badge.virtual").first.is_visible()
+    _shot(page, "layers-gpu")
+
+    # The plots page on the NPU: a ringed point opens its chart, where the CPU fallback has its own colour.
+    page.goto(f"{live.url}/dashboard/plots?device={live.seeded.device_id}&family=sr_block&unit=npu")
+    page.wait_for_selector("#plot-lines .main-svg")
+    assert _svg_texts(page, "#plot-lines .xtitle") == ["NPU clock (MHz)"]
+    point = page.locator("#plot-lines .scatterlayer .point").first
+    box = point.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url("**/dashboard/measurements/*")
+    page.wait_for_selector("#plot-layers .main-svg")
+    assert sorted(_svg_texts(page, "#plot-layers .legendtext")) == [
+        "cpu (virtual)",
+        "npu (virtual)",
+    ]
+    _shot(page, "layers-npu")
+    _clean(w)
