@@ -274,7 +274,6 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
         except FsError as exc:
             ctx.err(f"failed to write profile {path}: {exc}\n".encode())
             return EXIT_FAILURE
-        ctx.out(f"profile file: {path}\n".encode())
     return 0
 
 

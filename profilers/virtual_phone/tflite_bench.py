@@ -252,6 +252,10 @@ async def run_tflite_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[s
     if isinstance(outcome, str):
         return fail(outcome)
     if choice is not None:
+        log.append(
+            f"latfarm virtual phone: {choice.unit.upper()} timings at {choice.precision} come from the "
+            "accelerator cost model (virtual)."
+        )
         kernels = len(outcome.node_names)
         if choice.unit == "gpu":
             log += [
