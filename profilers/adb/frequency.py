@@ -182,19 +182,22 @@ def pin_frequency(
             write_file(session, f"{base}/scaling_governor", "performance", use_su=use_su)
         pinned = PinnedFrequency(cluster, khz, read_current_khz(session, cluster), saved)
     except BaseException as exc:
-        _restore_after(restore, exc)
+        restore_after(restore, exc, "the cpufreq state")
         raise
     try:
         yield pinned
     except BaseException as exc:
-        _restore_after(restore, exc)
+        restore_after(restore, exc, "the cpufreq state")
         raise
     restore()
 
 
-def _restore_after(restore: Callable[[], None], exc: BaseException) -> None:
-    # Restore while an error (or Ctrl-C) is propagating: a failing restore must not mask the original.
+def restore_after(restore: Callable[[], None], exc: BaseException, what: str) -> None:
+    """Run `restore` while `exc` (an error or Ctrl-C) propagates; a failing restore becomes a note on it.
+
+    A failing restore must not mask the original error; `what` names the restored state in the note.
+    """
     try:
         restore()
     except ProfilerError as restore_exc:
-        exc.add_note(f"latfarm: restoring the cpufreq state also failed: {restore_exc}")
+        exc.add_note(f"latfarm: restoring {what} also failed: {restore_exc}")
