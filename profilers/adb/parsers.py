@@ -178,3 +178,32 @@ def parse_tflite_benchmark_model(output: str) -> BenchmarkStats:
         )
     except ValueError as exc:
         raise OutputParseError(f"benchmark_model report has impossible values: {exc}") from exc
+
+
+def pool_stats(passes: list[BenchmarkStats]) -> BenchmarkStats:
+    """One summary of several passes that printed summaries only (TFLite prints no per-run times).
+
+    Exact where the summaries allow it: runs, mean (run-weighted), min, max and std (the pooled population
+    std: within-pass plus between-pass variance). The median is the median of the pass medians, a robust
+    stand-in for the median of all runs, which no summary holds; p90 is unknown (None). With one pass it
+    is that pass.
+    """
+    if not passes:
+        raise OutputParseError("no passes to pool")
+    if len(passes) == 1:
+        return passes[0]
+    runs = sum(p.runs for p in passes)
+    mean = sum(p.mean_ms * p.runs for p in passes) / runs
+    std: float | None = None
+    if all(p.std_ms is not None for p in passes):
+        variance = sum(p.runs * ((p.std_ms or 0.0) ** 2 + (p.mean_ms - mean) ** 2) for p in passes) / runs
+        std = math.sqrt(variance)
+    return BenchmarkStats(
+        median_ms=statistics.median(p.median_ms for p in passes),
+        mean_ms=mean,
+        std_ms=std,
+        min_ms=min(p.min_ms for p in passes),
+        max_ms=max(p.max_ms for p in passes),
+        p90_ms=None,
+        runs=runs,
+    )

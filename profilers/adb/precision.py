@@ -34,7 +34,9 @@ _CALIBRATION_SAMPLES = 2
 def model_at_precision(model: bytes, precision: str) -> bytes:
     """The ONNX `model` (fp32, as built) converted to `precision`; PrecisionConversionError on failure."""
     if precision not in PRECISIONS:
-        raise PrecisionConversionError(f"unknown precision {precision!r}; latfarm has: {', '.join(PRECISIONS)}")
+        raise PrecisionConversionError(
+            f"unknown precision {precision!r}; latfarm has: {', '.join(PRECISIONS)}"
+        )
     if precision == "fp32":
         return model
     try:
@@ -92,7 +94,7 @@ def _to_int8(model: bytes) -> bytes:
 
     feeds = _input_feeds(onnx.load_from_string(model))
 
-    class _Samples(CalibrationDataReader):
+    class _Samples(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no types
         def __init__(self) -> None:
             self._left = iter(feeds)
 
