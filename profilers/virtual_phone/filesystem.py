@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from profilers.virtual_phone.errors import VirtualPhoneError
-from profilers.virtual_phone.soc import Soc, SysfsNode, SysfsWriteError
+from profilers.virtual_phone.soc import Soc
+from profilers.virtual_phone.sysfs import SysfsNode, SysfsWriteError
 
 STANDARD_DIRS = ("/data/local/tmp", "/sdcard", "/system/bin", "/vendor", "/proc", "/sys", "/dev", "/etc")
 SHELL_WRITABLE = ("/data/local/tmp", "/sdcard")

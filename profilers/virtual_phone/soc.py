@@ -1,13 +1,23 @@
-"""The simulated SoC: cpufreq policies and governors, a first-order heat model, throttling, as sysfs files.
+"""The simulated SoC: cpufreq policies, GPU/NPU/bus devfreq devices, a first-order heat model, throttling.
 
 Frequencies: each cluster is one cpufreq policy (`policyN`, N = its first CPU). The effective frequency of a
 run is chosen by the governor (`performance` → max, `powersave` → min, `userspace` → `scaling_setspeed`, and
 `schedutil`/`ondemand`/`conservative` → a load-driven pick that wanders from run to run), clamped to
 [`scaling_min_freq`, `scaling_max_freq`], then capped while the die is above the trip point (throttling).
 
-Heat: one die temperature T with dT/dt = P − (T − ambient)/tau, P = heat_rate · Σ over busy clusters of
-(f / f_max)². It is integrated lazily and exactly (P is constant between two events), so an idle phone cools
-exponentially without any background task. Zones report ambient + scale·(T − ambient) + offset.
+Accelerators (see devfreq.py for the governor semantics): the profile's `gpu` and `npu` are devfreq devices
+with their vendor's node set — Adreno: `/sys/class/kgsl/kgsl-3d0/` (`gpu_model`, `gpuclk`,
+`gpu_available_frequencies`, `max_gpuclk`, `gpu_busy_percentage`) whose `devfreq/` holds the same files as
+`/sys/class/devfreq/<name>/`; Mali: `/sys/class/devfreq/<name>/` and `/sys/class/misc/mali0/device/gpuinfo`;
+an NPU or any other: `/sys/class/devfreq/<name>/`. The memory bus (`bus`) is a devfreq device too; it runs
+with accelerator load (a run's level is picked per accelerator run) and holds the last run's level briefly.
+Only root writes governor / min_freq / max_freq / userspace/set_freq (the filesystem's write path).
+
+Heat: one die temperature T with dT/dt = P − (T − ambient)/tau, P = heat_rate · (Σ over busy clusters of
+(f / f_top)² + Σ over busy accelerators of weight · (f / f_max)²). Above the trip point every clock — CPU,
+GPU, NPU — is capped to a falling fraction of its maximum. It is integrated lazily and exactly (P is
+constant between two events), so an idle phone cools exponentially without any background task. Zones
+report ambient + scale·(T − ambient) + offset.
 """
 
 from __future__ import annotations
@@ -19,18 +29,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from profilers.virtual_phone.errors import VirtualPhoneError
-from profilers.virtual_phone.profile import ClusterSpec, Profile, ThermalZoneSpec
+from profilers.virtual_phone.devfreq import DEVFREQ_ROOT, DevfreqDevice, devfreq_files
+from profilers.virtual_phone.profile import AcceleratorSpec, ClusterSpec, Profile, ThermalZoneSpec
+from profilers.virtual_phone.sysfs import SysfsNode, SysfsWriteError
 
 GOVERNORS = ("conservative", "ondemand", "userspace", "powersave", "performance", "schedutil")
 LOAD_DRIVEN_GOVERNORS = ("conservative", "ondemand", "schedutil")
 CPU_ROOT = "/sys/devices/system/cpu"
 THERMAL_ROOT = "/sys/class/thermal"
 KGSL_ROOT = "/sys/class/kgsl/kgsl-3d0"
-
-
-class SysfsWriteError(VirtualPhoneError):
-    """A write the kernel would reject; the message is the errno text (e.g. "Invalid argument")."""
+MALI_ROOT = "/sys/class/misc/mali0/device"
+__all__ = ["Soc", "SysfsNode", "SysfsWriteError"]
 
 
 @dataclass
@@ -42,14 +51,6 @@ class _Policy:
     setspeed_khz: int
     busy: int = 0
     last_run_khz: int = 0
-
-
-@dataclass(frozen=True)
-class SysfsNode:
-    """One simulated sysfs file: how to read it and, if it is writable (by root only), how to write it."""
-
-    read: Callable[[], str]
-    write: Callable[[str], None] | None = None
 
 
 class Soc:
@@ -69,6 +70,12 @@ class Soc:
             for cl in profile.clusters
         ]
         self._f_top = max(cl.frequencies_khz[-1] for cl in profile.clusters)
+        self._units: dict[str, tuple[AcceleratorSpec, DevfreqDevice]] = {
+            acc.unit: (acc, DevfreqDevice.from_spec(acc.devfreq))
+            for acc in (profile.gpu, profile.npu)
+            if acc is not None
+        }
+        self._bus = DevfreqDevice.from_spec(profile.bus.devfreq, profile.bus.hold_s) if profile.bus else None
         self._temp_c = profile.thermal.ambient_c
         self._temp_at = clock()
         self._heat_rate = profile.thermal.heat_rate_c_per_s
@@ -136,6 +143,64 @@ class Soc:
         spec = self._policies[cluster].spec
         return host_seconds * (spec.c * spec.f_ref_khz / f_khz + (1.0 - spec.c))
 
+    # -- accelerators and the memory bus ---------------------------------------------------------------------
+    def units(self) -> list[str]:
+        """The accelerator units of this phone (`gpu`, `npu`)."""
+        return list(self._units)
+
+    def unit_spec(self, unit: str) -> AcceleratorSpec:
+        """The profile's spec of accelerator `unit` (KeyError if the phone has none)."""
+        return self._units[unit][0]
+
+    def begin_unit_load(self, unit: str) -> None:
+        """A benchmark starts on accelerator `unit`: heat accrues, the memory bus follows its load."""
+        with self._lock:
+            self._advance()
+            self._units[unit][1].busy += 1
+            if self._bus is not None:
+                self._bus.busy += 1
+
+    def end_unit_load(self, unit: str) -> None:
+        """The benchmark on `unit` finished: the unit idles, the bus holds the run's level for a moment."""
+        with self._lock:
+            self._advance()
+            dev = self._units[unit][1]
+            dev.busy = max(0, dev.busy - 1)
+            if self._bus is not None:
+                self._bus.busy = max(0, self._bus.busy - 1)
+                self._bus.last_end = self._clock()
+
+    def unit_run_frequency(self, unit: str) -> int:
+        """The clock (Hz) of the next run on `unit`: its governor's choice, then the thermal cap."""
+        with self._lock:
+            self._advance()
+            dev = self._units[unit][1]
+            return dev.pick_run(self._rng, self._cap_table(dev.table))
+
+    def unit_current_frequency(self, unit: str) -> int:
+        """What `cur_freq` of `unit`'s devfreq shows now (Hz)."""
+        with self._lock:
+            self._advance()
+            dev = self._units[unit][1]
+            return dev.current(self._clock(), self._cap_table(dev.table))
+
+    def is_unit_throttled(self, unit: str) -> bool:
+        """True while the thermal cap is below the top of `unit`'s table."""
+        with self._lock:
+            self._advance()
+            dev = self._units[unit][1]
+            return self._cap_table(dev.table) < dev.f_max
+
+    def bus_run_frequency(self) -> int | None:
+        """The memory-bus clock (Hz) of the next accelerator run (None: the phone models no bus)."""
+        with self._lock:
+            return None if self._bus is None else self._bus.pick_run(self._rng, self._bus.f_max)
+
+    def bus_current_frequency(self) -> int | None:
+        """What the bus devfreq's `cur_freq` shows now (Hz)."""
+        with self._lock:
+            return None if self._bus is None else self._bus.current(self._clock(), self._bus.f_max)
+
     def _range(self, p: _Policy) -> tuple[int, int]:
         # Frequency-QoS semantics of current kernels: a min above max is accepted and max wins.
         hi = p.max_khz
@@ -159,14 +224,18 @@ class Soc:
         return self._snap_up(p, lo)
 
     def _cap(self, spec: ClusterSpec) -> int:
+        return self._cap_table(spec.frequencies_khz)
+
+    def _cap_table(self, table: tuple[int, ...]) -> int:
+        """The highest clock of `table` (ascending) the thermal state allows now."""
         th = self.profile.thermal
         over = self._temp_c - th.trip_c
         if over <= 0:
-            return spec.frequencies_khz[-1]
+            return table[-1]
         fraction = max(0.3, th.throttle_fraction - 0.02 * over)
-        target = spec.frequencies_khz[-1] * fraction
-        fitting = [f for f in spec.frequencies_khz if f <= target]
-        return fitting[-1] if fitting else spec.frequencies_khz[0]
+        target = table[-1] * fraction
+        fitting = [f for f in table if f <= target]
+        return fitting[-1] if fitting else table[0]
 
     # -- heat -----------------------------------------------------------------------------------------------
     def _power(self) -> float:
@@ -175,6 +244,10 @@ class Soc:
             if p.busy:
                 f = p.last_run_khz or self._governed_idle(p)
                 total += (f / self._f_top) ** 2
+        for acc, dev in self._units.values():
+            if dev.busy:
+                f_hz = dev.last_run_hz or dev.idle_frequency()
+                total += acc.heat_weight * (f_hz / dev.f_max) ** 2
         return self._heat_rate * total
 
     def _advance(self) -> None:
@@ -235,14 +308,36 @@ class Soc:
             nodes[f"{base}/mode"] = SysfsNode(lambda: "enabled")
             nodes[f"{base}/trip_point_0_temp"] = SysfsNode(lambda: str(int(th.trip_c * 1000)))
             nodes[f"{base}/trip_point_0_type"] = SysfsNode(lambda: "passive")
-        if self.profile.gpu_frequencies_hz:
-            gpu = self.profile.gpu_frequencies_hz
-            nodes[f"{KGSL_ROOT}/gpu_available_frequencies"] = SysfsNode(
-                lambda: " ".join(str(f) for f in sorted(gpu, reverse=True))
-            )
-            nodes[f"{KGSL_ROOT}/max_gpuclk"] = SysfsNode(lambda: str(max(gpu)))
-            nodes[f"{KGSL_ROOT}/gpuclk"] = SysfsNode(lambda: str(min(gpu)))
+        for acc, dev in self._units.values():
+            nodes.update(self._unit_nodes(acc, dev))
+        if self._bus is not None:
+            bus = self._bus
+            files = devfreq_files(bus, self._locked, lambda: self.bus_current_frequency() or 0)
+            nodes.update({f"{DEVFREQ_ROOT}/{bus.spec.name}/{n}": node for n, node in files.items()})
         nodes["/proc/cpuinfo"] = SysfsNode(self._cpuinfo)
+        return nodes
+
+    def _locked(self, change: Callable[[], None]) -> None:
+        with self._lock:
+            self._advance()
+            change()
+
+    def _unit_nodes(self, acc: AcceleratorSpec, dev: DevfreqDevice) -> dict[str, SysfsNode]:
+        """The sysfs files of one accelerator, in its vendor's layout."""
+        unit = acc.unit
+        files = devfreq_files(dev, self._locked, lambda: self.unit_current_frequency(unit))
+        nodes = {f"{DEVFREQ_ROOT}/{dev.spec.name}/{n}": node for n, node in files.items()}
+        if acc.layout == "kgsl":
+            nodes.update({f"{KGSL_ROOT}/devfreq/{n}": node for n, node in files.items()})
+            nodes[f"{KGSL_ROOT}/gpu_model"] = SysfsNode(lambda: acc.model)
+            nodes[f"{KGSL_ROOT}/gpuclk"] = files["cur_freq"]
+            nodes[f"{KGSL_ROOT}/gpu_available_frequencies"] = SysfsNode(
+                lambda: " ".join(str(f) for f in reversed(dev.table))
+            )
+            nodes[f"{KGSL_ROOT}/max_gpuclk"] = files["max_freq"]
+            nodes[f"{KGSL_ROOT}/gpu_busy_percentage"] = SysfsNode(lambda: f"{95 if dev.busy else 0} %")
+        elif acc.layout == "mali":
+            nodes[f"{MALI_ROOT}/gpuinfo"] = SysfsNode(lambda: acc.info or acc.model)
         return nodes
 
     def _zone_temp_reader(self, zone: ThermalZoneSpec) -> Callable[[], str]:
