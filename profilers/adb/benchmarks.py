@@ -22,8 +22,8 @@ as one `model_run` per run).
 has passed, and the report would not be of the runs asked for. With op profiling it prints, after
 "Operator-wise Profiling Info for Regular Benchmark Runs:", tensorflow's StatsCalculator tables; the
 "Run Order" one has a row per node: `[node type] [start] [first] [avg ms] [%] [cdf%] [mem KB]
-[times called] [Name]` (tab separated; builds before ~2.4 lack `[start]`, so columns are found by their
-header). A node's time per run is `avg ms × times called`.
+[times called] [Name]` (tab separated, possibly behind a log prefix; builds before ~2.4 lack `[start]`,
+so columns are found by their header). A node's time per run is `avg ms × times called`.
 
 Where a layer ran: a node of onnxruntime's CPU or XNNPACK provider, or a TFLite row that is not a
 delegate's, ran on the CPU (`unit="cpu"`, an accelerator's fallback); the rest ran on the measured unit.
@@ -196,7 +196,9 @@ def parse_tflite_op_profile(output: str, unit: str) -> list[LayerTime]:
     lines = body[tables[run_order].end() : end].strip("\n").splitlines()
     if not lines:
         raise OutputParseError("benchmark_model's 'Run Order' table is empty")
-    header = [h.strip() for h in lines[0].strip().split("\t") if h.strip()]
+    # Columns by their bracketed header ("[node type]" … "[Name]"); a row splits on whitespace into as
+    # many cells, the name (last, it may hold spaces) taking the rest. Tabs or spaces alike.
+    header = re.findall(r"\[[^\]]*\]", lines[0])
     try:
         type_col, avg_col = header.index("[node type]"), header.index("[avg ms]")
         called_col, name_col = header.index("[times called]"), header.index("[Name]")
@@ -204,16 +206,16 @@ def parse_tflite_op_profile(output: str, unit: str) -> list[LayerTime]:
         raise OutputParseError(
             f"benchmark_model's 'Run Order' header is not recognised: {lines[0]!r}"
         ) from None
+    if name_col != len(header) - 1:
+        raise OutputParseError(f"benchmark_model's 'Run Order' header does not end with [Name]: {lines[0]!r}")
     layers = []
     for line in lines[1:]:
         if not line.strip():
             break
-        cells = [c.strip() for c in line.strip().split("\t")]
-        if len(cells) < len(header):
+        cells = line.split(None, len(header) - 1)
+        if len(cells) != len(header):
             raise OutputParseError(f"benchmark_model op-profile row has {len(cells)} cells: {line!r}")
-        # The name (last column) may itself hold tabs: everything from its column on is the name.
-        name = "\t".join(cells[name_col:]).strip()
-        op_type = cells[type_col]
+        name, op_type = cells[name_col].strip(), cells[type_col]
         try:
             ms = float(cells[avg_col]) * max(int(cells[called_col]), 1)
         except ValueError:
