@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from profilers.adb.errors import FrequencyPinError, UnsupportedRunError
-from profilers.adb.frequency import restore_after, root_mode
+from profilers.adb.frequency import PinnedClock, restore_after, root_mode
 from profilers.adb.session import DeviceSession
 from profilers.adb.sysfs import list_dir, read_files, write_file
 from profilers.adb.units import Accelerator, Precision
@@ -184,18 +184,10 @@ def read_bus_khz(session: DeviceSession, accelerator: Accelerator) -> int | None
 
 
 @dataclass
-class PinnedDevfreq:
-    """What a devfreq pin achieved: the requested and read-back clock, and whether they agree."""
+class PinnedDevfreq(PinnedClock):
+    """A GPU's or NPU's pin (devfreq `cur_freq` read back)."""
 
-    accelerator: Accelerator
-    requested_khz: int
-    observed_khz: int | None
-    saved: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def verified(self) -> bool:
-        """True when `cur_freq` showed the requested clock after pinning."""
-        return self.observed_khz == self.requested_khz
+    accelerator: Accelerator = field(kw_only=True)
 
 
 def check_devfreq_khz(accelerator: Accelerator, khz: int) -> int:
@@ -243,7 +235,7 @@ def pin_devfreq(
         write_file(session, f"{base}/min_freq", target_hz, use_su=use_su)
         write_file(session, f"{base}/max_freq", target_hz, use_su=use_su)
         write_file(session, f"{base}/governor", "performance", use_su=use_su)
-        pinned = PinnedDevfreq(accelerator, khz, read_devfreq_khz(session, accelerator), saved)
+        pinned = PinnedDevfreq(khz, read_devfreq_khz(session, accelerator), saved, accelerator=accelerator)
     except BaseException as exc:
         restore_after(restore, exc, what)
         raise

@@ -60,7 +60,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from profilers.adb.accelerators import (
-    PinnedDevfreq,
     check_devfreq_khz,
     find_accelerator,
     pin_devfreq,
@@ -77,7 +76,7 @@ from profilers.adb.errors import CommandFailedError, OutputParseError, Unsupport
 from profilers.adb.facts import DeviceFacts, probe
 from profilers.adb.frequency import (
     Cluster,
-    PinnedFrequency,
+    PinnedClock,
     pin_frequency,
     read_current_khz,
     resolve_cluster,
@@ -178,9 +177,6 @@ class _Take:
     finished: datetime
     bus_after: int | None = None
     layers: list[LayerTime] | None = None
-
-
-_Pin = PinnedFrequency | PinnedDevfreq
 
 
 class Profiler:
@@ -361,7 +357,9 @@ class Profiler:
                 log.warning("measuring %s unpinned at %s kHz requested: %s", unit.name, khz, why)
                 yield from self._measure_group(group, None)
 
-    def _measure_group(self, group: list[ProfileRequest], pin: _Pin | None) -> Iterator[MeasurementRecord]:
+    def _measure_group(
+        self, group: list[ProfileRequest], pin: PinnedClock | None
+    ) -> Iterator[MeasurementRecord]:
         self._layers.clear()
         if self.runtime.passes == 1:  # each record as soon as it is taken
             for request in group:
@@ -375,7 +373,7 @@ class Profiler:
         for request, taken in zip(group, takes, strict=True):
             yield self._record(request, taken, pin)
 
-    def measure_one(self, request: ProfileRequest, *, pin: _Pin | None = None) -> MeasurementRecord:
+    def measure_one(self, request: ProfileRequest, *, pin: PinnedClock | None = None) -> MeasurementRecord:
         """One measurement; ``pin`` is the active pin of the request's unit (None: unpinned).
 
         Its passes (if several) follow one another here; :meth:`measure` interleaves them across a group.
@@ -429,7 +427,9 @@ class Profiler:
         assert unit.cluster is not None
         return read_current_khz(self.session, unit.cluster), None
 
-    def _record(self, request: ProfileRequest, takes: list[_Take], pin: _Pin | None) -> MeasurementRecord:
+    def _record(
+        self, request: ProfileRequest, takes: list[_Take], pin: PinnedClock | None
+    ) -> MeasurementRecord:
         """The record of a request's passes: statistics of all their runs, validity from every pass."""
         unit = self._unit(request)
         if len(takes) == 1:
