@@ -17,10 +17,13 @@ from profilers.virtual_phone.profile import Profile, list_profiles, load_profile
 
 BENCHMARK_BINARY = Path(__file__).parent / "bin" / "onnxruntime_perf_test"
 """The marker file to push as `onnxruntime_perf_test` onto a virtual phone."""
+TFLITE_BENCHMARK_BINARY = Path(__file__).parent / "bin" / "benchmark_model"
+"""The marker file to push as TFLite's `benchmark_model` onto a virtual phone."""
 
 __all__ = [
     "BENCHMARK_BINARY",
     "BENCHMARK_MARKER",
+    "TFLITE_BENCHMARK_BINARY",
     "FaultSpec",
     "FaultSpecError",
     "PhoneStateError",

@@ -3,19 +3,33 @@
 It is "installed" by pushing `profilers/virtual_phone/bin/onnxruntime_perf_test` (a marker file) anywhere on
 the phone and making it executable; the shell then runs this module instead of an arm64 binary. Usage as the
 real tool: `onnxruntime_perf_test [options...] model_path [result_file]` with `-m times|duration`, `-r N`,
-`-t S`, `-x intra_op_threads` (default 1 here), `-y inter_op_threads`, `-e cpu`, `-I` (random inputs of the
-model's shapes; inputs are always generated, there is no test_data_set on a virtual phone), `-S seed`, `-s`
-(print the Min/Max/P50/P90/P95/P99/P999 latency lines), and `-o`, `-A`, `-M`, `-P` and friends accepted and
-ignored. The output is that of onnxruntime_perf_test ≥ 1.20 ("Average inference time cost total: … ms"); a
-`result_file` argument gets one `model,seconds,peak_bytes,cpu_pct,index` line per run appended (and the
-latency block with `-s`), as the real tool does. A bad command line, provider or model exits 255 (main returns
--1) with the reason on stderr.
+`-t S`, `-x intra_op_threads` (default 1 here), `-y inter_op_threads`, `-e cpu|xnnpack|qnn|nnapi`,
+`-i "key|value key|value"` (provider options), `-p PREFIX` (onnxruntime profiling: writes
+`PREFIX_<date_time>.json`, see ort_profile.py), `-I` (random inputs of the model's shapes; inputs are always
+generated, there is no test_data_set on a virtual phone), `-S seed`, `-s` (print the Min/Max/P50/P90/P95/P99/
+P999 latency lines), and `-o`, `-A`, `-M`, `-P` and friends accepted and ignored. The output is that of
+onnxruntime_perf_test ≥ 1.20 ("Average inference time cost total: … ms"); a `result_file` argument gets one
+`model,seconds,peak_bytes,cpu_pct,index` line per run appended (and the latency block with `-s`), as the real
+tool does. A bad command line, provider or model exits 255 (main returns -1) with the reason on stderr.
 
-Each run is a real `InferenceSession.run` on the host, timed with `perf_counter`, then scaled to the phone:
-`t = t_host · (c · f_ref / f + (1 − c))` with `f` the simulated frequency of the cluster the run lands on
-for that run (governor + throttling, see `soc.py`) and `c`, `f_ref` from the profile. The cluster is the one
-`taskset` allows (the fastest cluster among the mask's CPUs; without taskset the fastest cluster overall, as
-EAS would place a busy single thread). The report prints the real tool's lines, so one parser serves both.
+The compute unit follows the provider: `-e cpu` and `-e xnnpack` run on a CPU cluster; `-e qnn` on the GPU
+with `-i "backend_type|gpu"` (or `backend_path|libQnnGpu.so`) and on the NPU with `backend_type|htp` /
+`backend_path|libQnnHtp.so` (the default backend); `-e nnapi` on the NPU. QNN exists only on a
+Qualcomm-style phone (an Adreno/kgsl GPU; HTP needs the NPU). The precision is the pushed model's (graph.py);
+a GPU refuses an int8 (QDQ) graph, an NPU runs an fp32 graph relaxed to fp16 under QNN
+(`enable_htp_fp16_precision`, on by default) or with `-i NNAPI_FLAG_USE_FP16` under NNAPI, and refuses it
+otherwise.
+
+CPU runs: each run is a real `InferenceSession.run` on the host, timed with `perf_counter`, then scaled to the
+phone: `t = t_host · (c · f_ref / f + (1 − c))` with `f` the simulated frequency of the cluster the run lands
+on for that run (governor + throttling, see `soc.py`) and `c`, `f_ref` from the profile. The cluster is the
+one `taskset` allows (the fastest cluster among the mask's CPUs; without taskset the fastest cluster overall,
+as EAS would place a busy single thread). With `-p` the child also measures the per-node host profile and
+each run's node events are the run's time split in the host's per-node shares.
+
+GPU/NPU runs (accel_bench.py): the child measures the per-node host profile only, and each run is priced by
+the accelerator cost model (accelerator.py) at that run's unit and bus clocks. The report prints the real
+tool's lines either way, so one parser serves both; the bench log names the unit instead of the cluster.
 
 Confinement (see model_policy.py and bench_process.py): a model that references external data is refused
 before anything loads it; the runs happen in a child process with CPU-time and memory limits, at most the
@@ -27,6 +41,7 @@ Errors are one line.
 from __future__ import annotations
 
 import asyncio
+import json
 import posixpath
 import random
 import struct
@@ -35,9 +50,19 @@ from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from profilers.virtual_phone.accel_bench import (
+    HOST_PROFILE_RUNS,
+    UnitChoice,
+    UnitRefused,
+    measure_on_unit,
+    unit_precision,
+)
 from profilers.virtual_phone.bench_process import BenchmarkChild, ChildSpec
+from profilers.virtual_phone.errors import one_line
 from profilers.virtual_phone.filesystem import FsError
+from profilers.virtual_phone.graph import Graph, read_graph
 from profilers.virtual_phone.model_policy import ModelRefused, check_model
+from profilers.virtual_phone.ort_profile import NodeEvent, profile_json, profile_path
 
 if TYPE_CHECKING:
     from profilers.virtual_phone.runtime import PhoneRuntime
@@ -48,10 +73,14 @@ BENCHMARK_MARKER = b"#!latfarm-virtual-onnxruntime_perf_test"
 OPTS_WITH_ARG = set("mrtxyeSopcdiCfFTRlu")
 OPTS_FLAGS = set("IsAMPvnzDZqgh")
 EXIT_FAILURE = 255  # the real tool returns -1 from main
+PROVIDERS = ("cpu", "xnnpack", "qnn", "nnapi")
+_PROVIDER_NAMES = {"qnn": "QNNExecutionProvider", "nnapi": "NnapiExecutionProvider"}
 USAGE = (
     "usage: onnxruntime_perf_test [options...] model_path [result_file]\n"
     "  -m [test_mode]: 'duration' or 'times'. Default:'duration'.\n"
-    "  -e [cpu]: execution provider (only cpu on a virtual phone).\n"
+    "  -e [cpu|xnnpack|qnn|nnapi]: execution provider.\n"
+    "  -i [provider options]: 'backend_type|gpu', 'backend_type|htp', 'NNAPI_FLAG_USE_FP16'.\n"
+    "  -p [profile_file_prefix]: onnxruntime profiling, written to PREFIX_<date_time>.json.\n"
     "  -r [repeated_times]: repetitions in 'times' mode. Default:1000.\n"
     "  -t [seconds_to_run]: seconds to run in 'duration' mode. Default:600.\n"
     "  -x [intra_op_num_threads]: Default:1 on a virtual phone.\n"
@@ -80,6 +109,8 @@ class BenchmarkOptions:
     threads_given: bool = False
     statistics: bool = False
     result_file: str | None = None
+    provider_options: str = ""
+    profile_prefix: str | None = None
 
 
 def parse_options(argv: list[str]) -> BenchmarkOptions:
@@ -138,6 +169,8 @@ def parse_options(argv: list[str]) -> BenchmarkOptions:
             opts.provider = values["e"]
         if "S" in values:
             opts.seed = int(values["S"])
+        opts.provider_options = values.get("i", "")
+        opts.profile_prefix = values.get("p") or None
     except ValueError as exc:
         raise BenchmarkUsageError(f"invalid number: {exc}") from exc
     if opts.repeats <= 0 or opts.seconds <= 0:
@@ -156,7 +189,7 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
     except BenchmarkUsageError as exc:
         ctx.err(((f"{exc}\n" if str(exc) else "") + USAGE).encode())
         return EXIT_FAILURE
-    if opts.provider != "cpu":
+    if opts.provider not in PROVIDERS:
         ctx.err(f"{opts.provider} is not supported in this build.\n".encode())
         return EXIT_FAILURE
     vpath = runtime.fs.normalize(opts.model, ctx.cwd)
@@ -166,6 +199,18 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
     except (FsError, ModelRefused) as exc:
         ctx.err(f"Load model from {opts.model} failed:{exc}\n".encode())
         return EXIT_FAILURE
+    choice: UnitChoice | None = None
+    graph: Graph | None = None
+    if opts.provider in ("qnn", "nnapi"):
+        try:
+            graph = read_graph(model_bytes)
+            choice = choose_unit(runtime, opts, graph.precision)
+        except UnitRefused as exc:
+            ctx.err(f"{_PROVIDER_NAMES[opts.provider]}: {exc}\n".encode())
+            return EXIT_FAILURE
+        except Exception as exc:  # onnx raises its own types for graphs it cannot read
+            ctx.err(f"Load model from {opts.model} failed:{one_line(exc, 300)}\n".encode())
+            return EXIT_FAILURE
     cluster = runtime.soc.cluster_for_cpus(ctx.affinity)
     loop = asyncio.get_running_loop()
     if runtime.faults.current().garbage_benchmark:
@@ -176,31 +221,37 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
         runtime.record_benchmark(start, time.time(), opts.model, cluster, garbage=True)
         return 0
     cpus = runtime.profile.cpu_count
+    wants_host_profile = choice is not None or opts.profile_prefix is not None
     child = BenchmarkChild(
         ChildSpec(
             model_bytes=model_bytes,
             intra_threads=min(max(1, opts.intra_threads), cpus),
             inter_threads=min(max(1, opts.inter_threads), cpus),
             seed=opts.seed,
-            repeats=opts.repeats if opts.mode == "times" else None,
+            repeats=0 if choice is not None else opts.repeats if opts.mode == "times" else None,
             limits=runtime.bench_limits,
             workdir=str(runtime.bench_workdir),
+            host_profile_runs=HOST_PROFILE_RUNS if wants_host_profile else 0,
         )
     )
     try:
-        result = await loop.run_in_executor(None, _measure, runtime, opts, child, cluster)
+        if choice is not None and graph is not None:
+            outcome = await loop.run_in_executor(None, _measure_unit, runtime, opts, child, graph, choice)
+        else:
+            outcome = await loop.run_in_executor(None, _measure, runtime, opts, child, cluster)
     finally:
         child.kill()  # done, failed, or cancelled because the client left: the child ends here
-    if isinstance(result, str):
-        ctx.err(result.encode())
+    if isinstance(outcome, str):
+        ctx.err(outcome.encode())
         return EXIT_FAILURE
+    result, node_runs = outcome
     if opts.threads_given:
         ctx.out(f"Setting intra_op_num_threads to {opts.intra_threads}\n".encode())
     ctx.out(result.summary().encode())
     if opts.statistics:
         ctx.out(result.statistics().encode())
-    if opts.result_file:
-        try:
+    try:
+        if opts.result_file:
             runtime.fs.write(
                 runtime.fs.normalize(opts.result_file, ctx.cwd),
                 result.result_file(
@@ -209,10 +260,59 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
                 append=True,
                 as_root=ctx.root,
             )
+    except FsError as exc:
+        ctx.err(f"failed to open result file {opts.result_file}: {exc}\n".encode())
+        return EXIT_FAILURE
+    if opts.profile_prefix:
+        path = profile_path(opts.profile_prefix)
+        try:
+            runtime.fs.write(
+                runtime.fs.normalize(path, ctx.cwd),
+                profile_json(result.creation_s, node_runs),
+                as_root=ctx.root,
+            )
         except FsError as exc:
-            ctx.err(f"failed to open result file {opts.result_file}: {exc}\n".encode())
+            ctx.err(f"failed to write profile {path}: {exc}\n".encode())
             return EXIT_FAILURE
+        ctx.out(f"profile file: {path}\n".encode())
     return 0
+
+
+def _provider_options(text: str) -> dict[str, str]:
+    """`-i "k1|v1 k2|v2"` as a dict; a bare token (an NNAPI flag) maps to "1"."""
+    options = {}
+    for token in text.split():
+        key, _, value = token.partition("|")
+        options[key] = value if value else "1"
+    return options
+
+
+def choose_unit(runtime: PhoneRuntime, opts: BenchmarkOptions, model_precision: str) -> UnitChoice:
+    """The unit and precision of an accelerator provider's run, or UnitRefused naming what is wrong."""
+    options = _provider_options(opts.provider_options)
+    if opts.provider == "nnapi":
+        if runtime.profile.npu is None:
+            raise UnitRefused("no NNAPI accelerator device on this phone")
+        fp16 = "NNAPI_FLAG_USE_FP16" in options
+        return UnitChoice(
+            "npu", unit_precision(runtime, "npu", model_precision, fp16), "NnapiExecutionProvider"
+        )
+    backend = options.get("backend_type", "")
+    path = options.get("backend_path", "")
+    if not backend and path:
+        backend = {"libQnnGpu.so": "gpu", "libQnnHtp.so": "htp"}.get(posixpath.basename(path), "")
+        if not backend:
+            raise UnitRefused(f"unknown backend_path {path!r} (libQnnGpu.so or libQnnHtp.so)")
+    backend = backend or "htp"
+    if backend not in ("gpu", "htp"):
+        raise UnitRefused(f"backend_type {backend!r} is not available (gpu or htp)")
+    unit = "gpu" if backend == "gpu" else "npu"
+    spec = runtime.profile.accelerator(unit)
+    if spec is None or (unit == "gpu" and spec.layout != "kgsl"):
+        lib = "libQnnGpu.so" if unit == "gpu" else "libQnnHtp.so"
+        raise UnitRefused(f'Failed to load {lib}: dlopen failed: library "{lib}" not found')
+    fp16 = options.get("enable_htp_fp16_precision", "1") != "0"
+    return UnitChoice(unit, unit_precision(runtime, unit, model_precision, fp16), "QNNExecutionProvider")
 
 
 def _fmt(x: float) -> str:
@@ -222,7 +322,7 @@ def _fmt(x: float) -> str:
 
 def _measure(
     runtime: PhoneRuntime, opts: BenchmarkOptions, child: BenchmarkChild, cluster: int
-) -> _Result | str:
+) -> tuple[_Result, list[list[NodeEvent]]] | str:
     """Scale the child's runs to the phone as they arrive (worker thread); an error line on failure.
 
     In duration mode this decides when enough simulated time has run and stops the child.
@@ -238,6 +338,7 @@ def _measure(
     costs = array("d")
     total = host_total = cpu_s = 0.0
     peak = 0
+    host_nodes: list[tuple[str, str, float]] = []
     try:
         while True:
             message = child.receive()
@@ -252,6 +353,8 @@ def _measure(
                 creation = soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
             elif tag == b"F":
                 first = soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
+            elif tag == b"P":
+                host_nodes = [(str(n), str(op), float(us)) for n, op, us in json.loads(payload)["nodes"]]
             elif tag == b"R":
                 cpu_s, peak_f = _BATCH_HEAD.unpack_from(payload)
                 peak = max(peak, int(peak_f))
@@ -278,7 +381,42 @@ def _measure(
     if not costs:
         return "Run failed: no run completed\n"
     cpu_pct = 100.0 * cpu_s / host_total if host_total > 0 else 0.0
-    return _Result(creation, first, list(costs), cpu_pct, peak)
+    provider = "XnnpackExecutionProvider" if opts.provider == "xnnpack" else "CPUExecutionProvider"
+    host_sum = sum(us for _n, _op, us in host_nodes) or 1.0
+    node_runs = [
+        [NodeEvent(n, op, provider, cost * us / host_sum) for n, op, us in host_nodes]
+        for cost in (costs if opts.profile_prefix else [])
+    ]
+    return _Result(creation, first, list(costs), cpu_pct, peak), node_runs
+
+
+def _measure_unit(
+    runtime: PhoneRuntime, opts: BenchmarkOptions, child: BenchmarkChild, graph: Graph, choice: UnitChoice
+) -> tuple[_Result, list[list[NodeEvent]]] | str:
+    """A GPU/NPU benchmark (worker thread): the runs priced by the cost model; an error line on failure."""
+
+    def stop(_first_s: float, costs: list[float], simulated_s: float) -> bool:
+        return len(costs) >= opts.repeats if opts.mode == "times" else simulated_s >= opts.seconds
+
+    runs = measure_on_unit(runtime, child, graph, choice, stop, opts.seed, opts.model)
+    if isinstance(runs, str):
+        return runs
+    node_runs = [
+        [
+            NodeEvent(
+                k.name,
+                k.op_type,
+                "CPUExecutionProvider" if k.unit == "cpu" else choice.provider,
+                seconds,
+                kernel=k.variant,
+                unit=k.unit,
+            )
+            for k, seconds in zip(runs.kernels, run, strict=True)
+        ]
+        for run in (runs.per_run if opts.profile_prefix else [])
+    ]
+    result = _Result(runs.creation_s, runs.first_s, runs.costs_s, runs.cpu_pct, runs.peak_bytes)
+    return result, node_runs
 
 
 @dataclass

@@ -6,7 +6,8 @@ each benchmark runs in a child forked from a `multiprocessing` forkserver that h
 already imported (a start costs milliseconds, not an interpreter start-up). The child
 
 - sets its own limits first: `RLIMIT_CPU` (CPU seconds, all threads together: SIGXCPU ends it),
-  `RLIMIT_AS` (address space: allocations beyond it fail), no core files, no file it may grow;
+  `RLIMIT_AS` (address space: allocations beyond it fail), no core files, no file it may grow (when a host
+  profile is asked for: onnxruntime's profile file only, up to `profile_file_bytes`, deleted once read);
 - runs with its working directory in an empty scratch directory of the phone (model_policy.py already refused
   models that name external files; this is the second wall);
 - uses at most the phone's CPU count of intra-op threads.
@@ -15,6 +16,11 @@ Protocol (child → parent, over a one-way pipe, one `send_bytes` per message, a
 
     b"S" <d session creation s>     the session is ready (host seconds)
     b"F" <d first run s>            the first (untimed-for-the-statistics) run
+    b"P" <utf-8 JSON>               with `host_profile_runs` > 0: the per-node host profile, measured by a
+                                    second session (graph optimisations off, so nodes keep the ONNX graph's
+                                    names) with onnxruntime profiling over that many runs after a warm-up:
+                                    {"nodes": [[node name, op type, mean µs per run], ...] in run order,
+                                     "peak_bytes": the child's peak resident bytes}
     b"R" <d cpu s><d peak bytes><d run s>*   a batch of timed runs (~every 20 ms), with the child's CPU
                                     seconds since the first timed run and its peak resident bytes so far
     b"D"                            done (times mode; in duration mode the parent stops the child itself)
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -80,6 +87,8 @@ class BenchmarkLimits:
     """Address space of the child (RLIMIT_AS); a model needing more fails to load or run."""
     max_runs: int = 100_000
     """Timed runs one benchmark records at most: `-r` above it is refused, a duration-mode run stops there."""
+    profile_file_bytes: int = 64 * 1024**2
+    """The largest file the child may write: onnxruntime's profile when a host profile is asked for."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,10 @@ class ChildSpec:
     intra_threads: int
     inter_threads: int
     seed: int | None
-    repeats: int | None  # None: duration mode, run until stopped
+    repeats: int | None  # None: duration mode, run until stopped; 0: no timed runs
     limits: BenchmarkLimits
     workdir: str
+    host_profile_runs: int = 0
 
 
 class BenchmarkChild:
@@ -102,6 +112,7 @@ class BenchmarkChild:
         self._spec = spec
         self._lock = threading.Lock()
         self._killed = False
+        self._stopped = threading.Event()
         self._process: Any = None
         self._conn: Connection | None = None
 
@@ -146,11 +157,16 @@ class BenchmarkChild:
 
     def kill(self) -> None:
         """End the child now (no-op once it has exited); its reader then sees EOF. Safe from any thread."""
+        self._stopped.set()
         with self._lock:
             self._killed = True
             if self._process is not None and self._process.exitcode is None:
                 with contextlib.suppress(OSError):
                     self._process.kill()
+
+    def wait_killed(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True as soon as `kill` was called (a paced run must stop)."""
+        return self._stopped.wait(timeout)
 
     def close(self) -> None:
         """Kill, reap and close the pipe (by the thread that reads it, when it is done)."""
@@ -220,7 +236,8 @@ def _confine(spec: ChildSpec) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (spec.limits.memory_bytes, spec.limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    fsize = spec.limits.profile_file_bytes if spec.host_profile_runs > 0 else 0
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     os.chdir(spec.workdir)
     # Whatever onnxruntime prints goes nowhere (and can never hit RLIMIT_FSIZE on a redirected log file):
     # everything the parent needs comes over the pipe.
@@ -278,6 +295,10 @@ def _run(conn: Connection, spec: ChildSpec) -> None:
         t0 = time.perf_counter()
         session.run(None, feeds)
         conn.send_bytes(b"F" + _DOUBLE.pack(time.perf_counter() - t0))
+        if spec.host_profile_runs > 0:
+            nodes = _host_profile(spec, feeds)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            conn.send_bytes(b"P" + json.dumps({"nodes": nodes, "peak_bytes": peak}).encode())
         cpu0 = time.process_time()
         done, batch, flushed = 0, array("d"), time.perf_counter()
         while spec.repeats is None or done < spec.repeats:
@@ -295,6 +316,41 @@ def _run(conn: Connection, spec: ChildSpec) -> None:
         conn.send_bytes(b"X" + one_line(exc, 500).encode())
         return
     conn.send_bytes(b"D")
+
+
+def _host_profile(spec: ChildSpec, feeds: dict[str, np.ndarray]) -> list[list[object]]:
+    """Per-node mean host µs over `host_profile_runs` profiled runs (after one warm-up), in run order."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = spec.intra_threads
+    so.inter_op_num_threads = spec.inter_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    so.profile_file_prefix = f"host_profile_{os.getpid()}"
+    session = ort.InferenceSession(spec.model_bytes, so, providers=["CPUExecutionProvider"])
+    for _ in range(spec.host_profile_runs + 1):
+        session.run(None, feeds)
+    path = session.end_profiling()
+    try:
+        with open(path) as fh:
+            events = json.load(fh)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    seen: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for event in events:
+        name = str(event.get("name", ""))
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        node = name[: -len("_kernel_time")]
+        seen.setdefault(node, []).append(float(event.get("dur", 0)))
+        ops[node] = str(event.get("args", {}).get("op_name", ""))
+    # the first occurrence of each node is the warm-up run
+    return [[node, ops[node], sum(d[1:]) / len(d[1:]) if len(d) > 1 else d[0]] for node, d in seen.items()]
 
 
 def _send_batch(conn: Connection, batch: array[float], cpu0: float) -> None:

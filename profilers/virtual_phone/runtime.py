@@ -93,14 +93,17 @@ class PhoneRuntime:
         ).encode()
 
     def record_benchmark(
-        self, start: float, end: float, model: str, cluster: int, garbage: bool = False
+        self, start: float, end: float, model: str, cluster: int | str, garbage: bool = False
     ) -> None:
-        """Persist one benchmark's wall interval (for the job queue's overlap checks)."""
+        """Persist one benchmark's wall interval (for the job queue's overlap checks).
+
+        `cluster` is a CPU cluster's index, or an accelerator unit's name (`gpu`, `npu`) logged as it is.
+        """
         record: dict[str, Any] = {
             "start": start,
             "end": end,
             "model": model,
-            "cluster": self.profile.clusters[cluster].name,
+            "cluster": cluster if isinstance(cluster, str) else self.profile.clusters[cluster].name,
         }
         if garbage:
             record["garbage"] = True

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from profilers.virtual_phone import bench
+from profilers.virtual_phone import bench, tflite_bench
 from profilers.virtual_phone.filesystem import FsError
 from profilers.virtual_phone.shell_builtins import BUILTINS
 from profilers.virtual_phone.shell_context import Context, ExitShell, Output
@@ -402,6 +402,8 @@ class Shell:
         content = self.fs.read(vpath)
         if content.startswith(bench.BENCHMARK_MARKER):
             return await bench.run_benchmark(self.rt, ctx, args)
+        if content.startswith(tflite_bench.TFLITE_MARKER):
+            return await tflite_bench.run_tflite_benchmark(self.rt, ctx, args)
         first = content.split(b"\n", 1)[0]
         if first.startswith(b"#!") and first.rstrip().endswith(b"sh"):
             sub = self._child(root=ctx.root)
