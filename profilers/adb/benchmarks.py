@@ -25,8 +25,9 @@ has passed, and the report would not be of the runs asked for. With op profiling
 [times called] [Name]` (tab separated, possibly behind a log prefix; builds before ~2.4 lack `[start]`,
 so columns are found by their header). A node's time per run is `avg ms × times called`.
 
-Where a layer ran: a node of onnxruntime's CPU or XNNPACK provider, or a TFLite row that is not a
-delegate's, ran on the CPU (`unit="cpu"`, an accelerator's fallback); the rest ran on the measured unit.
+Where a layer ran: a node of onnxruntime's CPU or XNNPACK provider, or a TFLite row named by a TFLite
+builtin op (`CONV_2D`, upper case: the interpreter's own kernel, not a delegate's), ran on the CPU
+(`unit="cpu"`, an accelerator's fallback); the rest ran on the measured unit.
 On a CPU cluster every layer is the cluster's.
 """
 
@@ -127,56 +128,74 @@ _KERNEL_SUFFIX = "_kernel_time"
 
 
 def parse_onnxruntime_profile(text: str, unit: str) -> list[LayerTime]:
-    """Per-node mean time per run from onnxruntime's profile JSON, in the graph's execution order."""
+    """Per-node mean time per run from onnxruntime's profile JSON, in the graph's execution order.
+
+    With two or more runs in the profile (`model_run` events) the first is left out: it carries the
+    session's one-off costs (allocations, a GPU's kernel compilation) that the timed runs do not.
+    """
     try:
         events = json.loads(text)
     except json.JSONDecodeError as exc:
         raise OutputParseError(f"onnxruntime profile is not JSON: {exc}; starts with {text[:200]!r}") from exc
-    if not isinstance(events, list):
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise OutputParseError("onnxruntime profile is not a list of trace events")
+    runs = sorted(
+        (_number(e, "ts"), _number(e, "dur"))
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
+    first_run_end = runs[0][0] + runs[0][1] if len(runs) >= 2 else -math.inf
     total_us: dict[str, float] = {}
     calls: dict[str, int] = {}
     ops: dict[str, tuple[str, str]] = {}
-    model_runs = 0
     for event in events:
-        if not isinstance(event, dict):
-            continue
         name = str(event.get("name", ""))
-        if event.get("cat") == "Session" and name == "model_run":
-            model_runs += 1
         if event.get("cat") != "Node" or not name.endswith(_KERNEL_SUFFIX):
+            continue
+        if "ts" in event and _number(event, "ts") < first_run_end:
             continue
         node = name[: -len(_KERNEL_SUFFIX)]
         raw_args = event.get("args")
         args: dict[str, object] = raw_args if isinstance(raw_args, dict) else {}
-        try:
-            duration = float(event["dur"])
-        except (KeyError, TypeError, ValueError):
-            raise OutputParseError(f"onnxruntime profile event {name!r} has no numeric dur") from None
-        if not math.isfinite(duration) or duration < 0:
-            raise OutputParseError(f"onnxruntime profile event {name!r} has dur {duration}")
-        total_us[node] = total_us.get(node, 0.0) + duration
+        total_us[node] = total_us.get(node, 0.0) + _number(event, "dur")
         calls[node] = calls.get(node, 0) + 1
         ops.setdefault(node, (str(args.get("op_name", "")), str(args.get("provider", ""))))
     if not total_us:
         raise OutputParseError('onnxruntime profile holds no node ("cat": "Node", *_kernel_time) events')
+    counted_runs = len(runs) - 1 if len(runs) >= 2 else len(runs)
     layers = []
     for node, total in total_us.items():
-        runs = model_runs or calls[node]  # one event per run and node; without model_run events, per call
+        per = counted_runs or calls[node]  # one event per run and node; without model_run events, per call
         op_type, provider = ops[node]
         layers.append(
             LayerTime(
                 name=node,
                 op_type=op_type,
-                ms=total / runs / 1000.0,
+                ms=total / per / 1000.0,
                 unit=_where(unit, provider in _ORT_CPU_PROVIDERS),
             )
         )
     return layers
 
 
+def _number(event: dict[str, object], key: str) -> float:
+    value = event.get(key)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise OutputParseError(
+            f"onnxruntime profile event {event.get('name')!r} has no numeric {key}"
+        ) from None
+    if not math.isfinite(number) or number < 0:
+        raise OutputParseError(f"onnxruntime profile event {event.get('name')!r} has {key} {number}")
+    return number
+
+
 _TFLITE_PROFILE = re.compile(r"Operator-wise Profiling Info for Regular Benchmark Runs:?")
 _TFLITE_TABLE = re.compile(r"^=+ (.+?) =+\s*$", re.M)
+# The interpreter's own kernels carry TFLite's builtin names (CONV_2D, RESIZE_BILINEAR); a delegate's node
+# (TfLiteGpuDelegateV2, TfLiteNnapiDelegate) or kernels (conv2d_gen) do not.
+_TFLITE_BUILTIN = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 def parse_tflite_op_profile(output: str, unit: str) -> list[LayerTime]:
@@ -221,7 +240,12 @@ def parse_tflite_op_profile(output: str, unit: str) -> list[LayerTime]:
         except ValueError:
             raise OutputParseError(f"benchmark_model op-profile row is not numeric: {line!r}") from None
         layers.append(
-            LayerTime(name=name, op_type=op_type, ms=ms, unit=_where(unit, "delegate" not in op_type.lower()))
+            LayerTime(
+                name=name,
+                op_type=op_type,
+                ms=ms,
+                unit=_where(unit, _TFLITE_BUILTIN.fullmatch(op_type) is not None),
+            )
         )
     if not layers:
         raise OutputParseError("benchmark_model's 'Run Order' table has no rows")

@@ -321,6 +321,12 @@ class Profiler:
         else:
             accelerator = find_accelerator(facts.accelerators, kind)
             supported = list(accelerator.precisions)
+            if option == "qnn" and kind == "gpu" and not accelerator.model.lower().startswith("adreno"):
+                # QNN's GPU backend drives Qualcomm's Adreno only.
+                raise UnsupportedRunError(
+                    f"onnxruntime reaches a GPU through QNN, which drives Adreno GPUs only; this phone's GPU "
+                    f"is {accelerator.model}: measure it with the tflite benchmark (its GPU delegate)"
+                )
             unit = _Unit(accelerator.name, option, accelerator=accelerator)
             if request.frequency_khz is not None:
                 check_devfreq_khz(accelerator, request.frequency_khz)

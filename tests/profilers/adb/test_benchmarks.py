@@ -14,7 +14,7 @@ from profilers.adb.benchmarks import (
     shell_command,
 )
 from profilers.adb.errors import OutputParseError
-from profilers.adb.parsers import BenchmarkStats, pool_stats
+from profilers.adb.parsers import BenchmarkStats, parse_tflite_benchmark_model, pool_stats
 
 
 def test_onnxruntime_cpu_command_is_unchanged() -> None:
@@ -61,38 +61,48 @@ def test_benchmark_model_delegate_flags(accelerator: str, precision: str, flags:
     assert op[-1] == "--enable_op_profiling=true"
 
 
-def _ort_event(cat: str, name: str, dur: int, **args: str) -> dict[str, object]:
-    return {"cat": cat, "pid": 7, "tid": 8, "dur": dur, "ts": 10, "ph": "X", "name": name, "args": args}
+def _ort_event(cat: str, name: str, ts: int, dur: int, **args: str) -> dict[str, object]:
+    return {"cat": cat, "pid": 7, "tid": 8, "dur": dur, "ts": ts, "ph": "X", "name": name, "args": args}
 
 
-def _ort_profile(runs: int) -> str:
+def _ort_profile(runs: int, first_run_extra_us: int = 0) -> str:
+    """A profile of `runs` runs (conv 300 µs on the NPU, act 100 µs on the CPU); the first run slower."""
     events = [
-        _ort_event("Session", "model_loading_uri", 900),
-        _ort_event("Session", "session_initialization", 50),
+        _ort_event("Session", "model_loading_uri", 0, 900),
+        _ort_event("Session", "session_initialization", 900, 50),
     ]
-    for _ in range(runs):
+    ts = 1000
+    for index in range(runs):
+        conv = 300 + (first_run_extra_us if index == 0 else 0)
         events += [
-            _ort_event("Node", "conv_fence_before", 0, op_name="Conv"),
-            _ort_event("Node", "conv_kernel_time", 300, op_name="Conv", provider="QNNExecutionProvider"),
-            _ort_event("Node", "conv_fence_after", 0, op_name="Conv"),
-            _ort_event("Node", "act_kernel_time", 100, op_name="PRelu", provider="CPUExecutionProvider"),
-            _ort_event("Session", "model_run", 450),
+            _ort_event("Node", "conv_fence_before", ts, 0, op_name="Conv"),
+            _ort_event("Node", "conv_kernel_time", ts, conv, op_name="Conv", provider="QNNExecutionProvider"),
+            _ort_event("Node", "conv_fence_after", ts + conv, 0, op_name="Conv"),
+            _ort_event(
+                "Node", "act_kernel_time", ts + conv, 100, op_name="PRelu", provider="CPUExecutionProvider"
+            ),
+            _ort_event("Session", "model_run", ts, conv + 102),
         ]
+        ts += conv + 110
     return json.dumps(events, indent=0)
 
 
 def test_onnxruntime_profile_means_per_run_and_where_each_node_ran() -> None:
-    conv, act = parse_onnxruntime_profile(_ort_profile(runs=3), "npu")
+    conv, act = parse_onnxruntime_profile(_ort_profile(runs=3, first_run_extra_us=5000), "npu")
+    # The first run (session's one-off costs) is left out of the mean when there are others.
     assert (conv.name, conv.op_type, conv.ms, conv.unit) == ("conv", "Conv", 0.3, "npu")
     assert (act.name, act.op_type, act.ms, act.unit) == ("act", "PRelu", 0.1, "cpu")  # the NPU's fallback
-    assert {layer.unit for layer in parse_onnxruntime_profile(_ort_profile(runs=1), "big")} == {"big"}
+    [only_run, _] = parse_onnxruntime_profile(_ort_profile(runs=1, first_run_extra_us=200), "big")
+    assert (
+        only_run.ms == 0.5 and only_run.unit == "big"
+    )  # one run: it is the profile; a CPU run is the cluster's
 
 
 def test_onnxruntime_profile_garbage_is_refused() -> None:
     with pytest.raises(OutputParseError, match="not JSON"):
         parse_onnxruntime_profile("[{", "gpu")
     with pytest.raises(OutputParseError, match="no node"):
-        parse_onnxruntime_profile(json.dumps([_ort_event("Session", "model_run", 3)]), "gpu")
+        parse_onnxruntime_profile(json.dumps([_ort_event("Session", "model_run", 0, 3)]), "gpu")
 
 
 _HEADER = "\t".join(
@@ -143,6 +153,7 @@ TFLITE_PROFILED = "\n".join(
         _HEADER,
         _row("TfLiteGpuDelegateV2", 1.8, 1, "[conv2d/relu]:0"),
         _row("RESIZE_BILINEAR", 0.2, 2, "[up]:1"),
+        _row("conv2d_pw_1x1", 0.1, 1, "[proj]:2"),
         "",
         "============================== Top by Computation Time ==============================",
         _HEADER,
@@ -154,7 +165,7 @@ TFLITE_PROFILED = "\n".join(
 
 
 def test_tflite_op_profile_rows_of_the_regular_runs() -> None:
-    delegate, resize = parse_tflite_op_profile(TFLITE_PROFILED, "gpu")
+    delegate, resize, kernel = parse_tflite_op_profile(TFLITE_PROFILED, "gpu")
     assert (delegate.name, delegate.op_type, delegate.ms, delegate.unit) == (
         "[conv2d/relu]:0",
         "TfLiteGpuDelegateV2",
@@ -162,6 +173,7 @@ def test_tflite_op_profile_rows_of_the_regular_runs() -> None:
         "gpu",
     )
     assert (resize.op_type, resize.ms, resize.unit) == ("RESIZE_BILINEAR", 0.4, "cpu")  # 0.2 ms × 2 calls
+    assert (kernel.op_type, kernel.unit) == ("conv2d_pw_1x1", "gpu")  # a delegate's kernel, not a builtin
     with pytest.raises(OutputParseError, match="--enable_op_profiling"):
         parse_tflite_op_profile(TFLITE_PROFILED.split("Operator-wise")[0], "gpu")
 
@@ -188,3 +200,30 @@ RESIZE_NEAREST_NEIGHBOR    2.450     2.454  37.963%  100.000%     0.000         
     npu, resize = parse_tflite_op_profile(text, "npu")
     assert (npu.op_type, npu.ms, npu.unit, npu.name) == ("TfLiteNnapiDelegate", 4.011, "npu", "[]:64")
     assert (resize.ms, resize.unit, resize.name) == (2.454, "cpu", "[up sampled]:63")
+
+
+def test_tflite_stats_come_from_the_timed_phase_not_the_op_profile_summary() -> None:
+    text = TFLITE_PROFILED + "\nTimings (microseconds): count=3 first=20 curr=22 min=18 max=22 avg=20 std=1\n"
+    stats = parse_tflite_benchmark_model(text)
+    assert (stats.runs, stats.median_ms, stats.min_ms, stats.max_ms) == (3, 2.14, 2.101, 2.533)
+
+
+@pytest.mark.parametrize(
+    ("line", "runs"),
+    [
+        ("count=2 curr=1900(all same) p5=1900 median=1900 p95=1900", 2),
+        ("count=1 curr=1900 p5=1900 median=1900 p95=1900", 1),
+    ],
+)
+def test_tflite_stats_when_every_run_took_the_same_time(line: str, runs: int) -> None:
+    warmup = "INFO: count=1 curr=2800 p5=2800 median=2800 p95=2800"
+    text = f"{warmup}\n\nINFO: {line}\n\nINFO: Inference timings in us: Init: 1\n"
+    stats = parse_tflite_benchmark_model(text)
+    assert (stats.runs, stats.median_ms, stats.mean_ms, stats.min_ms, stats.max_ms, stats.std_ms) == (
+        runs,
+        1.9,
+        1.9,
+        1.9,
+        1.9,
+        0.0,
+    )

