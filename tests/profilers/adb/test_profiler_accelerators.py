@@ -22,7 +22,9 @@ from profilers.adb.units import Accelerator
 from profilers.virtual_phone import VirtualPhone
 
 CONV = {"kernel": 3, "cin": 16, "cout": 16, "height": 24, "width": 24}
-HEAVY_CONV = {"kernel": 3, "cin": 128, "cout": 128, "height": 64, "width": 64}  # compute-bound on a GPU
+# Compute-bound on a GPU (many MACs per byte moved), so the bus clock, which the GPU pin leaves to its
+# governor, barely moves it.
+HEAVY_CONV = {"kernel": 5, "cin": 128, "cout": 128, "height": 32, "width": 32}
 FAST = {"runs": 3, "warmup": 1}
 
 
@@ -75,7 +77,7 @@ def test_fp16_is_faster_than_fp32_on_a_compute_heavy_conv(session: DeviceSession
         record = _one(profiler, "gpu", top, HEAVY_CONV)
         assert record.valid and record.precision == precision
         medians[precision] = record.median_ms
-    assert medians["fp16"] < medians["fp32"]
+    assert medians["fp16"] < 0.8 * medians["fp32"]
 
 
 def test_npu_at_int8_with_layers_summing_to_about_the_run(session: DeviceSession) -> None:
