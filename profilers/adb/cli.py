@@ -11,8 +11,9 @@ name); `--frequency` is that unit's clock in kHz. On a phone that is not virtual
 (`--binary` onnxruntime_perf_test, `--tflite-binary` benchmark_model): the virtual phone's stand-ins are
 never pushed to a real phone.
 
-Exit status: 0 all measured; 2 bad arguments (nothing measured); 1 a device error (records already
-printed stay valid; the error goes to stderr).
+Exit status: 0 all measured; 2 bad arguments or a run the phone cannot make — a unit it lacks, a
+precision or option the unit does not take, a program that is not configured (nothing measured); 1 a
+device error (records already printed stay valid; the error goes to stderr).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=[],
         metavar="KHZ",
-        help="pin the cluster to this frequency in kHz (repeatable; none: measure unpinned)",
+        help="pin the unit to this clock in kHz (repeatable; none: measure unpinned)",
     )
     parser.add_argument(
         "--unit",
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure every (config, frequency) pair and print one JSON line per measurement."""
     from pydantic import ValidationError
 
-    from profilers.adb.errors import ProfilerError
+    from profilers.adb.errors import ProfilerError, UnsupportedRunError
     from profilers.adb.profiler import Profiler, ProfileRequest
     from profilers.adb.runtime import RuntimeSettings
     from profilers.adb.session import DeviceSession
@@ -152,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
             )
             for record in profiler.measure(requests):
                 print(record.model_dump_json(), flush=True)
+    except UnsupportedRunError as exc:  # refused before anything ran
+        print(f"latfarm profile: {exc}", file=sys.stderr)
+        return 2
     except ProfilerError as exc:
         print(f"latfarm profile: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -155,3 +155,20 @@ def test_latfarm_profile_with_tflite_prints_parsed_records(
     )
     assert record.accelerator == "gpu" and record.pinned and record.observed_frequency_khz == top
     assert record.runs == 3 and record.raw_runs_ms == [] and record.layers
+
+
+def test_latfarm_profile_refuses_a_unit_the_phone_lacks(
+    start_phone: Callable[..., VirtualPhone], adb_key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    phone = start_phone("virtual-midrange")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--device", f"127.0.0.1:{phone.port}", "--key", str(adb_key), "--family", "conv",
+            "--config", json.dumps(CONV), "--unit", "npu", "--precision", "int8",
+        ]
+    )  # fmt: skip
+    assert cli.run(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "this phone has no npu" in captured.err
