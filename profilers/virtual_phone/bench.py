@@ -201,9 +201,10 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
         return EXIT_FAILURE
     choice: UnitChoice | None = None
     graph: Graph | None = None
+    loop = asyncio.get_running_loop()
     if opts.provider in ("qnn", "nnapi"):
         try:
-            graph = read_graph(model_bytes)
+            graph = await loop.run_in_executor(None, read_graph, model_bytes)  # shape inference: not here
             choice = choose_unit(runtime, opts, graph.precision)
         except UnitRefused as exc:
             ctx.err(f"{_PROVIDER_NAMES[opts.provider]}: {exc}\n".encode())
@@ -212,7 +213,6 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
             ctx.err(f"Load model from {opts.model} failed:{one_line(exc, 300)}\n".encode())
             return EXIT_FAILURE
     cluster = runtime.soc.cluster_for_cpus(ctx.affinity)
-    loop = asyncio.get_running_loop()
     if runtime.faults.current().garbage_benchmark:
         start = time.time()
         rng = random.Random()
@@ -274,7 +274,6 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
         except FsError as exc:
             ctx.err(f"failed to write profile {path}: {exc}\n".encode())
             return EXIT_FAILURE
-        ctx.out(f"profile file: {path}\n".encode())
     return 0
 
 

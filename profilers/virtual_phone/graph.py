@@ -12,8 +12,9 @@ runs an fp16 graph natively — so inside the graph they are *transparent*: thei
 input (a DQ of an initializer is a weight). At the graph's edge they stay, as `quantize` / `dequantize` /
 `convert` kernels (the input and output conversions a real delegate dispatches).
 
-Node names are onnxruntime's: the node's name, or `<op_type>_<index>` for an unnamed node (index over all
-nodes), so the host's per-node profile and the graph meet by name.
+Nodes are visited in topological order (a model's node list need not be sorted; float16 conversion appends
+its input casts at the end). Node names are onnxruntime's: the node's name, or `<op_type>_<index>` for an
+unnamed node (index over all nodes), so the host's per-node profile and the graph meet by name.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def read_graph(model_bytes: bytes) -> Graph:
         return math.prod(max(1, d) for d in shapes.get(tensor, [1]))
 
     nodes: list[GraphNode] = []
-    for name, node in zip(names, g.node, strict=True):
+    for name, node in _topological(names, list(g.node), weights | graph_inputs):
         ins = [t for t in node.input if t]
         outs = [t for t in node.output if t]
         if node.op_type in ("Constant",):
@@ -163,6 +164,28 @@ def read_graph(model_bytes: bytes) -> Graph:
         for t in n.inputs:
             graph.consumers.setdefault(t, []).append(n.name)
     return graph
+
+
+def _topological(
+    names: list[str], nodes: list[onnx.NodeProto], available: set[str]
+) -> list[tuple[str, onnx.NodeProto]]:
+    """The nodes in an order where each runs after its producers (a model's list need not be sorted)."""
+    ready = set(available)
+    pending = list(zip(names, nodes, strict=True))
+    ordered: list[tuple[str, onnx.NodeProto]] = []
+    while pending:
+        rest = []
+        for name, node in pending:
+            if all(not t or t in ready for t in node.input):
+                ordered.append((name, node))
+                ready.update(node.output)
+            else:
+                rest.append((name, node))
+        if len(rest) == len(pending):  # a dangling input: keep the file's order for the rest
+            ordered.extend(rest)
+            break
+        pending = rest
+    return ordered
 
 
 def _node(

@@ -6,7 +6,8 @@ from the session's start). Session events (`model_loading_array`, `session_initi
 `<node name>_kernel_time`, with `args.op_name` and `args.provider`. The virtual phone's accelerator runs write
 one Node event per *dispatched kernel* (a real QNN/NNAPI EP shows its whole partition as one node; the
 per-kernel view is what a GPU profiler such as Snapdragon Profiler would show) and add `args.kernel` (the
-kernel variant) and `args.unit`; a CPU fallback has provider `CPUExecutionProvider`.
+kernel variant), `args.unit` and `args.virtual` = "1" (the numbers are the cost model's); a CPU fallback has
+provider `CPUExecutionProvider`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def profile_json(creation_s: float, runs: list[list[NodeEvent]]) -> bytes:
                 args["kernel"] = e.kernel
             if e.unit:
                 args["unit"] = e.unit
+                args["virtual"] = "1"  # priced by the virtual phone's accelerator cost model
             add("Node", f"{e.name}_kernel_time", node_ts, e.seconds * 1e6, args)
             node_ts += e.seconds * 1e6
         add("Session", "model_run", ts, total + 2, {})

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import posixpath
 import struct
 import time
 from array import array
@@ -199,10 +198,11 @@ async def run_tflite_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[s
         return fail("Please specify the name of your TF Lite input file with --graph")
     if opts.num_runs > runtime.bench_limits.max_runs:
         return fail(f"--num_runs above this virtual phone's limit of {runtime.bench_limits.max_runs}")
+    loop = asyncio.get_running_loop()
     try:
         model_bytes = runtime.fs.read(runtime.fs.normalize(opts.graph, ctx.cwd))
         check_model(model_bytes)
-        graph = read_graph(model_bytes)
+        graph = await loop.run_in_executor(None, read_graph, model_bytes)  # shape inference: not here
     except (FsError, ModelRefused) as exc:
         return fail(f"Could not load model {opts.graph}: {exc}")
     except Exception as exc:  # onnx raises its own types for graphs it cannot read
@@ -241,7 +241,6 @@ async def run_tflite_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[s
             host_profile_runs=HOST_PROFILE_RUNS if choice is not None or opts.enable_op_profiling else 0,
         )
     )
-    loop = asyncio.get_running_loop()
     try:
         if choice is not None:
             outcome = await loop.run_in_executor(None, _measure_unit, runtime, opts, child, graph, choice)
@@ -252,6 +251,10 @@ async def run_tflite_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[s
     if isinstance(outcome, str):
         return fail(outcome)
     if choice is not None:
+        log.append(
+            f"latfarm virtual phone: {choice.unit.upper()} timings at {choice.precision} come from the "
+            "accelerator cost model (virtual)."
+        )
         kernels = len(outcome.node_names)
         if choice.unit == "gpu":
             log += [
@@ -542,8 +545,3 @@ def _measure_cpu(
         node_runs=[[t * us / host_sum for _n, _op, us in host_nodes] for t in clock.timed],
         peak_bytes=peak,
     )
-
-
-def model_label(path: str) -> str:
-    """The graph's file name (as the bench log shows it)."""
-    return posixpath.basename(path)

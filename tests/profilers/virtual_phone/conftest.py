@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from adb_shell.adb_device import AdbDeviceTcp
 
-from profilers.virtual_phone import BENCHMARK_BINARY, VirtualPhone
-from tests.profilers.virtual_phone.phone_kit import BENCH_PATH, MODEL_PATH, tiny_model
+from profilers.virtual_phone import BENCHMARK_BINARY, TFLITE_BENCHMARK_BINARY, VirtualPhone
+from tests.profilers.virtual_phone.phone_kit import BENCH_PATH, MODEL_PATH, TFLITE_PATH, tiny_model
 
 
 @pytest.fixture
@@ -35,3 +36,21 @@ def installed(device: AdbDeviceTcp) -> AdbDeviceTcp:
     device.push(str(BENCHMARK_BINARY), BENCH_PATH, st_mode=0o100755)
     device.push(io.BytesIO(tiny_model()), MODEL_PATH, st_mode=0o100644)
     return device
+
+
+@pytest.fixture
+def start_midrange(tmp_path: Path) -> Iterator[Callable[[], AdbDeviceTcp]]:
+    """Start a mid-range phone (Mali GPU, no NPU) with both benchmark programs installed; connected."""
+    stack = contextlib.ExitStack()
+
+    def start() -> AdbDeviceTcp:
+        phone = stack.enter_context(VirtualPhone(profile="virtual-midrange", state_dir=tmp_path / "midrange"))
+        dev = AdbDeviceTcp("127.0.0.1", phone.port, default_transport_timeout_s=10)
+        assert dev.connect(read_timeout_s=10)
+        stack.callback(dev.close)
+        dev.push(str(BENCHMARK_BINARY), BENCH_PATH, st_mode=0o100755)
+        dev.push(str(TFLITE_BENCHMARK_BINARY), TFLITE_PATH, st_mode=0o100755)
+        return dev
+
+    with stack:
+        yield start
