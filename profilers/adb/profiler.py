@@ -26,11 +26,12 @@ Per-layer times (``layer_profile``): onnxruntime's warm-up invocation carries ``
 invocation when ``warmup`` is 0); benchmark_model gets one extra invocation of ``max(warmup, 1)`` runs with
 ``--enable_op_profiling=true``. The timed runs are never profiled. Taken in a request's first pass only.
 
-Which programs run where: a phone that is not a latfarm virtual phone runs only a program latfarm was
-given (``benchmark_binary`` / ``tflite_benchmark_binary``); the virtual phone's stand-ins are never pushed
-to it. benchmark_model on a real phone needs a .tflite model, which latfarm cannot make (it builds ONNX):
-refused. Everything a request asks for — its unit, precision, accelerator option, an accelerator clock in
-the unit's table — is checked before anything runs (:class:`UnsupportedRunError`, :class:`FrequencyPinError`).
+Which programs run where (`profilers.adb.programs`): a phone that is not a latfarm virtual phone runs only
+a program latfarm was given (``benchmark_binary`` / ``tflite_benchmark_binary``); the virtual phone's
+stand-ins are never pushed to it; benchmark_model on a real phone is refused (it needs a .tflite model,
+and latfarm builds ONNX). Everything a request asks for — its unit, precision, accelerator option, an
+accelerator clock in the unit's table — is checked before anything runs (:class:`UnsupportedRunError`,
+:class:`FrequencyPinError`).
 
 Passes: with ``RuntimeSettings.passes = P > 1`` the timed runs of every request are split into P
 invocations, taken in P passes through the group of requests sharing a pin (A B C, A B C, …), and the
@@ -43,6 +44,10 @@ another clock before or after the run (any of its passes), or when the hottest z
 point. A phone without root, or an accelerator without a devfreq node, is measured unpinned
 (``pinned=False``, logged) with the observed clock recorded. Any error raises a :class:`ProfilerError`
 before the record is built, so no partial record is ever yielded.
+
+This module is past 500 lines on purpose: the measuring loop, the checks before it and the invocations
+around each run share one run's state (pins, device cache, per-layer profiles). Everything that does not —
+programs, command lines, parsers, pinning, model conversion — lives in its own module.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ from profilers.adb.parsers import (
     stats_from_runs,
 )
 from profilers.adb.precision import model_at_precision
+from profilers.adb.programs import PROGRAMS, check_runnable, program_file
 from profilers.adb.records import MeasurementRecord
 from profilers.adb.runtime import RuntimeSettings
 from profilers.adb.session import DeviceSession
@@ -108,16 +114,10 @@ log = logging.getLogger(__name__)
 
 DEVICE_ROOT = "/data/local/tmp/latfarm"
 MODELS_DIR = f"{DEVICE_ROOT}/models"
-BIN_PATH = f"{DEVICE_ROOT}/bin/onnxruntime_perf_test"
-TFLITE_BIN_PATH = f"{DEVICE_ROOT}/bin/benchmark_model"
+BIN_PATH = PROGRAMS["onnxruntime"].device_path
+TFLITE_BIN_PATH = PROGRAMS["tflite"].device_path
 RESULT_PATH = f"{DEVICE_ROOT}/result.txt"
 PROFILE_PREFIX = f"{DEVICE_ROOT}/profile"
-_VIRTUAL_BIN = Path(__file__).resolve().parents[1] / "virtual_phone" / "bin"
-VIRTUAL_BENCHMARK_BINARY = _VIRTUAL_BIN / "onnxruntime_perf_test"
-VIRTUAL_TFLITE_BENCHMARK_BINARY = _VIRTUAL_BIN / "benchmark_model"
-#: The first bytes of every virtual stand-in program: such a file is never pushed to a real phone.
-VIRTUAL_PROGRAM_MARKER = b"#!latfarm-virtual"
-RUNTIME_NAME = "onnxruntime"
 
 
 class ProfileRequest(BaseModel):
@@ -225,48 +225,16 @@ class Profiler:
 
     @property
     def _device_binary(self) -> str:
-        return TFLITE_BIN_PATH if self._tflite else BIN_PATH
+        return PROGRAMS[self.runtime.benchmark].device_path
 
-    def _program(self) -> Path:
-        """The program to push for the runtime's benchmark; refuses what a real phone must not get."""
-        facts = self.facts
-        if self._tflite:
-            configured, program = self.tflite_benchmark_binary, "benchmark_model"
-            where = "LATFARM_TFLITE_BENCHMARK_BINARY (latfarm profile --tflite-binary PATH)"
-            stand_in = VIRTUAL_TFLITE_BENCHMARK_BINARY
-        else:
-            configured, program = self.benchmark_binary, "onnxruntime_perf_test"
-            where = "LATFARM_BENCHMARK_BINARY (latfarm profile --binary PATH)"
-            stand_in = VIRTUAL_BENCHMARK_BINARY
-        if configured is None:
-            if not facts.is_virtual:
-                raise UnsupportedRunError(
-                    f"{facts.model or facts.serial} is not a virtual phone and no {program} is configured: "
-                    f"set {where} to a build of {program} for its ABI ({facts.abi or 'unknown'})"
-                )
-            return stand_in
-        if not facts.is_virtual and configured.read_bytes()[: len(VIRTUAL_PROGRAM_MARKER)] == (
-            VIRTUAL_PROGRAM_MARKER
-        ):
-            raise UnsupportedRunError(
-                f"{configured} is the virtual phone's stand-in, not {program}; it is never pushed to a "
-                f"real phone ({facts.model or facts.serial}): set {where} to a real build"
-            )
-        return configured
-
-    def _check_program(self) -> None:
-        """Refuse, before anything runs, a program or model format this phone cannot be given."""
-        self._program()
-        if self._tflite and not self.facts.is_virtual:
-            raise UnsupportedRunError(
-                "benchmark_model on a real phone needs a .tflite model, and latfarm builds ONNX: there is "
-                "no ONNX→TFLite converter in latfarm; use the onnxruntime benchmark on this phone"
-            )
+    @property
+    def _configured_program(self) -> Path | None:
+        return self.tflite_benchmark_binary if self._tflite else self.benchmark_binary
 
     def _ensure_binary(self) -> None:
         if self._binary_ready:
             return
-        payload = self._program().read_bytes()
+        payload = program_file(self.facts, self.runtime.benchmark, self._configured_program).read_bytes()
         path = self._device_binary
         self.session.run(f"mkdir -p {MODELS_DIR} {DEVICE_ROOT}/bin")
         current = self.session.stat(path)
@@ -347,7 +315,7 @@ class Profiler:
             groups.setdefault((request.cluster, request.frequency_khz), []).append(request)
         units = {key: self._unit(group[0]) for key, group in groups.items()}
         if groups:
-            self._check_program()
+            check_runnable(self.facts, self.runtime.benchmark, self._configured_program)
         for (_, khz), group in groups.items():
             unit = units[(group[0].cluster, khz)]
             if khz is None:

@@ -10,7 +10,8 @@ import pytest
 
 from profilers.adb import DeviceSession, FrequencyPinError, Profiler, ProfileRequest, RuntimeSettings
 from profilers.adb.errors import ProfilerError, UnsupportedRunError
-from profilers.adb.profiler import BIN_PATH, TFLITE_BIN_PATH, VIRTUAL_BENCHMARK_BINARY
+from profilers.adb.profiler import BIN_PATH, TFLITE_BIN_PATH
+from profilers.adb.programs import VIRTUAL_BENCHMARK_BINARY
 from profilers.virtual_phone import VirtualPhone
 
 CONV = {"kernel": 3, "cin": 8, "cout": 8, "height": 12, "width": 12}
