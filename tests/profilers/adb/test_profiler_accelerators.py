@@ -36,6 +36,12 @@ def _governor(session: DeviceSession, accelerator: Accelerator) -> str | None:
     return read_file(session, f"{accelerator.devfreq}/governor")
 
 
+def _cli_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
 def _one(profiler: Profiler, unit: str, khz: int | None, config: dict[str, int] = CONV) -> MeasurementRecord:
     [record] = profiler.measure(
         [ProfileRequest(family="conv", config=config, cluster=unit, frequency_khz=khz)]
@@ -135,9 +141,7 @@ def test_latfarm_profile_with_tflite_prints_parsed_records(
     phone: VirtualPhone, adb_key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     top = max(phone.profile.gpu_frequencies_hz) // 1000
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    args = parser.parse_args(
+    args = _cli_args(
         [
             "--device", f"127.0.0.1:{phone.port}", "--key", str(adb_key), "--family", "conv",
             "--config", json.dumps(CONV), "--unit", "gpu", "--precision", "fp16", "--benchmark", "tflite",
@@ -161,9 +165,7 @@ def test_latfarm_profile_refuses_a_unit_the_phone_lacks(
     start_phone: Callable[..., VirtualPhone], adb_key: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     phone = start_phone("virtual-midrange")
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    args = parser.parse_args(
+    args = _cli_args(
         [
             "--device", f"127.0.0.1:{phone.port}", "--key", str(adb_key), "--family", "conv",
             "--config", json.dumps(CONV), "--unit", "npu", "--precision", "int8",
