@@ -36,7 +36,14 @@ class Settings(BaseSettings):
     )
     worker_batch_size: int = Field(32, description="tasks a worker claims at once (one device + frequency)")
     benchmark_binary: Path | None = Field(
-        None, description="onnxruntime_perf_test for the phones (default: the virtual phone's program)"
+        None,
+        description="onnxruntime_perf_test for the phones (default: the virtual phone's stand-in, which is "
+        "pushed to virtual phones only; a real phone needs this set)",
+    )
+    tflite_benchmark_binary: Path | None = Field(
+        None,
+        description="TFLite benchmark_model for the phones (default: the virtual phone's stand-in, virtual "
+        "phones only)",
     )
     adb_connect_timeout_s: float = Field(10.0, description="ADB connect/auth timeout")
     adb_command_timeout_s: float = Field(120.0, description="longest a single ADB shell command may take")

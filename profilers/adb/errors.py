@@ -40,3 +40,12 @@ class FrequencyPinError(ProfilerError):
 
 class CooldownTimeoutError(ProfilerError):
     """The phone did not cool below the limit before the deadline."""
+
+
+class UnsupportedRunError(ProfilerError):
+    """A run the phone or the program cannot make: a unit it lacks, a precision the unit does not take, an
+    accelerator option that does not reach the unit, a program or model format that is not available."""
+
+
+class PrecisionConversionError(ProfilerError):
+    """The model could not be converted to the requested precision (fp16 conversion, int8 quantisation)."""

@@ -1,4 +1,4 @@
-"""What a phone is: props, CPU clusters, GPU frequencies, root, thermal zones — read in a few round trips."""
+"""What a phone is: props, CPU clusters, GPU and NPU, root, thermal zones — read in a few round trips."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 
 from pydantic import BaseModel, Field
 
+from profilers.adb.accelerators import probe_accelerators
 from profilers.adb.frequency import Cluster, discover_clusters, root_mode
 from profilers.adb.session import DeviceSession
 from profilers.adb.sysfs import read_files
@@ -48,11 +49,15 @@ def read_props(session: DeviceSession) -> dict[str, str]:
 
 
 def probe(session: DeviceSession) -> DeviceFacts:
-    """Read the phone's identity, clusters, GPU table, root and thermal zones."""
+    """Read the phone's identity, clusters, GPU table, accelerators, root and thermal zones."""
     props = read_props(session)
     gpu_raw = read_files(session, list(_GPU_TABLES))
     gpu_hz = next((v for v in gpu_raw.values() if v), "") or ""
     gpu_khz = sorted({int(f) // 1000 for f in gpu_hz.split() if f.isdigit()})
+    accelerators = probe_accelerators(session)
+    gpu = next((a for a in accelerators if a.name == "gpu"), None)
+    if not gpu_khz and gpu is not None:
+        gpu_khz = list(gpu.frequencies_khz)  # a Mali or generic devfreq GPU: its table is the GPU's
     sdk = props.get("ro.build.version.sdk", "")
     serial = props.get("ro.serialno") or props.get("ro.boot.serialno") or session.address
     return DeviceFacts(
@@ -66,6 +71,7 @@ def probe(session: DeviceSession) -> DeviceFacts:
         sdk=int(sdk) if sdk.isdigit() else None,
         clusters=discover_clusters(session),
         gpu_frequencies_khz=gpu_khz,
+        accelerators=accelerators,
         rooted=root_mode(session) is not None,
         thermal_zones=list_zones(session),
         is_virtual=any(props.get(k) == v for k, v in _VIRTUAL_PROPS.items()),

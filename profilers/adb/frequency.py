@@ -115,18 +115,24 @@ def read_current_khz(session: DeviceSession, cluster: Cluster) -> int | None:
 
 
 @dataclass
-class PinnedFrequency:
-    """What a pin achieved: the requested and read-back frequency, and whether they agree."""
+class PinnedClock:
+    """What a pin of a clock (a CPU cluster's, a GPU's or NPU's) achieved: requested and read-back kHz."""
 
-    cluster: Cluster
     requested_khz: int
     observed_khz: int | None
     saved: dict[str, str] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
-        """True when ``scaling_cur_freq`` showed the requested frequency after pinning."""
+        """True when the clock read back after pinning was the requested one."""
         return self.observed_khz == self.requested_khz
+
+
+@dataclass
+class PinnedFrequency(PinnedClock):
+    """A CPU cluster's pin (``scaling_cur_freq`` read back)."""
+
+    cluster: Cluster = field(kw_only=True)
 
 
 def root_mode(session: DeviceSession) -> str | None:
@@ -180,21 +186,24 @@ def pin_frequency(
             write_file(session, f"{base}/scaling_setspeed", khz, use_su=use_su)
         else:
             write_file(session, f"{base}/scaling_governor", "performance", use_su=use_su)
-        pinned = PinnedFrequency(cluster, khz, read_current_khz(session, cluster), saved)
+        pinned = PinnedFrequency(khz, read_current_khz(session, cluster), saved, cluster=cluster)
     except BaseException as exc:
-        _restore_after(restore, exc)
+        restore_after(restore, exc, "the cpufreq state")
         raise
     try:
         yield pinned
     except BaseException as exc:
-        _restore_after(restore, exc)
+        restore_after(restore, exc, "the cpufreq state")
         raise
     restore()
 
 
-def _restore_after(restore: Callable[[], None], exc: BaseException) -> None:
-    # Restore while an error (or Ctrl-C) is propagating: a failing restore must not mask the original.
+def restore_after(restore: Callable[[], None], exc: BaseException, what: str) -> None:
+    """Run `restore` while `exc` (an error or Ctrl-C) propagates; a failing restore becomes a note on it.
+
+    A failing restore must not mask the original error; `what` names the restored state in the note.
+    """
     try:
         restore()
     except ProfilerError as restore_exc:
-        exc.add_note(f"latfarm: restoring the cpufreq state also failed: {restore_exc}")
+        exc.add_note(f"latfarm: restoring {what} also failed: {restore_exc}")

@@ -27,6 +27,8 @@ TFLite ``benchmark_model`` (tensorflow/lite/tools/benchmark). It prints one stat
     INFO: Inference timings in us: Init: 1234, First inference: 2510, Warmup (avg): 2301, \
           Inference (avg): 2166.3          (one line)
 
+(`count=N curr=X(all same) …` when every run took X, `count=1 curr=X …` for one run.)
+
 Per-run times are not printed; ``median=`` appears in TF ≥ 2.x builds (without it the output is
 rejected rather than guessed); ``std=`` is the population std; p90 is not printed (``None``).
 """
@@ -145,7 +147,12 @@ def _ort_result_file_runs(text: str) -> list[float]:
     return runs
 
 
-_TFLITE_STATS = re.compile(r"count=(\d+)\s+first=\S+\s+curr=\S+\s+(?P<rest>.*)$", re.M)
+# A phase's stats line (tensorflow's Stat<int64>::OutputToStream plus benchmark_model's percentiles):
+#   count=50 first=2210 curr=2140 min=2101 max=2533 avg=2166.3 std=71 p5=2105 median=2150 p95=2340
+#   count=2 curr=19(all same) p5=19 median=19 p95=19        (every run took the same time)
+#   count=1 curr=28 p5=28 median=28 p95=28                  (a single run)
+# Not the op profile's "Timings (microseconds): count=…" summary of the same runs.
+_TFLITE_STATS = re.compile(r"^(?!.*Timings \(microseconds\)).*?\bcount=(\d+)\s+(?P<rest>.*\bcurr=.*)$", re.M)
 _TFLITE_KV = re.compile(rf"(\w+)={_NUMBER}")
 _TFLITE_DONE = re.compile(r"[Ii]nference timings in us:")
 
@@ -153,14 +160,22 @@ _TFLITE_DONE = re.compile(r"[Ii]nference timings in us:")
 def parse_tflite_benchmark_model(output: str) -> BenchmarkStats:
     """Stats of the timed runs from TFLite ``benchmark_model`` output (times printed in µs)."""
     done = _TFLITE_DONE.search(output)
-    blocks = list(_TFLITE_STATS.finditer(output))
+    blocks = [m for m in _TFLITE_STATS.finditer(output) if done and m.start() < done.start()]
     if not done or not blocks:
         raise OutputParseError(
-            "not a complete benchmark_model report: missing 'count=… avg=…' or "
+            "not a complete benchmark_model report: missing 'count=… curr=…' or "
             f"'Inference timings in us' line; output starts with {output[:200]!r}"
         )
     last = blocks[-1]  # the first block is the warm-up phase, the last the timed runs
-    values = {k: float(v) for k, v in _TFLITE_KV.findall(last.group("rest"))}
+    runs = int(last.group(1))
+    rest = last.group("rest")
+    values = {k: float(v) for k, v in _TFLITE_KV.findall(rest)}
+    if runs == 1 or "(all same)" in rest:
+        # Every run took `curr`: no first/min/max/avg/std printed, and none needed.
+        curr = values.get("curr")
+        if curr is None:
+            raise OutputParseError(f"benchmark_model stats line lacks curr=: {last.group(0)!r}")
+        values = {"median": curr, "avg": curr, "min": curr, "max": curr, "std": 0.0}
     if "median" not in values:
         raise OutputParseError("benchmark_model printed no median= (an old build); cannot report a median")
     for key in ("min", "max", "avg"):
@@ -174,7 +189,36 @@ def parse_tflite_benchmark_model(output: str) -> BenchmarkStats:
             min_ms=values["min"] / 1000.0,
             max_ms=values["max"] / 1000.0,
             p90_ms=None,
-            runs=int(last.group(1)),
+            runs=runs,
         )
     except ValueError as exc:
         raise OutputParseError(f"benchmark_model report has impossible values: {exc}") from exc
+
+
+def pool_stats(passes: list[BenchmarkStats]) -> BenchmarkStats:
+    """One summary of several passes that printed summaries only (TFLite prints no per-run times).
+
+    Exact where the summaries allow it: runs, mean (run-weighted), min, max and std (the pooled population
+    std: within-pass plus between-pass variance). The median is the median of the pass medians, a robust
+    stand-in for the median of all runs, which no summary holds; p90 is unknown (None). With one pass it
+    is that pass.
+    """
+    if not passes:
+        raise OutputParseError("no passes to pool")
+    if len(passes) == 1:
+        return passes[0]
+    runs = sum(p.runs for p in passes)
+    mean = sum(p.mean_ms * p.runs for p in passes) / runs
+    std: float | None = None
+    if all(p.std_ms is not None for p in passes):
+        variance = sum(p.runs * ((p.std_ms or 0.0) ** 2 + (p.mean_ms - mean) ** 2) for p in passes) / runs
+        std = math.sqrt(variance)
+    return BenchmarkStats(
+        median_ms=statistics.median(p.median_ms for p in passes),
+        mean_ms=mean,
+        std_ms=std,
+        min_ms=min(p.min_ms for p in passes),
+        max_ms=max(p.max_ms for p in passes),
+        p90_ms=None,
+        runs=runs,
+    )

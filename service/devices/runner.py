@@ -139,6 +139,7 @@ class AdbRunner:
                 self._session(target),
                 runtime=runtime,
                 benchmark_binary=self.settings.benchmark_binary,
+                tflite_benchmark_binary=self.settings.tflite_benchmark_binary,
                 cooldown_celsius=self.settings.cooldown_celsius,
                 cooldown_timeout_s=self.settings.cooldown_timeout_s,
             )

@@ -213,12 +213,6 @@ def test_benchmark_model_op_profiling_tables(installed: AdbDeviceTcp) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="profilers.adb.parsers takes the last 'count=… first=…' block, which with op profiling is the "
-    "summariser's 'Timings (microseconds)' line (a plain Stat: no median); the parser should read the block "
-    "before 'Inference timings in us'",
-)
 def test_parser_reads_benchmark_model_output_with_op_profiling(installed: AdbDeviceTcp) -> None:
     installed.push(str(TFLITE_BENCHMARK_BINARY), TFLITE_PATH, st_mode=0o100755)
     out, rc = _tflite(installed, f"--graph={MODELS}/tiny.onnx --num_runs=5 --enable_op_profiling=true")
