@@ -42,6 +42,7 @@ from scipy.stats import spearmanr
 
 from service.predictors.features import (
     FEATURES_VERSION,
+    LEGACY_PRECISION,
     FeatureError,
     Featurizer,
     discover_kernels,
@@ -86,7 +87,8 @@ class TrainingError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingRows:
-    """Measurement rows of one family (parallel sequences)."""
+    """Measurement rows of one family (parallel sequences). `clusters` holds each row's compute unit;
+    `precisions` each row's precision (empty: every row fp32, as all data before precisions was)."""
 
     family: str
     ids: Sequence[int]
@@ -96,18 +98,26 @@ class TrainingRows:
     threads: Sequence[int]
     clusters: Sequence[str]
     median_ms: Sequence[float]
+    precisions: Sequence[str] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def precision_of_rows(self) -> list[str]:
+        """Each row's precision (fp32 for all when none were given)."""
+        return list(self.precisions) if self.precisions else [LEGACY_PRECISION] * len(self.ids)
 
     def data_hash(self) -> str:
         """sha256 over the rows (sorted by id): two predictors with the same hash saw the same data."""
         digest = hashlib.sha256()
         order = sorted(range(len(self.ids)), key=lambda i: self.ids[i])
+        precisions = self.precision_of_rows()
         for i in order:
+            # An fp32 row hashes as rows did before precisions: the same data keeps its hash.
+            precision = "" if precisions[i] == LEGACY_PRECISION else f",{precisions[i]}"
             line = (
                 f"{self.ids[i]},{self.config_hashes[i]},{self.clusters[i]},{self.frequencies_khz[i]},"
-                f"{self.threads[i]},{float(self.median_ms[i])!r}\n"
+                f"{self.threads[i]},{float(self.median_ms[i])!r}{precision}\n"
             )
             digest.update(line.encode())
         return digest.hexdigest()
@@ -291,6 +301,7 @@ def _fit_models(
         "ranges": {"min": x_fit.min(axis=0).tolist(), "max": x_fit.max(axis=0).tolist()},
         "frequencies_khz": sorted({int(f) for f in np.asarray(rows.frequencies_khz)[fit]}),
         "default_cluster": Counter(rows.clusters).most_common(1)[0][0],
+        "default_precision": Counter(rows.precision_of_rows()).most_common(1)[0][0],
         "default_threads": int(Counter(rows.threads).most_common(1)[0][0]),
     }
     return models, schema, used
@@ -331,7 +342,10 @@ def fit_predictor(
     unique_hashes = list(first_index)
     unique_configs = [rows.configs[first_index[h]] for h in unique_hashes]
     kernels = discover_kernels(rows.family, unique_configs) if merged["kernel_prior"] else ()
-    featurizer = Featurizer(rows.family, sorted(set(rows.clusters)), kernels)
+    precisions = rows.precision_of_rows()
+    featurizer = Featurizer(
+        rows.family, sorted(set(rows.clusters)), kernels, precisions=tuple(set(precisions))
+    )
     try:
         config_rows = featurizer.config_rows(unique_configs)
     except FeatureError as exc:
@@ -347,6 +361,7 @@ def fit_predictor(
         np.asarray(rows.threads, dtype=np.float64),
         np.asarray(rows.clusters),
         broadcast=False,
+        precision=np.asarray(precisions),
     )
     measured = np.asarray(rows.median_ms, dtype=np.float64)
     if not np.all(measured > 0):
