@@ -223,8 +223,10 @@ def _uncertain_configs(
     sampler: SamplerSpec,
     plans: list[DevicePlan],
     settings: Settings,
+    precision: str,
 ) -> list[dict[str, dict[str, Any]]]:
-    """Per device, the `n` random candidates with the widest p10–p90 band under its active predictor.
+    """Per device, the `n` random candidates with the widest p10–p90 band under its active predictor, on
+    the job's unit and `precision`.
 
     The band is read at the first (lowest) of the job's frequencies on that device: one frequency keeps the
     ranking one predictor pass, and the relative band width barely moves with frequency. A device without
@@ -249,8 +251,16 @@ def _uncertain_configs(
     for plan in plans:
         lowest = plan.frequencies[0]
         assert lowest is not None
+        # Ranked on the job's unit and precision: a GPU fp16 campaign asks where the GPU fp16 model is unsure.
         picked = select_uncertain(
-            session, plan.device.id, family.name, documents, int(sampler.n or 0), lowest
+            session,
+            plan.device.id,
+            family.name,
+            documents,
+            int(sampler.n or 0),
+            lowest,
+            unit=plan.unit,
+            precision=precision,
         )
         chosen.append({config_hash(family.name, doc): doc for doc in picked})
     return chosen
@@ -272,7 +282,7 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
         planned = planned_count(sampler, parse_space(family, sampler.space))
         _check_cap(planned, plans, settings.max_tasks_per_job)
         if sampler.strategy == "uncertainty":
-            per_device = _uncertain_configs(session, family, sampler, plans, settings)
+            per_device = _uncertain_configs(session, family, sampler, plans, settings, data.runtime.precision)
         else:
             per_device = [_unique(family, sample_configs(family, sampler))] * len(plans)
 

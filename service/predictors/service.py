@@ -261,9 +261,14 @@ def select_uncertain(
     candidates: Sequence[Mapping[str, Any]],
     n: int,
     frequency_khz: int,
+    *,
+    unit: str | None = None,
+    precision: str | None = None,
 ) -> list[dict[str, Any]]:
     """The `n` candidates with the widest p10–p90 band (relative to the latency) under the active
-    predictor, widest first: where the next measurements teach the predictor most."""
+    predictor, on `unit` at `precision` (None: the predictor's defaults), widest first: where the next
+    measurements teach the predictor most. A unit or precision the predictor never saw is a 422 at the
+    job's `body.runtime.<unit|precision>`."""
     predictor_id = session.scalar(
         select(Predictor.id).where(
             Predictor.device_id == device_id, Predictor.family == family, Predictor.active.is_(True)
@@ -276,7 +281,11 @@ def select_uncertain(
         )
     model = load_latency_model(session, predictor_id)
     try:
-        result = model.predict(candidates, [frequency_khz])
+        result = model.predict(candidates, [frequency_khz], cluster=unit, precision=precision)
+    except UnseenConditionError as exc:
+        raise InvalidInputError.at(
+            ["body", "runtime", exc.field], f"uncertainty sampling on device {device_id}: {exc.msg}"
+        ) from None
     except FeatureError as exc:
         raise InvalidInputError.at(["candidates", exc.index, exc.field or "config"], exc.msg) from None
     width = (result.p90_ms - result.p10_ms) / result.latency_ms
