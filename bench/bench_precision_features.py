@@ -10,7 +10,7 @@ Synthetic GPU (sr_block): latency = 0.05 ms per layer (dispatch) + FLOPs / (R ·
 (dispatch-, compute- or memory-bound), which is what the predictor has to learn. Both kinds train with the
 service's defaults (`fit_predictor`), score 200 unseen configs at each precision (±10 %, MAPE), and see
 the same rows: "balanced" measures every training config at both precisions, "scarce fp16" measures a
-quarter of them at fp16.
+quarter of them (at least 16) at fp16, "few fp16" only 6 — too few for a predictor of their own (40 rows).
 
     .venv/bin/python bench/bench_precision_features.py [--sizes 40 120] [--test 200]
 """
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from profilers.blocks import config_hash, get_family
 from service.predictors.inference import LatencyModel
-from service.predictors.training import TrainingRows, accuracy_metrics, fit_predictor
+from service.predictors.training import TrainingError, TrainingRows, accuracy_metrics, fit_predictor
 from tests.service.predictors.synthetic import sample_configs
 
 FAMILY = get_family("sr_block")
@@ -99,15 +99,23 @@ def main() -> None:
     )
     for size in args.sizes:
         train = pool[:size]
-        for scenario, fp16_share in (("balanced", 1.0), ("scarce fp16", 0.25)):
-            fp16 = train[: max(16, int(size * fp16_share))]  # 16 configs × 3 clocks: enough to train
+        for scenario, fp16_count in (
+            ("balanced", size),
+            ("scarce fp16", max(16, size // 4)),
+            ("few fp16", 6),
+        ):
+            fp16 = train[:fp16_count]
             rows = rows_of([(c, "fp32") for c in train] + [(c, "fp16") for c in fp16], seed=size)
             for precision in ("fp32", "fp16"):
                 mixed = score(rows, test, precision)
-                alone = score(subset(rows, precision), test, precision)
+                try:
+                    alone = score(subset(rows, precision), test, precision)
+                    per_precision = f"{alone['within_10']:>13.1%} {alone['mape']:>5.1f}%"
+                except TrainingError:
+                    per_precision = f"{'too few rows':>20}"
                 print(
                     f"{scenario:<12} {size:>7} {precision:>9} | {mixed['within_10']:>10.1%} "
-                    f"{mixed['mape']:>5.1f}% | {alone['within_10']:>13.1%} {alone['mape']:>5.1f}%",
+                    f"{mixed['mape']:>5.1f}% | {per_precision}",
                     flush=True,
                 )
 

@@ -784,6 +784,25 @@ class Featurizer:
             self._precision_columns(x[:, n_config + n_run :], precision, n)
         return x
 
+    def condition_names(self) -> list[str]:
+        """`<unit>/<precision>` of every run condition group, indexed as `condition_groups` numbers them."""
+        return [f"{c}/{p}" for c in self.clusters for p in self.precisions]
+
+    def condition_groups(self, x: np.ndarray) -> np.ndarray:
+        """Each row's (unit, precision) group, read back from its columns: an index of `condition_names`,
+        or -1 for a unit or precision of no column (and for every row of a layout older than version 4)."""
+        n_config = len(self.config_names)
+        unit = x[:, n_config + 4].astype(np.int64)  # cluster_index
+        if self.version < 4:
+            return np.full(x.shape[0], -1, dtype=np.int64)
+        start = n_config + 5 + len(self.clusters)
+        one_hot = x[:, start : start + len(self.precisions)]
+        precision = np.where(one_hot.max(axis=1) > 0, one_hot.argmax(axis=1), -1)
+        groups: np.ndarray = np.where(
+            (unit >= 0) & (precision >= 0), unit * len(self.precisions) + precision, -1
+        )
+        return groups
+
     def _precision_columns(self, out: np.ndarray, precision: np.ndarray | str, n: int) -> None:
         """Fill the precision one-hot and the bits column (`out`: those columns of the matrix)."""
         lookup = {p: i for i, p in enumerate(self.precisions)}

@@ -20,7 +20,7 @@ import numpy as np
 import xgboost as xgb
 
 from service.predictors.features import ACCELERATOR_RATIO_COLUMNS, LEGACY_PRECISION, Featurizer
-from service.predictors.prior import PhysicsPrior, read_prior
+from service.predictors.prior import PhysicsPrior, read_group_priors, read_prior
 
 #: What a predictor's median model is: trees over the physics prior, or plain trees on the raw fields.
 PRIOR_MODEL = "prior_xgboost"
@@ -100,6 +100,7 @@ class LatencyModel:
         # A predictor trained before the physics prior has none; it keeps its log-log baseline margin.
         self.physics = PhysicsPrior(self.featurizer)
         self.prior = read_prior(schema, self.physics)
+        self.group_priors = read_group_priors(schema, self.physics)
         # Predictors trained before the plain candidate have no "model" entry: they serve the prior trees.
         served = schema.get("model") or {"kind": PRIOR_MODEL}
         self.kind = str(served["kind"])
@@ -129,7 +130,7 @@ class LatencyModel:
         if self.columns is not None:
             return np.full(x.shape[0], self.plain_margin, dtype=np.float32)
         if self.prior is not None:
-            return self.physics.log_ms(x, self.prior).astype(np.float32)
+            return self.physics.log_ms(x, self.prior, self.group_priors).astype(np.float32)
         c0, c1 = self.baseline
         return (c0 + c1 * self.featurizer.baseline_input(x)).astype(np.float32)
 

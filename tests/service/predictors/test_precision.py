@@ -108,6 +108,26 @@ def test_one_predictor_learns_units_and_precisions() -> None:
     truth = np.array([_gpu_ms(f, k, "fp16") for f in flops for k in GPU_CLOCKS])
     assert (fp16 < fp32).all()
     assert np.median(np.abs(fp16 / truth - 1.0)) < 0.1
+    # Each (unit, precision) group has prior rates of its own: the prior alone already lands near fp16.
+    groups = schema["prior"]["groups"]
+    assert "gpu/fp16" in groups and set(groups) <= {"big/fp32", "gpu/fp32", "gpu/fp16"}
+    assert set(schema["prior"]["group_kernel_terms"]) == set(groups)
+    x = model.featurizer.matrix(
+        model.featurizer.config_rows(configs),
+        np.asarray(GPU_CLOCKS, dtype=np.float64),
+        1,
+        "gpu",
+        broadcast=True,
+        precision="fp16",
+    )
+    assert np.median(np.abs(np.exp(model.margins(x).astype(np.float64)) / truth - 1.0)) < 0.1
+    with pytest.raises(ValueError, match="not unit/precision groups"):
+        LatencyModel(
+            {**schema, "prior": {**schema["prior"], "groups": {"npu/int8": groups["gpu/fp16"]}}},
+            trained.model,
+            trained.model_p10,
+            trained.model_p90,
+        )
     assert (model.predict(configs, GPU_CLOCKS).latency_ms == fp32).all()  # the defaults: gpu, fp32
     for unit, precision, field in (("npu", "fp32", "unit"), ("gpu", "int8", "precision")):
         with pytest.raises(UnseenConditionError) as refused:
