@@ -9,12 +9,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from profilers.blocks import config_hash
 from service.devices.models import Device
+from service.devices.runner import NoopRunner
 from service.jobs.models import Job, Task
+from service.jobs.worker import Worker
 from service.measurements.models import Measurement
+from service.settings import Settings
 
 GPU = [180000, 315000, 443000, 540000, 676000]
 NPU_PRECISIONS = ["int8", "fp16"]
@@ -230,3 +233,35 @@ def test_reuse_compares_unit_precision_and_accelerator(
     # Nor does a GPU clock reuse a CPU measurement at the same number.
     cpu = _submit(client, headers, phone, frequencies="all", runtime={"unit": "little"}).json()
     assert cpu["counts"]["reused"] == 0
+
+
+def test_unit_precision_and_option_travel_to_the_stored_measurement(
+    client: TestClient,
+    make_headers: Callable[..., dict[str, str]],
+    phone: Device,
+    db_session: Session,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    headers = make_headers("profile")
+    runtime = {"unit": "gpu", "precision": "fp16", "layer_profile": True, "runs": 3}
+    gpu = _submit(client, headers, phone, frequencies=[GPU[0], GPU[-1]], runtime=runtime).json()
+    npu = _submit(
+        client, headers, phone, runtime={"unit": "npu", "precision": "int8", "benchmark": "tflite"}
+    ).json()
+    Worker(session_factory, settings, NoopRunner()).run(once=True)
+    db_session.expire_all()
+    stored = db_session.scalars(select(Measurement).order_by(Measurement.frequency_khz)).all()
+    by_job = {
+        job: [
+            (m.cluster, m.frequency_khz, m.precision, m.benchmark, m.accelerator, m.layer_profile)
+            for m in stored
+            if m.job_id == job
+        ]
+        for job in (gpu["id"], npu["id"])
+    }
+    assert sorted(by_job[gpu["id"]], key=str) == [
+        ("gpu", GPU[0], "fp16", "onnxruntime", "qnn", True),
+        ("gpu", GPU[-1], "fp16", "onnxruntime", "qnn", True),
+    ]
+    assert by_job[npu["id"]] == [("npu", None, "int8", "tflite", "nnapi", False)]
