@@ -80,9 +80,4 @@ def device_units(device: Device) -> list[ComputeUnit]:
     return units_of(clusters, device_accelerators(device))
 
 
-def find_unit(device: Device, name: str) -> ComputeUnit | None:
-    """The unit of `device` called `name`, or None."""
-    return next((u for u in device_units(device) if u.name == name), None)
-
-
-__all__ = ["ComputeUnit", "device_accelerators", "device_units", "find_unit", "units_of"]
+__all__ = ["ComputeUnit", "device_accelerators", "device_units", "units_of"]

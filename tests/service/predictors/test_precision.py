@@ -12,11 +12,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from profilers.blocks import config_hash, get_family
-from service.measurements.models import Measurement
 from service.predictors.features import FEATURES_VERSION, Featurizer, UnseenConditionError
 from service.predictors.inference import LatencyModel
 from service.predictors.training import TrainingRows, fit_predictor
-from tests.service.predictors.synthetic import FAST_PARAMS, law_ms, sample_configs, wait_for_status
+from tests.service.predictors.synthetic import (
+    FAST_PARAMS,
+    insert_rows,
+    law_ms,
+    sample_configs,
+    wait_for_status,
+)
 
 GPU_CLOCKS = [315_000, 840_000]
 #: The synthetic GPU at half precision: twice the MACs a cycle, and half the bytes to move.
@@ -142,36 +147,6 @@ def test_one_predictor_learns_units_and_precisions() -> None:
     assert relabelled.data_hash() == fp32_only.data_hash()
 
 
-def _store(session: Session, device_id: int, rows: TrainingRows) -> None:
-    for i in range(len(rows)):
-        ms = float(rows.median_ms[i])
-        session.add(
-            Measurement(
-                device_id=device_id,
-                family=rows.family,
-                config=dict(rows.configs[i]),
-                config_hash=rows.config_hashes[i],
-                cluster=rows.clusters[i],
-                frequency_khz=rows.frequencies_khz[i],
-                observed_frequency_khz=rows.frequencies_khz[i],
-                pinned=True,
-                runtime_name="onnxruntime",
-                threads=1,
-                runs=5,
-                warmup=1,
-                precision=rows.precisions[i],
-                accelerator="qnn" if rows.clusters[i] == "gpu" else "cpu",
-                median_ms=ms,
-                mean_ms=ms,
-                min_ms=ms,
-                max_ms=ms,
-                p90_ms=ms,
-                virtual=True,
-            )
-        )
-    session.commit()
-
-
 def _train(client: TestClient, headers: dict[str, str], device_id: int, filters: dict[str, object]) -> int:
     created = client.post(
         "/v1/predictors",
@@ -188,7 +163,7 @@ def _train(client: TestClient, headers: dict[str, str], device_id: int, filters:
 def test_predict_names_unit_and_precision_over_http(
     client: TestClient, make_headers: Headers, db_session: Session, device_id: int
 ) -> None:
-    _store(db_session, device_id, mixed_rows(20))
+    insert_rows(db_session, device_id, mixed_rows(20))
     profile, predict = make_headers("profile", "read"), make_headers("predict")
     configs = sample_configs(3)
 
