@@ -6,10 +6,12 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
+from profilers.adb.units import Accelerator
 from service.bounds import REQUEST_BODY, Text
 from service.devices.models import DeviceStatus
+from service.devices.units import ComputeUnit, units_of
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:(?P<port>\d{1,5})$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -71,7 +73,8 @@ class ClusterOut(BaseModel):
 
 
 class DeviceOut(BaseModel):
-    """A device with its probed facts and live status."""
+    """A device with its probed facts and live status; `units` lists every compute unit a job may name
+    (CPU clusters, then `gpu`, then `npu`) with its kind, clock table, precisions and governors."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -91,6 +94,7 @@ class DeviceOut(BaseModel):
     android_version: str | None
     clusters: list[ClusterOut]
     gpu_frequencies_khz: list[int]
+    accelerators: list[Accelerator] = Field(default_factory=list)
     rooted: bool | None
     thermal_zones: list[dict[str, Any]]
     is_virtual: bool
@@ -100,3 +104,25 @@ class DeviceOut(BaseModel):
     temperature_c: float | None
     current_frequencies_khz: dict[str, int]
     created_at: dt.datetime
+
+    @field_validator("accelerators", mode="before")
+    @classmethod
+    def _parsable_accelerators(cls, value: Any) -> Any:
+        # An entry written by hand or by an older build is left out rather than failing the whole device.
+        if not isinstance(value, list):
+            return []
+        return [a for a in value if _parses(a)]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def units(self) -> list[ComputeUnit]:
+        """Every compute unit: CPU clusters first, then `gpu`, then `npu`."""
+        return units_of([c.model_dump() for c in self.clusters], self.accelerators)
+
+
+def _parses(raw: Any) -> bool:
+    try:
+        Accelerator.model_validate(raw)
+    except ValueError:
+        return False
+    return True

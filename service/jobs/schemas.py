@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from profilers.adb.runtime import RuntimeSettings
 from service.bounds import REQUEST_BODY, DbId, DbInt, JsonObject, StrictInt, Text, exactly_one_of
@@ -67,11 +67,21 @@ class DeviceSelector(BaseModel):
 
 class RuntimeSpec(RuntimeSettings):
     """How each config is benchmarked: the profiler's own `RuntimeSettings` (so a setting added there is
-    a job field too) and the `cluster`, which defaults to each device's fastest cluster."""
+    a job field too) and the compute `unit` — a CPU cluster's name, `gpu` or `npu` — which defaults to
+    each device's fastest CPU cluster. `cluster` is still read as the unit (clients older than accelerators
+    send it); the job's stored spec names it `unit`."""
 
-    model_config = REQUEST_BODY
+    # By name as well as by alias (the field's name is one of its aliases): what the type checker needs.
+    model_config = ConfigDict(**REQUEST_BODY, validate_by_name=True)
 
-    cluster: Text | None = Field(None, min_length=1, max_length=32)
+    unit: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        validation_alias=AliasChoices("unit", "cluster"),
+        description="compute unit: a CPU cluster's name, gpu or npu (default: each device's fastest "
+        "cluster); `cluster` is accepted as an alias",
+    )
 
 
 class JobCreate(BaseModel):
@@ -134,8 +144,12 @@ class TaskOut(BaseModel):
     device_id: int
     config_hash: str
     config: dict[str, Any]
-    cluster: str
-    frequency_khz: int | None
+    cluster: str = Field(description="the compute unit: a CPU cluster's name, gpu or npu")
+    frequency_khz: int | None = Field(description="the unit's pinned clock; None: unpinned")
+    benchmark: str
+    precision: str
+    accelerator: str | None
+    layer_profile: bool
     status: TaskStatus
     attempts: int
     last_error: str | None

@@ -1,7 +1,9 @@
 """Profiling jobs: expansion of a request into tasks, validation, status, counts, ETA and cancel.
 
 A request is validated completely before anything is written: the family and every config, every device
-(exists, enabled, probed), the cluster and every frequency against each device's table, and the task
+(exists, enabled, probed), the compute unit (a CPU cluster, `gpu` or `npu`: `service.devices.units`), the
+precision it runs, the accelerator option that reaches it, every frequency against its clock table (an
+accelerator without one runs unpinned, frequency None), and the task
 count against `max_tasks_per_job` (computed before a sampler draws anything). Tasks are device × config ×
 frequency, inserted in bulk (an `uncertainty` sampler picks each device's configs with that device's
 active predictor); a task whose identical valid measurement exists becomes `reused` unless `force`. The
@@ -12,16 +14,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from profilers.adb.units import resolve_accelerator
+from profilers.adb.units import check_precision, resolve_accelerator
 from profilers.blocks import BlockConfigError, BlockFamily, canonical_json, config_hash, get_family
 from service.db import begin_write, utcnow
 from service.devices.models import Device
+from service.devices.units import device_units
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
 from service.jobs.queue import rowcount
 from service.jobs.sampling import candidate_configs, parse_space, planned_count, sample_configs
@@ -94,39 +98,72 @@ def _fastest_cluster(device: Device) -> str:
     return fastest
 
 
-def _device_plan(data: JobCreate, device: Device, loc: list[str | int]) -> tuple[str, list[int]]:
-    """The cluster and the frequencies this job runs on `device`, checked against its probed tables."""
+@dataclass(frozen=True)
+class DevicePlan:
+    """What a job runs on one device: the compute unit, its clocks (None: unpinned) and the resolved
+    accelerator option (the unit's default when the request names none, as the profiler records it)."""
+
+    device: Device
+    unit: str
+    frequencies: tuple[int | None, ...]
+    accelerator: str
+
+
+def _device_plan(data: JobCreate, device: Device, loc: list[str | int]) -> DevicePlan:
+    """The unit, frequencies and accelerator option this job runs on `device`, checked against what the
+    device was probed with: the unit exists there, runs the precision, is reached by the accelerator option,
+    and has every requested frequency in its clock table."""
     if not device.clusters:
         raise InvalidInputError.at(
             loc,
             f"device {device.id} was never probed (no CPU clusters known); "
             f"probe it first: POST /v1/devices/{device.id}/probe",
         )
-    cluster = data.runtime.cluster or _fastest_cluster(device)
-    table = sorted(device.frequencies_of(cluster))
-    if not any(c.get("name") == cluster for c in device.clusters):
-        names = ", ".join(c.get("name", "?") for c in device.clusters)
+    runtime = data.runtime
+    name = runtime.unit or _fastest_cluster(device)
+    units = device_units(device)
+    unit = next((u for u in units if u.name == name), None)
+    if unit is None:
+        names = ", ".join(u.name for u in units)
         raise InvalidInputError.at(
-            ["body", "runtime", "cluster"], f"device {device.id} has no cluster {cluster!r} (it has: {names})"
+            ["body", "runtime", "unit"], f"device {device.id} has no unit {name!r} (it has: {names})"
         )
+    try:
+        check_precision(name, runtime.precision, unit.precisions)
+    except ValueError as exc:
+        raise InvalidInputError.at(["body", "runtime", "precision"], f"device {device.id}: {exc}") from None
+    try:
+        accelerator = resolve_accelerator(runtime.benchmark, name, runtime.accelerator)
+    except ValueError as exc:
+        raise InvalidInputError.at(["body", "runtime", "accelerator"], str(exc)) from None
+    table = unit.frequencies_khz
+    if not table and unit.kind == "cpu":
+        raise InvalidInputError.at(loc, f"device {device.id} has no frequency table for cluster {name!r}")
     if not table:
-        raise InvalidInputError.at(loc, f"device {device.id} has no frequency table for cluster {cluster!r}")
+        # An accelerator without a clock table cannot be pinned: it runs at its governor's choice.
+        if isinstance(data.frequencies, list):
+            raise InvalidInputError.at(
+                ["body", "frequencies"],
+                f"the {name} of device {device.id} has no clock table, so no clock of it can be pinned; "
+                "leave frequencies out (it runs unpinned)",
+            )
+        return DevicePlan(device, name, (None,), accelerator)
     if data.frequencies == "all":
-        return cluster, table
+        return DevicePlan(device, name, tuple(table), accelerator)
     if data.frequencies == "min-mid-max":
-        return cluster, sorted({table[0], table[len(table) // 2], table[-1]})
+        spread = sorted({table[0], table[len(table) // 2], table[-1]})
+        return DevicePlan(device, name, tuple(spread), accelerator)
     for i, khz in enumerate(data.frequencies):
         if khz not in table:
             raise InvalidInputError.at(
                 ["body", "frequencies", i],
-                f"{khz} kHz is not a frequency of device {device.id}'s {cluster!r} cluster; "
-                f"its table: {table}",
+                f"{khz} kHz is not a frequency of device {device.id}'s {name!r} unit; its table: {table}",
             )
-    return cluster, sorted(set(data.frequencies))
+    return DevicePlan(device, name, tuple(sorted(set(data.frequencies))), accelerator)
 
 
-def _check_cap(n_configs: int, plans: list[tuple[Device, str, list[int]]], cap: int) -> None:
-    total = n_configs * sum(len(freqs) for _, _, freqs in plans)
+def _check_cap(n_configs: int, plans: list[DevicePlan], cap: int) -> None:
+    total = n_configs * sum(len(plan.frequencies) for plan in plans)
     if total > cap:
         raise InvalidInputError.at(
             ["body"],
@@ -135,43 +172,40 @@ def _check_cap(n_configs: int, plans: list[tuple[Device, str, list[int]]], cap: 
         )
 
 
-def _runtime_columns(data: JobCreate) -> dict[str, Any]:
-    """The job's runtime settings by field: the task and measurement columns holding them share the names.
-
-    The accelerator option is stored resolved (the unit's default when the request names none), as the
-    profiler records it, so a later job's reuse lookup compares like with like.
-    """
-    values = data.runtime.as_settings().model_dump()
-    try:
-        values["accelerator"] = resolve_accelerator(
-            data.runtime.benchmark, data.runtime.cluster or "cpu", data.runtime.accelerator
-        )
-    except ValueError as exc:
-        raise InvalidInputError.at(["body", "runtime", "accelerator"], str(exc)) from None
-    return values
+def _runtime_columns(data: JobCreate, plan: DevicePlan) -> dict[str, Any]:
+    """The runtime settings of the job on `plan`'s device, by field (the task and measurement columns
+    holding them share the names); the accelerator option resolved for the plan's unit."""
+    return {**data.runtime.as_settings().model_dump(), "accelerator": plan.accelerator}
 
 
 def _existing_measurements(
-    session: Session, family: str, hashes: list[str], device_ids: list[int], data: JobCreate
-) -> set[tuple[int, str, str, int | None]]:
-    """(device, config hash, cluster, frequency) of valid measurements taken with the job's runtime."""
-    found: set[tuple[int, str, str, int | None]] = set()
+    session: Session, family: str, hashes: list[str], plan: DevicePlan, data: JobCreate
+) -> set[tuple[str, int | None]]:
+    """(config hash, frequency) of valid measurements on the plan's device and unit taken with the job's
+    runtime: every setting compared (benchmark, precision, accelerator, layer profile too), so a GPU fp16
+    measurement never stands in for an fp32 one."""
+    found: set[tuple[str, int | None]] = set()
     # Same settings, field by field (each runtime setting has a measurement column of its name).
-    same_runtime = [getattr(Measurement, name) == value for name, value in _runtime_columns(data).items()]
+    runtime = _runtime_columns(data, plan)
+    same_runtime = [getattr(Measurement, n) == v for n, v in runtime.items() if n != "accelerator"]
+    # A row without an accelerator option (measured before options were recorded) ran the default one.
+    same_option = Measurement.accelerator == plan.accelerator
+    if plan.accelerator == resolve_accelerator(data.runtime.benchmark, plan.unit, None):
+        same_option = or_(same_option, Measurement.accelerator.is_(None))
+    same_runtime.append(same_option)
     for start in range(0, len(hashes), _LOOKUP_CHUNK):
         chunk = hashes[start : start + _LOOKUP_CHUNK]
         rows = session.execute(
-            select(
-                Measurement.device_id, Measurement.config_hash, Measurement.cluster, Measurement.frequency_khz
-            ).where(
+            select(Measurement.config_hash, Measurement.frequency_khz).where(
                 Measurement.family == family,
-                Measurement.device_id.in_(device_ids),
+                Measurement.device_id == plan.device.id,
+                Measurement.cluster == plan.unit,
                 Measurement.config_hash.in_(chunk),
                 Measurement.valid.is_(True),
                 *same_runtime,
             )
         )
-        found.update((r[0], r[1], r[2], r[3]) for r in rows)
+        found.update((r[0], r[1]) for r in rows)
     return found
 
 
@@ -187,10 +221,12 @@ def _uncertain_configs(
     session: Session,
     family: BlockFamily,
     sampler: SamplerSpec,
-    plans: list[tuple[Device, str, list[int]]],
+    plans: list[DevicePlan],
     settings: Settings,
+    precision: str,
 ) -> list[dict[str, dict[str, Any]]]:
-    """Per device, the `n` random candidates with the widest p10–p90 band under its active predictor.
+    """Per device, the `n` random candidates with the widest p10–p90 band under its active predictor, on
+    the job's unit and `precision`.
 
     The band is read at the first (lowest) of the job's frequencies on that device: one frequency keeps the
     ranking one predictor pass, and the relative band width barely moves with frequency. A device without
@@ -202,11 +238,30 @@ def _uncertain_configs(
             f"{sampler.candidate_count} candidates to rank; at most {settings.max_predict_configs} "
             "(LATFARM_MAX_PREDICT_CONFIGS) — lower candidates or n",
         )
+    for plan in plans:
+        if plan.frequencies[0] is None:
+            raise InvalidInputError.at(
+                ["body", "sampler", "strategy"],
+                f"the {plan.unit} of device {plan.device.id} runs unpinned (no clock table): the uncertainty "
+                "sampler ranks at a clock; use another strategy",
+            )
     candidates = _unique(family, candidate_configs(family, sampler))
     documents = list(candidates.values())
     chosen: list[dict[str, dict[str, Any]]] = []
-    for device, _cluster, freqs in plans:
-        picked = select_uncertain(session, device.id, family.name, documents, int(sampler.n or 0), freqs[0])
+    for plan in plans:
+        lowest = plan.frequencies[0]
+        assert lowest is not None
+        # Ranked on the job's unit and precision: a GPU fp16 campaign asks where the GPU fp16 model is unsure.
+        picked = select_uncertain(
+            session,
+            plan.device.id,
+            family.name,
+            documents,
+            int(sampler.n or 0),
+            lowest,
+            unit=plan.unit,
+            precision=precision,
+        )
         chosen.append({config_hash(family.name, doc): doc for doc in picked})
     return chosen
 
@@ -215,10 +270,7 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
     """Validate a job request, expand it into tasks (bulk insert) and queue it; 4xx writes nothing."""
     begin_write(session)
     family = _family(data.family)
-    plans = []
-    for device, loc in _select_devices(session, data):
-        cluster, freqs = _device_plan(data, device, loc)
-        plans.append((device, cluster, freqs))
+    plans = [_device_plan(data, device, loc) for device, loc in _select_devices(session, data)]
     # The configs of each plan's device: the same for all, except under uncertainty sampling.
     per_device: list[dict[str, dict[str, Any]]]
     if data.configs is not None:
@@ -230,16 +282,14 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
         planned = planned_count(sampler, parse_space(family, sampler.space))
         _check_cap(planned, plans, settings.max_tasks_per_job)
         if sampler.strategy == "uncertainty":
-            per_device = _uncertain_configs(session, family, sampler, plans, settings)
+            per_device = _uncertain_configs(session, family, sampler, plans, settings, data.runtime.precision)
         else:
             per_device = [_unique(family, sample_configs(family, sampler))] * len(plans)
 
-    hashes = list(dict.fromkeys(digest for unique in per_device for digest in unique))
-    reusable = (
-        set()
-        if data.force
-        else _existing_measurements(session, family.name, hashes, [d.id for d, _, _ in plans], data)
-    )
+    reusable = [
+        set() if data.force else _existing_measurements(session, family.name, list(unique), plan, data)
+        for plan, unique in zip(plans, per_device, strict=True)
+    ]
 
     now = utcnow()
     job = Job(
@@ -254,20 +304,20 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
     session.add(job)
     session.flush()
     rows: list[dict[str, Any]] = []
-    runtime = _runtime_columns(data)
-    for (device, cluster, freqs), unique in zip(plans, per_device, strict=True):
+    for plan, unique, found in zip(plans, per_device, reusable, strict=True):
+        runtime = _runtime_columns(data, plan)
         # Grouped by frequency so a worker's batch (one pin) finds its tasks next to each other.
-        for khz in freqs:
+        for khz in plan.frequencies:
             for digest, config in unique.items():
-                reused = (device.id, digest, cluster, khz) in reusable
+                reused = (digest, khz) in found
                 rows.append(
                     {
                         "job_id": job.id,
-                        "device_id": device.id,
+                        "device_id": plan.device.id,
                         "family": family.name,
                         "config": config,
                         "config_hash": digest,
-                        "cluster": cluster,
+                        "cluster": plan.unit,
                         "frequency_khz": khz,
                         **runtime,
                         "priority": data.priority,

@@ -8,13 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from profilers.adb.units import BenchmarkProgram, Precision
 from service.bounds import Cursor, PathId, QueryInt, Text, Timestamp
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep
 from service.measurements import service
 from service.measurements.models import MeasurementSource
 from service.measurements.schemas import ImportResult, MeasurementImport, MeasurementOut
 from service.pagination import Page
-from service.problems import problem_responses
+from service.problems import InvalidInputError, problem_responses
 
 router = APIRouter(
     prefix="/v1/measurements", tags=["measurements"], responses=problem_responses(401, 403, 404, 413, 422)
@@ -42,7 +43,11 @@ def list_measurements(
     device: PathId | None = None,
     family: Text | None = None,
     job: PathId | None = None,
-    cluster: Text | None = None,
+    unit: Annotated[Text | None, Query(description="compute unit: a CPU cluster's name, gpu or npu")] = None,
+    cluster: Annotated[Text | None, Query(description="the unit (its former name)")] = None,
+    precision: Precision | None = None,
+    benchmark: BenchmarkProgram | None = None,
+    accelerator: Text | None = None,
     frequency_khz: QueryInt | None = None,
     config_hash: Text | None = None,
     valid: bool | None = None,
@@ -53,11 +58,18 @@ def list_measurements(
     limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
     format: Literal["json", "csv", "parquet"] = "json",
 ) -> Page[MeasurementOut] | StreamingResponse:
+    if unit is not None and cluster is not None and unit != cluster:
+        raise InvalidInputError.at(
+            ["query", "unit"], f"unit {unit!r} and cluster {cluster!r} differ: give one"
+        )
     filters = service.MeasurementFilter(
         device_id=device,
         family=family,
         job_id=job,
-        cluster=cluster,
+        cluster=unit if unit is not None else cluster,
+        precision=precision,
+        benchmark=benchmark,
+        accelerator=accelerator,
         frequency_khz=frequency_khz,
         config_hash=config_hash,
         valid=valid,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import JSON, Boolean, Column, Float, Integer, String, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from profilers.adb.units import resolve_accelerator
 from profilers.blocks import BlockConfigError, canonical_json, config_hash, get_family
 from service.db import UTCDateTime, begin_write, utcnow
 from service.devices.models import Device
@@ -67,7 +68,10 @@ class MeasurementFilter:
     device_id: int | None = None
     family: str | None = None
     job_id: int | None = None
-    cluster: str | None = None
+    cluster: str | None = None  # the compute unit
+    precision: str | None = None
+    benchmark: str | None = None
+    accelerator: str | None = None
     frequency_khz: int | None = None
     config_hash: str | None = None
     valid: bool | None = None
@@ -83,6 +87,9 @@ class MeasurementFilter:
             (self.family, m.family),
             (self.job_id, m.job_id),
             (self.cluster, m.cluster),
+            (self.precision, m.precision),
+            (self.benchmark, m.benchmark),
+            (self.accelerator, m.accelerator),
             (self.frequency_khz, m.frequency_khz),
             (self.config_hash, m.config_hash),
             (self.valid, m.valid),
@@ -125,7 +132,11 @@ def iter_export_batches(
             last_id = rows[-1][0]
             frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=EXPORT_SCHEMA.names)
             for name in _JSON_COLUMNS:
-                frame[name] = [json.dumps(v, sort_keys=True, separators=(",", ":")) for v in frame[name]]
+                # JSON text; a missing value (no per-layer profile) stays missing: an empty CSV cell, a null.
+                frame[name] = [
+                    None if v is None else json.dumps(v, sort_keys=True, separators=(",", ":"))
+                    for v in frame[name]
+                ]
             frame["source"] = [str(getattr(v, "value", v)) for v in frame["source"]]
             yield frame
             # Release the read snapshot between batches so a long download holds no transaction open.
@@ -206,6 +217,15 @@ def _row_errors(index: int, row: MeasurementImportRow) -> list[dict[str, Any]]:
         errors.append({"loc": [*loc, "measured_at"], "msg": "needs a timezone (e.g. 2024-01-31T12:00:00Z)"})
     if not row.valid and not row.invalid_reason:
         errors.append({"loc": [*loc, "invalid_reason"], "msg": "an invalid row needs its reason"})
+    if row.accelerator is not None:
+        try:
+            resolve_accelerator(row.benchmark, row.cluster, row.accelerator)
+        except ValueError as exc:
+            errors.append({"loc": [*loc, "accelerator"], "msg": str(exc)})
+    if row.layer_profile is False and row.layers is not None:
+        errors.append(
+            {"loc": [*loc, "layers"], "msg": "layers given, but layer_profile says none were taken"}
+        )
     return errors
 
 
@@ -240,6 +260,7 @@ def import_measurements(session: Session, rows: list[MeasurementImportRow]) -> I
         values.append(
             {
                 **row.model_dump(exclude={"config", "family"}),
+                "layer_profile": row.layers is not None if row.layer_profile is None else row.layer_profile,
                 "family": row.family,
                 "config": canonical,
                 "config_hash": digest,

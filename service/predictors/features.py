@@ -9,7 +9,11 @@ the family's pydantic config model (`feature_layout`), never hand-listed per fam
 - costs from `profilers.blocks` (`fam.costs`): totals (FLOPs, params, activation bytes, layers) and FLOPs
   and activation bytes per conv layer, padded to the family's layer slots;
 - run conditions: frequency (MHz), FLOPs / frequency, activation bytes / frequency, threads, and the
-  cluster one-hot plus its ordinal;
+  cluster one-hot plus its ordinal (the cluster is the compute unit: a CPU cluster, `gpu` or `npu`);
+- precision (features version 4): one-hot of the precisions the training data held (fp32, fp16, int8 in
+  that order) and the bits per value (32 / 16 / 8), so one predictor learns a unit at several precisions
+  and a precision it never saw is refused by name (`UnseenConditionError`) rather than extrapolated. They
+  are run conditions, like the cluster, so the per-config rows (and the batch featuriser) do not change;
 - kernels (features version 2): the block as a sum of kernels, as kernel-level predictors see it — MACs per
   conv kernel shape (GEMM depth K = c_in·k²/groups and width N = c_out, each in third-of-an-octave
   buckets), output bytes per other op, and the layer count of each; the list of kernels is the training
@@ -72,8 +76,15 @@ from service.predictors.columns import (
 #: Bumped whenever the layout or the arithmetic of features changes; snapshots of another version are refused.
 #: Version 2 added kernel columns; a schema of version 1 (no kernels) still reads, with exactly its layout.
 #: Version 3 added the accelerator columns and prior terms; versions 1 and 2 still read, with their layouts.
-FEATURES_VERSION = 3
-READABLE_FEATURE_VERSIONS = (1, 2, 3)
+#: Version 4 added the precision columns (one-hot of the training precisions, bits per value); a schema of
+#: an older version has no `precisions` and computes exactly its old columns (its data was all fp32).
+FEATURES_VERSION = 4
+READABLE_FEATURE_VERSIONS = (1, 2, 3, 4)
+
+#: Bits per value of each precision: the numeric column beside the precision one-hot.
+PRECISION_BITS = {"fp32": 32.0, "fp16": 16.0, "int8": 8.0}
+#: What every measurement before precisions were recorded ran at, and what an older schema knows.
+LEGACY_PRECISION = "fp32"
 
 #: Conv layers whose costs get their own columns; later conv layers are added into the last slot.
 _LAYER_SLOTS = {"sr_block": 18, "conv": 1, "mbconv": 5}
@@ -268,6 +279,15 @@ def discover_kernels(family: str, configs: Sequence[Mapping[str, Any]]) -> tuple
 def _conv_shape(key: str) -> tuple[int, int] | None:
     parts = key.split("/")
     return (int(parts[1]), int(parts[2])) if len(parts) == 3 and parts[0] == "Conv" else None
+
+
+class UnseenConditionError(ValueError):
+    """A run condition the predictor never saw in training: `field` is `unit` or `precision`."""
+
+    def __init__(self, field: str, msg: str) -> None:
+        super().__init__(msg)
+        self.field = field
+        self.msg = msg
 
 
 class FeatureError(ValueError):
@@ -512,15 +532,18 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
 class Featurizer:
     """Turns (configs, frequencies, cluster, threads) into the feature matrix of one family.
 
-    `clusters` are the cluster names seen in training (one-hot columns, in this order); the schema
-    (`to_schema`) round-trips through the database and snapshots. `version` is the features version whose
-    layout this featuriser computes (a stored schema of version 1 or 2 keeps its own, bit for bit).
+    `clusters` are the cluster (compute unit) names seen in training (one-hot columns, in this order);
+    `precisions` the precisions seen (version 4: one-hot columns in `PRECISION_BITS` order, then the bits);
+    the schema (`to_schema`) round-trips through the database and snapshots. `version` is the features
+    version whose layout this featuriser computes (a stored schema of an older version keeps its own, bit
+    for bit).
     """
 
     family: str
     clusters: list[str]
     kernels: tuple[str, ...] = ()
     version: int = FEATURES_VERSION
+    precisions: tuple[str, ...] = (LEGACY_PRECISION,)
 
     def bucket(self, value: float) -> int:
         """The kernel-key bucket (the batch featuriser uses this very function, so its keys are identical)."""
@@ -532,6 +555,12 @@ class Featurizer:
 
     def __post_init__(self) -> None:
         self.kernels = tuple(self.kernels)
+        if self.version < 4:
+            self.precisions = (LEGACY_PRECISION,)  # no columns: every row of its data was fp32
+        unknown = [p for p in self.precisions if p not in PRECISION_BITS]
+        if unknown or not self.precisions:
+            raise ValueError(f"precisions {list(self.precisions)}: each one of {', '.join(PRECISION_BITS)}")
+        self.precisions = tuple(p for p in PRECISION_BITS if p in self.precisions)
         self.specs, self.slots = feature_layout(self.family)
         self.config_names = _config_feature_names(self.specs, self.slots)
         self._flops_col = self.config_names.index("flops")
@@ -553,17 +582,42 @@ class Featurizer:
     def names(self) -> list[str]:
         """Column names of the full matrix, in order."""
         run = ["frequency_mhz", "flops_per_mhz", "activation_bytes_per_mhz", "threads", "cluster_index"]
-        return self.config_names + run + [f"cluster={c}" for c in self.clusters]
+        return self.config_names + run + [f"cluster={c}" for c in self.clusters] + self.precision_names
+
+    @property
+    def precision_names(self) -> list[str]:
+        """The precision columns (version 4; none before): one-hot per training precision, then the bits."""
+        if self.version < 4:
+            return []
+        return [f"precision={p}" for p in self.precisions] + ["precision_bits"]
 
     def to_schema(self) -> dict[str, Any]:
         """JSON description stored with a predictor (enough to rebuild this featuriser)."""
-        return {
+        schema: dict[str, Any] = {
             "features_version": self.version,
             "family": self.family,
             "clusters": list(self.clusters),
             "kernels": list(self.kernels),
-            "names": self.names,
         }
+        if self.version >= 4:
+            schema["precisions"] = list(self.precisions)
+        return {**schema, "names": self.names}
+
+    def check_conditions(self, unit: str, precision: str) -> None:
+        """`UnseenConditionError` unless the training data held `unit` and `precision`: a prediction for a
+        unit or precision the predictor never measured would be a silent extrapolation."""
+        if unit not in self.clusters:
+            raise UnseenConditionError(
+                "unit",
+                f"this predictor was trained on the units {', '.join(self.clusters)}, never on {unit!r}: "
+                "train one with measurements of it",
+            )
+        if precision not in self.precisions:
+            raise UnseenConditionError(
+                "precision",
+                f"this predictor was trained at {', '.join(self.precisions)}, never at {precision!r}: "
+                "train one with measurements at that precision",
+            )
 
     @classmethod
     def from_schema(cls, schema: Mapping[str, Any]) -> Featurizer:
@@ -579,6 +633,7 @@ class Featurizer:
             [str(c) for c in schema.get("clusters", [])],
             tuple(str(k) for k in schema.get("kernels", [])),
             int(version),
+            tuple(str(p) for p in schema.get("precisions", [LEGACY_PRECISION])),
         )
         if list(schema.get("names", [])) != featurizer.names:
             raise ValueError("the feature names of the schema differ from the ones this build computes")
@@ -689,12 +744,14 @@ class Featurizer:
         cluster: np.ndarray | str,
         *,
         broadcast: bool,
+        precision: np.ndarray | str = LEGACY_PRECISION,
     ) -> np.ndarray:
         """The float32 model input.
 
         With `broadcast`, every config is paired with every frequency, config-major; otherwise row i of
-        `config_rows` goes with `frequencies_khz[i]` (training: one row per measurement). `threads` and
-        `cluster` are one value for the batch or one per row.
+        `config_rows` goes with `frequencies_khz[i]` (training: one row per measurement). `threads`,
+        `cluster` and `precision` are one value for the batch or one per row (a precision counts only
+        in a version-4 layout).
         """
         freqs = np.asarray(frequencies_khz, dtype=np.float64)
         n_config = config_rows.shape[1]
@@ -705,7 +762,8 @@ class Featurizer:
         else:
             n = config_rows.shape[0]
         # Filled in place, float32 from the start: one pass over the wide config part, no stacking copies.
-        x = np.zeros((n, n_config + 5 + len(self.clusters)), dtype=np.float32)
+        n_run = 5 + len(self.clusters)
+        x = np.zeros((n, n_config + n_run + len(self.precision_names)), dtype=np.float32)
         if broadcast:
             x[:, :n_config].reshape(config_rows.shape[0], n_freq, n_config)[:] = config_rows[:, None, :]
             flops = np.repeat(config_rows[:, self._flops_col], n_freq)
@@ -722,7 +780,43 @@ class Featurizer:
         x[:, n_config + 4] = cluster_idx
         known = np.nonzero(cluster_idx >= 0)[0]
         x[known, n_config + 5 + cluster_idx[known]] = 1.0
+        if self.version >= 4:
+            self._precision_columns(x[:, n_config + n_run :], precision, n)
         return x
+
+    def condition_names(self) -> list[str]:
+        """`<unit>/<precision>` of every run condition group, indexed as `condition_groups` numbers them."""
+        return [f"{c}/{p}" for c in self.clusters for p in self.precisions]
+
+    def condition_groups(self, x: np.ndarray) -> np.ndarray:
+        """Each row's (unit, precision) group, read back from its columns: an index of `condition_names`,
+        or -1 for a unit or precision of no column (and for every row of a layout older than version 4)."""
+        n_config = len(self.config_names)
+        unit = x[:, n_config + 4].astype(np.int64)  # cluster_index
+        if self.version < 4:
+            return np.full(x.shape[0], -1, dtype=np.int64)
+        start = n_config + 5 + len(self.clusters)
+        one_hot = x[:, start : start + len(self.precisions)]
+        precision = np.where(one_hot.max(axis=1) > 0, one_hot.argmax(axis=1), -1)
+        groups: np.ndarray = np.where(
+            (unit >= 0) & (precision >= 0), unit * len(self.precisions) + precision, -1
+        )
+        return groups
+
+    def _precision_columns(self, out: np.ndarray, precision: np.ndarray | str, n: int) -> None:
+        """Fill the precision one-hot and the bits column (`out`: those columns of the matrix)."""
+        lookup = {p: i for i, p in enumerate(self.precisions)}
+        if isinstance(precision, str):
+            index = np.full(n, lookup.get(precision, -1), dtype=np.int64)
+            bits = np.full(n, PRECISION_BITS.get(precision, 0.0))
+        else:
+            index = np.fromiter((lookup.get(str(p), -1) for p in precision), dtype=np.int64, count=n)
+            bits = np.fromiter(
+                (PRECISION_BITS.get(str(p), 0.0) for p in precision), dtype=np.float64, count=n
+            )
+        known = np.nonzero(index >= 0)[0]
+        out[known, index[known]] = 1.0
+        out[:, -1] = bits
 
     def _cluster_index(self, cluster: np.ndarray | str, n: int) -> np.ndarray:
         lookup = {c: i for i, c in enumerate(self.clusters)}
@@ -734,7 +828,8 @@ class Featurizer:
         """Columns of the plain model: the raw config fields and the run conditions (no derived costs)."""
         n = len(self.config_names)
         fields = range(self.config_names.index("flops"))
-        return [*fields, n, n + 3, *range(n + 5, n + 5 + len(self.clusters))]
+        run_end = n + 5 + len(self.clusters)
+        return [*fields, n, n + 3, *range(n + 5, run_end + len(self.precision_names))]
 
     def baseline_input(self, x: np.ndarray) -> np.ndarray:
         """log(FLOPs / MHz) of each row: the one input of the log-log baseline the trees correct."""

@@ -19,8 +19,8 @@ import msgspec
 import numpy as np
 import xgboost as xgb
 
-from service.predictors.features import ACCELERATOR_RATIO_COLUMNS, Featurizer
-from service.predictors.prior import PhysicsPrior, read_prior
+from service.predictors.features import ACCELERATOR_RATIO_COLUMNS, LEGACY_PRECISION, Featurizer
+from service.predictors.prior import PhysicsPrior, read_group_priors, read_prior
 
 #: What a predictor's median model is: trees over the physics prior, or plain trees on the raw fields.
 PRIOR_MODEL = "prior_xgboost"
@@ -100,6 +100,7 @@ class LatencyModel:
         # A predictor trained before the physics prior has none; it keeps its log-log baseline margin.
         self.physics = PhysicsPrior(self.featurizer)
         self.prior = read_prior(schema, self.physics)
+        self.group_priors = read_group_priors(schema, self.physics)
         # Predictors trained before the plain candidate have no "model" entry: they serve the prior trees.
         served = schema.get("model") or {"kind": PRIOR_MODEL}
         self.kind = str(served["kind"])
@@ -121,13 +122,15 @@ class LatencyModel:
         self.low[ratios], self.high[ratios] = -np.inf, np.inf  # never flag a config as extrapolated
         self.default_cluster = str(schema["default_cluster"])
         self.default_threads = int(schema["default_threads"])
+        # Trained before precisions were recorded: every row was fp32.
+        self.default_precision = str(schema.get("default_precision", LEGACY_PRECISION))
 
     def margins(self, x: np.ndarray) -> np.ndarray:
         """Log-latency margin per row (float32, as XGBoost takes them): the prior's, or the plain constant."""
         if self.columns is not None:
             return np.full(x.shape[0], self.plain_margin, dtype=np.float32)
         if self.prior is not None:
-            return self.physics.log_ms(x, self.prior).astype(np.float32)
+            return self.physics.log_ms(x, self.prior, self.group_priors).astype(np.float32)
         c0, c1 = self.baseline
         return (c0 + c1 * self.featurizer.baseline_input(x)).astype(np.float32)
 
@@ -152,14 +155,24 @@ class LatencyModel:
         *,
         cluster: str | None = None,
         threads: int | None = None,
+        precision: str | None = None,
     ) -> Predictions:
-        """Every config at every frequency, config-major (row i·F + j: config i, frequency j)."""
+        """Every config at every frequency, config-major (row i·F + j: config i, frequency j), on the unit
+        `cluster` at `precision` (each defaults to the training data's most common).
+
+        `UnseenConditionError` (naming `unit` or `precision`) for a unit or precision the training data
+        never held: the trees would answer, but for conditions they never saw.
+        """
+        unit = self.default_cluster if cluster is None else cluster
+        precision = self.default_precision if precision is None else precision
+        self.featurizer.check_conditions(unit, precision)
         rows = self.featurizer.config_rows(configs)
         x = self.featurizer.matrix(
             rows,
             np.asarray(frequencies_khz, dtype=np.float64),
             self.default_threads if threads is None else threads,
-            self.default_cluster if cluster is None else cluster,
+            unit,
             broadcast=True,
+            precision=precision,
         )
         return self.predict_matrix(x)

@@ -8,6 +8,13 @@ coefficients (`fit_prior`, `fit_prior_choosing_kernel_terms`) and stores them wi
 feature schema (`prior_entry`); serving reads them back (`read_prior`) and takes log(prior) as the trees'
 base margin (`PhysicsPrior.log_ms`). Everything is computed from the featurised matrix `x`, whose columns
 the prior finds by name in `Featurizer.names`, so training, serving and snapshots see the same numbers.
+
+Condition priors (features version 4): a predictor trained on several compute units or precisions may keep,
+per (unit, precision) group with enough rows, coefficients of its own over the same terms (`"groups"` in the
+schema's prior, keyed `<unit>/<precision>`) — a GPU at fp16 moves its bytes and MACs at other rates than the
+same GPU at fp32 or a CPU cluster, and one shared mix of rates leaves the trees a factor-of-two residual to
+learn per group. They are kept only where the validation rows say the grouped prior predicts better; rows
+of any other group use the shared coefficients.
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ PRIOR_L1_ROUNDS = 5
 #: Ridge strength on the per-kernel prior terms, per row, in the unit-scaled relative space of `fit_prior`.
 KERNEL_SHRINKAGE = 1e-3
 
+#: Fewest fitted rows a (unit, precision) group needs for coefficients of its own.
+MIN_GROUP_ROWS = 30
+
+#: Fewest validation configs of a group that let it choose its kernel terms (see `fit_group_priors`).
+MIN_GROUP_VALIDATION_CONFIGS = 3
+
 #: The matrix columns the generic terms are built from (widened to float64 on their own, not the matrix).
 _GENERIC_INPUTS = ("frequency_mhz", "flops_per_mhz", "activation_bytes_per_mhz", "activation_bytes", "layers")
 
@@ -48,6 +61,7 @@ class PhysicsPrior:
     """The prior's terms over one featuriser's matrix: names, design, and the milliseconds it predicts."""
 
     def __init__(self, featurizer: Featurizer) -> None:
+        self.featurizer = featurizer
         names = featurizer.names
         self._generic = [names.index(c) for c in _GENERIC_INPUTS]
         kernels = featurizer.kernels
@@ -92,9 +106,20 @@ class PhysicsPrior:
             prior += (paired @ coefficients[n_generic::2]) / mhz + paired @ coefficients[n_generic + 1 :: 2]
         return prior
 
-    def log_ms(self, x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-        """log of the prior (ms) of each row of `x` (float64), floored at `PRIOR_FLOOR_MS`."""
-        log_ms: np.ndarray = np.log(np.maximum(self.ms(x, coefficients), PRIOR_FLOOR_MS))
+    def log_ms(
+        self, x: np.ndarray, coefficients: np.ndarray, groups: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """log of the prior (ms) of each row of `x` (float64), floored at `PRIOR_FLOOR_MS`; rows of a
+        (unit, precision) group in `groups` use that group's coefficients."""
+        prior = self.ms(x, coefficients)
+        if groups:
+            index = self.featurizer.condition_groups(x)
+            names = self.featurizer.condition_names()
+            for name, own in groups.items():
+                rows = index == names.index(name)
+                if rows.any():
+                    prior[rows] = self.ms(x[rows], own)
+        log_ms: np.ndarray = np.log(np.maximum(prior, PRIOR_FLOOR_MS))
         return log_ms
 
     def _paired(self, x: np.ndarray) -> np.ndarray:
@@ -124,12 +149,34 @@ def read_prior(schema: Mapping[str, Any], prior: PhysicsPrior) -> np.ndarray | N
     return np.asarray(entry["coefficients"], dtype=np.float64)
 
 
-def prior_entry(prior: PhysicsPrior, coefficients: np.ndarray, kernel_terms: bool | None) -> dict[str, Any]:
-    """The schema's `"prior"`: terms, coefficients and (when fitted here) whether kernel terms were kept."""
+def read_group_priors(schema: Mapping[str, Any], prior: PhysicsPrior) -> dict[str, np.ndarray]:
+    """The stored condition priors of a feature schema (empty: none, as for every schema before version 4);
+    refuses a group this featuriser has no columns for."""
+    entry = schema.get("prior") or {}
+    groups = entry.get("groups") or {}
+    known = set(prior.featurizer.condition_names())
+    unknown = sorted(set(groups) - known)
+    if unknown:
+        raise ValueError(f"the prior's groups {unknown} are not unit/precision groups of this schema")
+    return {str(name): np.asarray(c, dtype=np.float64) for name, c in groups.items()}
+
+
+def prior_entry(
+    prior: PhysicsPrior,
+    coefficients: np.ndarray,
+    kernel_terms: bool | None,
+    groups: Mapping[str, np.ndarray] | None = None,
+    group_kernel_terms: Mapping[str, bool] | None = None,
+) -> dict[str, Any]:
+    """The schema's `"prior"`: terms, coefficients, (when fitted here) whether kernel terms were kept, and
+    the condition priors with the same choice of each, when there are any."""
     entry: dict[str, Any] = {"terms": prior.terms}
     if kernel_terms is not None:
         entry["kernel_terms"] = kernel_terms
     entry["coefficients"] = coefficients.tolist()
+    if groups:
+        entry["groups"] = {name: c.tolist() for name, c in groups.items()}
+        entry["group_kernel_terms"] = dict(group_kernel_terms or {})
     return entry
 
 
@@ -205,3 +252,70 @@ def fit_prior_choosing_kernel_terms(
     }
     keep = log_error[True] <= log_error[False]
     return fitted[keep], keep
+
+
+def fit_group_priors(
+    prior: PhysicsPrior,
+    x: np.ndarray,
+    measured: np.ndarray,
+    fit: np.ndarray,
+    validation: np.ndarray | None,
+    shared: np.ndarray,
+    wanted: Mapping[str, bool] | None,
+) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+    """Coefficients of every (unit, precision) group of the fitted rows, when the predictor spans several
+    groups, and whether each kept its kernel terms: fitted on the group's rows when it has
+    `MIN_GROUP_ROWS`, else the shared coefficients scaled by the group's median measured / prior ratio.
+
+    `wanted` None: each group chooses its kernel terms on its own validation rows (as the shared prior
+    does) when they hold `MIN_GROUP_VALIDATION_CONFIGS` configs — with fewer, a choice would be noise and
+    the group takes the generic terms only: pricing each kernel shape needs more data than one group
+    holds then —, and the groups are kept only if the `validation` rows' mean |log
+    error| is lower with them than with the shared prior alone (an empty answer otherwise). A refit passes
+    the choices made (`{group: kernel terms kept}`) instead, and exactly those groups are fitted again.
+    """
+    if prior.featurizer.version < 4 or wanted == {}:
+        return {}, {}
+    index = prior.featurizer.condition_groups(x)
+    present = np.unique(index[fit & (index >= 0)])
+    if len(present) < 2:
+        return {}, {}  # one group: the shared prior is its own
+    names = prior.featurizer.condition_names()
+    groups: dict[str, np.ndarray] = {}
+    kernels: dict[str, bool] = {}
+    for group in present:
+        name = names[group]
+        rows = fit & (index == group)
+        if (wanted is not None and name not in wanted) or not rows.any():
+            continue
+        if int(rows.sum()) < MIN_GROUP_ROWS:
+            # Too few rows for rates of its own: the shared rates, scaled by the group's median ratio.
+            ratio = np.median(np.log(measured[rows]) - prior.log_ms(x[rows], shared))
+            groups[name], kernels[name] = shared * float(np.exp(ratio)), False
+            continue
+        checked = None if validation is None else validation & (index == group)
+        choice = (
+            wanted.get(name)
+            if wanted is not None
+            else _kernel_choice(x, checked, len(prior.featurizer.config_names))
+        )
+        groups[name], kernels[name] = fit_prior_choosing_kernel_terms(
+            prior, x, measured, rows, checked, choice
+        )
+    if not groups or wanted is not None or validation is None or not validation.any():
+        return groups, kernels
+
+    def error(own: Mapping[str, np.ndarray]) -> float:
+        logged = prior.log_ms(x[validation], shared, own)
+        return float(np.mean(np.abs(logged - np.log(measured[validation]))))
+
+    return (groups, kernels) if error(groups) < error({}) else ({}, {})
+
+
+def _kernel_choice(x: np.ndarray, checked: np.ndarray | None, n_config: int) -> bool | None:
+    """None (let the validation rows choose) when `checked` rows hold enough configs (distinct rows of
+    the `n_config` config columns), else False."""
+    if checked is None:
+        return False
+    configs = np.unique(x[checked][:, :n_config], axis=0).shape[0] if checked.any() else 0
+    return None if configs >= MIN_GROUP_VALIDATION_CONFIGS else False

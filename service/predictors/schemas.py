@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from profilers.adb.units import Precision
 from service.bounds import INT32_MAX, REQUEST_BODY, DbId, DbInt, StrictInt, Text, exactly_one_of
 from service.predictors.models import PredictorStatus
 
@@ -39,15 +40,32 @@ class TrainParams(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class TrainFilters(BaseModel):
-    """Which valid measurements to train on (all of the device and family by default)."""
+def _unit_field(description: str) -> Any:
+    """The compute unit (a CPU cluster's name, `gpu` or `npu`), read from `unit` or its former name
+    `cluster`."""
+    return Field(
+        default=None,
+        max_length=32,
+        validation_alias=AliasChoices("unit", "cluster"),
+        description=f"{description}; `cluster` is accepted as an alias",
+    )
 
-    model_config = REQUEST_BODY
+
+#: By name as well as by alias (a field's name is one of its aliases): what the type checker needs.
+_ALIASED_BODY = ConfigDict(**REQUEST_BODY, validate_by_name=True)
+
+
+class TrainFilters(BaseModel):
+    """Which valid measurements to train on (all of the device and family by default): one unit or all
+    (the unit is then a feature), one precision or all (likewise)."""
+
+    model_config = _ALIASED_BODY
 
     frequencies_khz: list[Annotated[DbInt, Field(gt=0)]] | None = Field(
         None, min_length=1, description="only these frequencies; several ask for a multi-frequency model"
     )
-    cluster: Text | None = Field(None, max_length=32)
+    unit: Text | None = _unit_field("only measurements on this compute unit")
+    precision: Precision | None = Field(None, description="only measurements at this precision")
     threads: StrictInt | None = Field(None, ge=1, le=INT32_MAX)
     runtime_name: Text | None = Field(None, max_length=64)
     include_virtual: bool = True
@@ -119,10 +137,11 @@ _EMPTY: dict[str, Any] = {
 
 class PredictRequest(BaseModel):
     """Configs to predict at one frequency or several (answers are config-major: all frequencies of
-    config 0, then of config 1, …). `cluster`/`threads` default to the training data's most common."""
+    config 0, then of config 1, …). `unit`/`precision`/`threads` default to the training data's most
+    common; a unit or precision the predictor never saw is refused (422 naming it)."""
 
     model_config = ConfigDict(
-        **REQUEST_BODY,
+        **_ALIASED_BODY,
         json_schema_extra=exactly_one_of({"frequency_khz": "integer", "frequencies_khz": "array"}),
     )
 
@@ -131,7 +150,8 @@ class PredictRequest(BaseModel):
     frequency_khz: StrictInt | None = Field(None, gt=0, le=INT32_MAX)
     frequencies_khz: list[Annotated[DbInt, Field(gt=0)]] | None = Field(None, min_length=1)
     configs: list[dict[str, Any]]
-    cluster: Text | None = Field(None, max_length=32)
+    unit: Text | None = _unit_field("compute unit: a CPU cluster's name, gpu or npu")
+    precision: Precision | None = None
     threads: StrictInt | None = Field(None, ge=1, le=INT32_MAX)
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from service.devices.models import Device
 from service.jobs import queue
 from service.measurements.models import Measurement
 from service.pagination import keyset_page
-from service.predictors.features import FeatureError
+from service.predictors.features import FeatureError, UnseenConditionError
 from service.predictors.inference import Predictions
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.registry import NoActivePredictorError, PredictorRegistry, load_latency_model
@@ -56,6 +56,7 @@ def _measurement_query(family: str, device_id: int, filters: TrainFilters) -> An
         Measurement.threads,
         Measurement.cluster,
         Measurement.median_ms,
+        Measurement.precision,
     ).where(
         Measurement.device_id == device_id,
         Measurement.family == family,
@@ -65,8 +66,10 @@ def _measurement_query(family: str, device_id: int, filters: TrainFilters) -> An
     )
     if filters.frequencies_khz:
         query = query.where(frequency.in_(filters.frequencies_khz))
-    if filters.cluster is not None:
-        query = query.where(Measurement.cluster == filters.cluster)
+    if filters.unit is not None:
+        query = query.where(Measurement.cluster == filters.unit)
+    if filters.precision is not None:
+        query = query.where(Measurement.precision == filters.precision)
     if filters.threads is not None:
         query = query.where(Measurement.threads == filters.threads)
     if filters.runtime_name is not None:
@@ -94,6 +97,7 @@ def load_training_rows(session: Session, family: str, device_id: int, filters: T
         threads=[int(r[4]) for r in result],
         clusters=[str(r[5]) for r in result],
         median_ms=[float(r[6]) for r in result],
+        precisions=[str(r[7]) for r in result],
     )
 
 
@@ -235,8 +239,14 @@ def predict(
         ) from None
     try:
         return predictor_id, model.predict(
-            request.configs, frequencies, cluster=request.cluster, threads=request.threads
+            request.configs,
+            frequencies,
+            cluster=request.unit,
+            threads=request.threads,
+            precision=request.precision,
         )
+    except UnseenConditionError as exc:
+        raise InvalidInputError.at(["body", exc.field], f"predictor {predictor_id}: {exc.msg}") from None
     except FeatureError as exc:
         loc: list[str | int] = ["body", "configs", exc.index]
         if exc.field:
@@ -251,9 +261,14 @@ def select_uncertain(
     candidates: Sequence[Mapping[str, Any]],
     n: int,
     frequency_khz: int,
+    *,
+    unit: str | None = None,
+    precision: str | None = None,
 ) -> list[dict[str, Any]]:
     """The `n` candidates with the widest p10–p90 band (relative to the latency) under the active
-    predictor, widest first: where the next measurements teach the predictor most."""
+    predictor, on `unit` at `precision` (None: the predictor's defaults), widest first: where the next
+    measurements teach the predictor most. A unit or precision the predictor never saw is a 422 at the
+    job's `body.runtime.<unit|precision>`."""
     predictor_id = session.scalar(
         select(Predictor.id).where(
             Predictor.device_id == device_id, Predictor.family == family, Predictor.active.is_(True)
@@ -266,7 +281,11 @@ def select_uncertain(
         )
     model = load_latency_model(session, predictor_id)
     try:
-        result = model.predict(candidates, [frequency_khz])
+        result = model.predict(candidates, [frequency_khz], cluster=unit, precision=precision)
+    except UnseenConditionError as exc:
+        raise InvalidInputError.at(
+            ["body", "runtime", exc.field], f"uncertainty sampling on device {device_id}: {exc.msg}"
+        ) from None
     except FeatureError as exc:
         raise InvalidInputError.at(["candidates", exc.index, exc.field or "config"], exc.msg) from None
     width = (result.p90_ms - result.p10_ms) / result.latency_ms

@@ -433,11 +433,14 @@ class Snapshot:
         frequencies_khz: Sequence[int] | None = None,
         cluster: str | None = None,
         threads: int | None = None,
+        precision: str | None = None,
     ) -> Predictions:
-        """Predictions as the service computes them: config-major over `frequencies_khz` when several."""
+        """Predictions as the service computes them: config-major over `frequencies_khz` when several;
+        `cluster` is the compute unit. A unit or precision the predictor never saw raises
+        `UnseenConditionError` (a ValueError naming it)."""
         if family != self.family:
             raise ValueError(f"this snapshot predicts {self.family!r}, not {family!r}")
         if (frequency_khz is None) == (frequencies_khz is None):
             raise ValueError("give exactly one of frequency_khz or frequencies_khz")
         freqs = [frequency_khz] if frequency_khz is not None else list(frequencies_khz or [])
-        return self.model.predict(configs, freqs, cluster=cluster, threads=threads)
+        return self.model.predict(configs, freqs, cluster=cluster, threads=threads, precision=precision)

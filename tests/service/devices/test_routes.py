@@ -6,9 +6,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from profilers.adb import Cluster, DeviceFacts, ThermalZone
+from profilers.adb.units import Accelerator
 from service.deps import get_runner
-from service.devices.models import Device
-from service.devices.runner import DeviceColumns, DeviceTarget, NoopRunner
+from service.devices.models import Device, Transport
+from service.devices.runner import DeviceColumns, DeviceTarget, NoopRunner, facts_to_columns
 from service.jobs.models import Job, Task, TaskStatus
 
 PROBLEM = "application/problem+json"
@@ -164,3 +166,83 @@ def test_register_and_probe_use_the_request_runner(
     dup = client.post("/v1/devices", json=body, headers=admin_headers)
     assert dup.status_code == 409 and dup.headers["content-type"] == PROBLEM
     assert runners[-1].probed == []
+
+
+def test_device_api_shows_every_compute_unit(
+    app: FastAPI, client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    # The probe's facts go through `facts_to_columns` as a real probe's do: accelerators stored by name.
+    little = Cluster(
+        name="little", policy="policy0", cpus=[0, 1], frequencies_khz=[900, 300], governors=["schedutil"]
+    )
+    big = Cluster(
+        name="big", policy="policy4", cpus=[4], frequencies_khz=[2000, 1000], governors=["schedutil"]
+    )
+    gpu = Accelerator(
+        name="gpu",
+        model="Adreno660v1",
+        devfreq="/sys/class/kgsl/kgsl-3d0/devfreq",
+        frequencies_khz=[840000, 315000],
+        governors=["msm-adreno-tz", "performance"],
+        precisions=["fp32", "fp16"],
+        bus_devfreq="/sys/class/devfreq/ddrfreq",
+    )
+    npu = Accelerator(name="npu", model="Virtual NPU", precisions=["int8", "fp16"])
+    facts = DeviceFacts(
+        serial="R5CT1234",
+        model="SM-G991B",
+        manufacturer="samsung",
+        board="",
+        soc="SM8350",
+        abi="arm64-v8a",
+        android_version="14",
+        sdk=34,
+        clusters=[little, big],
+        gpu_frequencies_khz=[315000, 840000],
+        accelerators=[npu, gpu],
+        rooted=True,
+        thermal_zones=[ThermalZone(index=0, type="cpu-0-0")],
+        is_virtual=False,
+    )
+    app.dependency_overrides[get_runner] = lambda: _RecordingRunner(facts_to_columns(facts))
+    created = _register(client, admin_headers, "10.9.0.2:5555")
+    device = client.get(f"/v1/devices/{created['id']}", headers=admin_headers).json()
+    assert [a["name"] for a in device["accelerators"]] == ["npu", "gpu"]  # as probed
+    assert device["accelerators"][1]["bus_devfreq"] == "/sys/class/devfreq/ddrfreq"
+    units = {u["name"]: u for u in device["units"]}
+    assert [u["name"] for u in device["units"]] == ["little", "big", "gpu", "npu"]
+    assert [u["kind"] for u in device["units"]] == ["cpu", "cpu", "gpu", "npu"]
+    assert units["big"] == {
+        "name": "big",
+        "kind": "cpu",
+        "model": None,
+        "frequencies_khz": [1000, 2000],
+        "precisions": ["fp32"],
+        "governors": ["schedutil"],
+    }
+    assert units["gpu"]["frequencies_khz"] == [315000, 840000] and units["gpu"]["model"] == "Adreno660v1"
+    assert units["gpu"]["precisions"] == ["fp32", "fp16"]
+    assert units["gpu"]["governors"] == ["msm-adreno-tz", "performance"]
+    assert units["npu"]["frequencies_khz"] == [] and units["npu"]["precisions"] == ["int8", "fp16"]
+    listed = client.get("/v1/devices", headers=admin_headers).json()["items"]
+    assert [u["name"] for u in listed[0]["units"]] == ["little", "big", "gpu", "npu"]
+
+
+def test_a_malformed_stored_accelerator_is_left_out(
+    client: TestClient, admin_headers: dict[str, str], db_session: Session
+) -> None:
+    device = Device(
+        serial="10.9.0.3:5555",
+        transport=Transport.tcp,
+        address="10.9.0.3:5555",
+        clusters=[{"name": "big", "cpus": [0], "frequencies_khz": [1000]}],
+        accelerators=[{"name": "tpu"}, {"name": "gpu", "frequencies_khz": [5, 1]}],
+    )
+    db_session.add(device)
+    db_session.commit()
+    got = client.get(f"/v1/devices/{device.id}", headers=admin_headers).json()
+    assert [a["name"] for a in got["accelerators"]] == ["gpu"]
+    assert [(u["name"], u["frequencies_khz"], u["precisions"]) for u in got["units"]] == [
+        ("big", [1000], ["fp32"]),
+        ("gpu", [1, 5], []),
+    ]

@@ -74,7 +74,8 @@ def test_a_jobs_runtime_settings_reach_the_runner_and_the_stored_measurement(
     _job(db_session, settings, [device.id], n=2, frequencies=[BIG[0]])  # default settings: another batch
     assert queue.acquire_device(session_factory, "A", 60) is not None
     batch = queue.claim_batch(session_factory, device.id, "A", 10, 60)
-    assert batch is not None and batch.runtime == RuntimeSettings(**runtime)
+    # The task stores the accelerator option resolved (the CPU cluster's default), as the profiler records it.
+    assert batch is not None and batch.runtime == RuntimeSettings(**runtime, accelerator="cpu")
     assert {t.job_id for t in batch.tasks} == {job.id}  # one batch, one runtime
     assert [r.config_hash for r in batch.requests()] == [t.config_hash for t in batch.tasks]
     queue.release_tasks(session_factory, [t.id for t in batch.tasks], batch.token)

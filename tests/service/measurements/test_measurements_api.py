@@ -89,6 +89,23 @@ def test_import_computes_hash_and_canonical_config(
         ({"runs": 0}, ["body", "rows", 7, "runs"]),
         ({"passes": 99}, ["body", "rows", 7, "passes"]),
         ({"raw_runs_ms": [1.0]}, ["body", "rows", 7, "raw_runs_ms"]),
+        ({"precision": "fp64"}, ["body", "rows", 7, "precision"]),
+        ({"benchmark": "tensorrt"}, ["body", "rows", 7, "benchmark"]),
+        ({"cluster": "gpu", "accelerator": "nnapi"}, ["body", "rows", 7, "accelerator"]),
+        ({"bus_frequency_khz": 0}, ["body", "rows", 7, "bus_frequency_khz"]),
+        (
+            {"layers": [{"name": "conv0", "op_type": "Conv", "ms": -1.0}]},
+            ["body", "rows", 7, "layers", 0, "ms"],
+        ),
+        (
+            {"layers": [{"name": "conv0", "op_type": "Conv", "ms": 1.0, "x": 1}]},
+            ["body", "rows", 7, "layers", 0, "x"],
+        ),
+        ({"layers": [{"name": "c", "op_type": "Conv", "ms": 0.1}] * 2_001}, ["body", "rows", 7, "layers"]),
+        (
+            {"layer_profile": False, "layers": [{"name": "c", "op_type": "Conv", "ms": 0.1}]},
+            ["body", "rows", 7, "layers"],
+        ),
     ],
 )
 def test_import_is_all_or_nothing(
@@ -189,3 +206,79 @@ def test_csv_and_parquet_exports_equal_json(
 
     filtered = client.get("/v1/measurements", params={"format": "csv", "cluster": "nowhere"}, headers=headers)
     assert pd.read_csv(io.BytesIO(filtered.content)).empty
+
+
+LAYERS = [
+    {"name": "/body/conv0/Conv", "op_type": "Conv", "ms": 0.125, "unit": "gpu"},
+    {"name": "/body/act0/Relu", "op_type": "Relu", "ms": 0.0625, "unit": None},
+    {"name": "/tail/DepthToSpace", "op_type": "DepthToSpace", "ms": 0.25, "unit": "cpu"},
+]
+
+
+def test_precision_unit_and_layers_round_trip(
+    client: TestClient, make_headers: Callable[..., dict[str, str]], device: Device, db_session: Session
+) -> None:
+    headers = make_headers("profile", "read")
+    gpu = {
+        "cluster": "gpu",
+        "precision": "fp16",
+        "accelerator": "qnn",
+        "layers": LAYERS,
+        "bus_frequency_khz": 2_092_000,
+    }
+    rows = [_row(device.id, i, **(gpu if i % 3 == 0 else {})) for i in range(9)]
+    rows[3]["benchmark"], rows[3]["accelerator"] = "tflite", "gpu"
+    assert client.post("/v1/measurements/import", json={"rows": rows}, headers=headers).status_code == 201
+    stored = db_session.scalars(select(Measurement).order_by(Measurement.id)).all()
+    # Rows that say nothing are what every row before accelerators was: onnxruntime on a CPU at fp32.
+    assert (stored[1].precision, stored[1].benchmark, stored[1].accelerator, stored[1].layers) == (
+        "fp32",
+        "onnxruntime",
+        None,
+        None,
+    )
+    assert stored[1].layer_profile is False and stored[0].layer_profile is True
+    assert [(m.benchmark, m.accelerator) for m in stored if m.cluster == "gpu"] == [
+        ("onnxruntime", "qnn"),
+        ("tflite", "gpu"),
+        ("onnxruntime", "qnn"),
+    ]
+
+    def items(**params: Any) -> list[dict[str, Any]]:
+        response = client.get("/v1/measurements", params={"limit": 100, **params}, headers=headers)
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
+    on_gpu = items(unit="gpu")
+    assert [m["id"] for m in on_gpu] == [stored[i].id for i in (0, 3, 6)]
+    assert all(m["layers"] == LAYERS and m["bus_frequency_khz"] == 2_092_000 for m in on_gpu)
+    assert [m["id"] for m in items(cluster="gpu")] == [m["id"] for m in on_gpu]  # the former name
+    assert len(items(precision="fp16")) == 3 and len(items(precision="fp32")) == 6
+    assert [m["id"] for m in items(unit="gpu", benchmark="tflite")] == [stored[3].id]
+    assert items(unit="gpu", precision="fp32") == []
+    assert len(items(accelerator="qnn")) == 2
+    clash = client.get("/v1/measurements", params={"unit": "gpu", "cluster": "big"}, headers=headers)
+    assert clash.status_code == 422 and clash.json()["errors"][0]["loc"] == ["query", "unit"]
+    bad = client.get("/v1/measurements", params={"precision": "fp64"}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["query", "precision"]
+
+    as_json = items()
+    csv = pd.read_csv(
+        io.BytesIO(client.get("/v1/measurements", params={"format": "csv"}, headers=headers).content)
+    )
+    raw = client.get("/v1/measurements", params={"format": "parquet"}, headers=headers).content
+    parquet = pd.read_parquet(io.BytesIO(raw))
+    for exported in (csv, parquet):
+        assert list(exported["precision"]) == [m["precision"] for m in as_json]
+        assert list(exported["cluster"]) == [m["cluster"] for m in as_json]
+        # Layers go out JSON-encoded (a row without them: an empty cell); they read back as they went in.
+        layers = [json.loads(v) if isinstance(v, str) else None for v in exported["layers"]]
+        assert layers == [m["layers"] for m in as_json]
+        assert layers[0] == LAYERS and layers[1] is None
+
+    # An export imports again as it is: precision, program, option and layers survive the round trip.
+    keep = ("cluster", "precision", "benchmark", "accelerator", "layers", "bus_frequency_khz")
+    again = [{**_row(device.id, i), **{k: m[k] for k in keep}} for i, m in enumerate(as_json)]
+    assert client.post("/v1/measurements/import", json={"rows": again}, headers=headers).status_code == 201
+    second = items(limit=100)[len(as_json) :]
+    assert [{k: m[k] for k in keep} for m in second] == [{k: m[k] for k in keep} for m in as_json]

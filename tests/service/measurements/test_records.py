@@ -51,12 +51,12 @@ def test_a_record_is_stored_as_it_is() -> None:
 
 
 def test_runtime_settings_travel_by_field_name() -> None:
-    # A job's runtime is the profiler's settings plus the cluster; tasks and measurements hold each setting.
+    # A job's runtime is the profiler's settings plus the unit; tasks and measurements hold each setting.
     assert set(RUNTIME_FIELDS) == set(RuntimeSettings.model_fields)
-    assert set(RUNTIME_FIELDS) == set(RuntimeSpec.model_fields) - {"cluster"}
+    assert set(RUNTIME_FIELDS) == set(RuntimeSpec.model_fields) - {"unit"}
     for name in RUNTIME_FIELDS:
         assert name in Task.__table__.columns and name in Measurement.__table__.columns
         assert name in MeasurementRecord.model_fields
-    spec = RuntimeSpec(runs=4, warmup=0, threads=2, passes=2, cluster="big")
+    spec = RuntimeSpec(runs=4, warmup=0, threads=2, passes=2, unit="big")
     assert spec.as_settings() == RuntimeSettings(runs=4, warmup=0, threads=2, passes=2)
     assert type(spec.as_settings()) is RuntimeSettings

@@ -82,7 +82,8 @@ def add_device(session: Session) -> int:
 
 
 def insert_rows(session: Session, device_id: int, rows: TrainingRows) -> None:
-    """Store training rows as valid measurements of `device_id`."""
+    """Store training rows as valid measurements of `device_id` (on their units, at their precisions)."""
+    precisions = rows.precision_of_rows()
     for i in range(len(rows)):
         ms = float(rows.median_ms[i])
         session.add(
@@ -97,6 +98,7 @@ def insert_rows(session: Session, device_id: int, rows: TrainingRows) -> None:
                 pinned=True,
                 runtime_name="onnxruntime",
                 threads=rows.threads[i],
+                precision=precisions[i],
                 runs=5,
                 warmup=1,
                 median_ms=ms,

@@ -90,9 +90,12 @@ def test_multi_layer_blocks_sum_their_dispatches() -> None:
 
 
 def test_version_3_adds_the_accelerator_columns_and_version_2_keeps_its_layout() -> None:
-    v3 = Featurizer("conv", ["gpu"], ("Conv#",))
+    v3 = Featurizer("conv", ["gpu"], ("Conv#",), version=3)
     v2 = Featurizer("conv", ["gpu"], ("Conv#",), version=2)
     assert [n for n in v3.names if n not in v2.names] == list(ACCELERATOR_COLUMNS)
+    # Version 4 adds the precision columns after them, and nothing else.
+    v4 = Featurizer("conv", ["gpu"], ("Conv#",))
+    assert [n for n in v4.names if n not in v3.names] == ["precision=fp32", "precision_bits"]
     v2_terms, v3_terms = PhysicsPrior(v2).terms, PhysicsPrior(v3).terms
     assert v2_terms == [t for t in v3_terms if not t.startswith("gpu:")]
     config = {"kernel": 3, "cin": 16, "cout": 32, "height": 28, "width": 28}

@@ -1,8 +1,9 @@
-"""Snapshots of features versions 1 and 2 still load and answer bit for bit what their build answered.
+"""Snapshots of features versions 1, 2 and 3 still load and answer bit for bit what their build answered.
 
 The archives and their answers in tests/fixtures/predictor_snapshots were written by the last build of
-features version 2 (`make_fixtures.py` says how); a version-1 schema is the generic one relabelled, as
-predictors trained before kernel columns stored it.
+features version 2 (`*_v2_*`) and of version 3 (`*_v3_*`; `make_fixtures.py` says how); a version-1 schema
+is the generic one relabelled, as predictors trained before kernel columns stored it. None of them has
+precision columns (version 4): they knew fp32 only, and refuse another precision by name.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.predictors.features import UnseenConditionError
 from service.predictors.inference import PRIOR_MODEL
 from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "predictor_snapshots"
 CASES = ("sr_block_v2_kernels", "sr_block_v2_generic", "conv_v2_kernels")
+V3_CASES = ("sr_block_v3_kernels", "sr_block_v3_generic", "conv_v3_kernels")
 
 
 def _expected(name: str) -> dict:
@@ -41,6 +44,29 @@ def test_a_version_2_snapshot_predicts_bit_for_bit_as_its_build_did(name: str) -
     _assert_answers(snapshot, _expected(name))
 
 
+@pytest.mark.parametrize("name", V3_CASES)
+def test_a_version_3_snapshot_predicts_bit_for_bit_as_its_build_did(name: str) -> None:
+    snapshot = Snapshot.load(FIXTURES / f"{name}.tar")
+    assert snapshot.manifest["features_version"] == 3
+    featurizer = snapshot.model.featurizer
+    assert featurizer.version == 3 and featurizer.accelerator
+    assert "precisions" not in snapshot.model.schema
+    assert not [n for n in featurizer.names if n.startswith("precision")]
+    expected = _expected(name)
+    _assert_answers(snapshot, expected)
+    # fp32 named explicitly is what it was trained on: the same answer; fp16 was never measured.
+    unit = snapshot.model.default_cluster
+    got = snapshot.predict(
+        snapshot.family, expected["configs"], frequencies_khz=expected["frequencies_khz"], precision="fp32"
+    )
+    np.testing.assert_array_equal(got.latency_ms, np.asarray(expected["latency_ms"]))
+    with pytest.raises(UnseenConditionError, match="fp16"):
+        snapshot.predict(snapshot.family, expected["configs"], frequency_khz=600_000, precision="fp16")
+    with pytest.raises(UnseenConditionError, match="npu"):
+        snapshot.predict(snapshot.family, expected["configs"], frequency_khz=600_000, cluster="npu")
+    assert unit in featurizer.clusters
+
+
 def test_a_version_1_schema_predicts_bit_for_bit_as_version_2_did() -> None:
     contents = read_snapshot((FIXTURES / "sr_block_v2_generic.tar").read_bytes())
     schema = {k: v for k, v in contents.feature_schema.items() if k != "kernels"} | {"features_version": 1}
@@ -59,7 +85,7 @@ def test_a_version_1_schema_predicts_bit_for_bit_as_version_2_did() -> None:
 
 
 def test_the_fixtures_are_what_their_readme_says() -> None:
-    """Each fixture archive holds a version-2 schema without the accelerator columns."""
+    """Each version-2 fixture archive holds a version-2 schema without the accelerator columns."""
     for name in CASES:
         with tarfile.open(fileobj=io.BytesIO((FIXTURES / f"{name}.tar").read_bytes())) as archive:
             member = archive.extractfile("feature_schema.json")

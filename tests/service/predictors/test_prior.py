@@ -201,8 +201,8 @@ def test_a_version_1_schema_reads_and_predicts_as_the_generic_prior(result: Trai
     for name in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
     latest = dict(result.feature_schema)
-    with pytest.raises(ValueError, match="version 4"):
-        LatencyModel(latest | {"features_version": 4}, result.model, result.model_p10, result.model_p90)
+    with pytest.raises(ValueError, match="version 5"):
+        LatencyModel(latest | {"features_version": 5}, result.model, result.model_p10, result.model_p90)
 
 
 def test_a_kernel_shape_never_trained_on_is_flagged_extrapolated(kernel_result: TrainingResult) -> None:

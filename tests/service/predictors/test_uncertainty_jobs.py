@@ -38,7 +38,8 @@ N, CANDIDATES, SEED = 8, 80, 5
 
 
 def _probed_device(session: Session, serial: str) -> int:
-    """A device whose big cluster runs the synthetic frequencies (jobs need a probed frequency table)."""
+    """A device whose big cluster runs the synthetic frequencies (jobs need a probed frequency table), and
+    a GPU with the same table."""
     device = Device(
         serial=serial,
         transport=Transport.tcp,
@@ -46,6 +47,7 @@ def _probed_device(session: Session, serial: str) -> int:
         is_virtual=True,
         status=DeviceStatus.online,
         clusters=[{"name": "big", "cpus": [0, 1, 2, 3], "frequencies_khz": FREQUENCIES}],
+        accelerators=[{"name": "gpu", "frequencies_khz": FREQUENCIES, "precisions": ["fp32", "fp16"]}],
     )
     session.add(device)
     session.commit()
@@ -82,12 +84,19 @@ def _sampler(**extra: Any) -> dict[str, Any]:
     return {"strategy": "uncertainty", "n": N, "space": SPACE, "seed": SEED, **extra}
 
 
-def _submit(client: TestClient, headers: dict[str, str], device_ids: list[int], **sampler: Any) -> Any:
+def _submit(
+    client: TestClient,
+    headers: dict[str, str],
+    device_ids: list[int],
+    runtime: dict[str, Any] | None = None,
+    **sampler: Any,
+) -> Any:
     body = {
         "family": "sr_block",
         "sampler": _sampler(**sampler),
         "devices": device_ids,
         "frequencies": [FREQUENCIES[1], FREQUENCIES[2]],
+        "runtime": runtime or {},
     }
     return client.post("/v1/jobs", json=body, headers=headers)
 
@@ -169,6 +178,13 @@ def test_uncertainty_job_without_an_active_predictor_is_409_and_writes_nothing(
     assert f"device {bare}" in r.json()["detail"]
     assert _rows_written(db_session) == (0, 0)
     assert db_session.scalar(select(func.count()).select_from(Predictor)) == 1
+
+    # The active predictor knows the big cluster only: it cannot rank candidates for the GPU.
+    r = _submit(client, headers, [ready], {"unit": "gpu"})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == ["body", "runtime", "unit"], r.json()
+    assert "never on 'gpu'" in r.json()["detail"]
+    assert _rows_written(db_session) == (0, 0)
 
 
 def test_uncertainty_sampler_fields_are_checked(
