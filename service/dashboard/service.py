@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from profilers.adb.units import CPU_PRECISIONS, Accelerator, unit_kind
+from profilers.adb.units import unit_kind
 from service.bounds import INT32_MAX, Text
 from service.dashboard.pivot import (
     OptionalInt,
@@ -28,6 +28,7 @@ from service.dashboard.pivot import (
     unit_query_field,
 )
 from service.devices.models import Device
+from service.devices.units import ComputeUnit, device_units
 from service.jobs import service as jobs_service
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
 from service.measurements.models import Measurement
@@ -71,65 +72,10 @@ class CurrentTask:
 
 
 @dataclass(frozen=True)
-class UnitSummary:
-    """One compute unit of a phone as its farm card lists it: a CPU cluster, the GPU or the NPU."""
-
-    name: str
-    kind: str
-    model: str
-    frequencies_khz: tuple[int, ...]
-    precisions: tuple[str, ...]
-
-    @property
-    def clock_range(self) -> str:
-        """`min–max MHz` of its frequency table (one value when it has one; `no clock table` when none)."""
-        if not self.frequencies_khz:
-            return "no clock table"
-        low, high = min(self.frequencies_khz) / 1000, max(self.frequencies_khz) / 1000
-        return f"{low:g} MHz" if low == high else f"{low:g}–{high:g} MHz"
-
-
-def device_units(device: Device) -> list[UnitSummary]:
-    """The phone's compute units from its probed facts: its CPU clusters, then its GPU and NPU.
-
-    An accelerator entry that does not read as `profilers.adb.units.Accelerator` (a hand-edited row) is
-    shown by name with what can be told of it, never allowed to take the page down.
-    """
-    units = [
-        UnitSummary(
-            name=str(entry.get("name", "?")),
-            kind="cpu",
-            model="",
-            frequencies_khz=tuple(int(f) for f in entry.get("frequencies_khz") or ()),
-            precisions=CPU_PRECISIONS,
-        )
-        for entry in device.clusters or []
-        if isinstance(entry, dict)
-    ]
-    for entry in device.accelerators or []:
-        try:
-            accelerator = Accelerator.model_validate(entry)
-        except ValidationError:
-            name = str(entry.get("name", "?")) if isinstance(entry, dict) else "?"
-            units.append(UnitSummary(name, unit_kind(name), "unreadable probe record", (), ()))
-            continue
-        units.append(
-            UnitSummary(
-                name=accelerator.name,
-                kind=unit_kind(accelerator.name),
-                model=accelerator.model,
-                frequencies_khz=tuple(accelerator.frequencies_khz),
-                precisions=tuple(accelerator.precisions),
-            )
-        )
-    return units
-
-
-@dataclass(frozen=True)
 class DeviceCard:
     device: Device
     current_task: CurrentTask | None
-    units: list[UnitSummary]
+    units: list[ComputeUnit]
 
 
 def farm_cards(session: Session) -> list[DeviceCard]:

@@ -30,6 +30,14 @@ class ComputeUnit(BaseModel):
     governors: list[str] = Field(default_factory=list)
 
     @property
+    def clock_range(self) -> str:
+        """`min–max MHz` of its clock table (one value when it has one; `no clock table` when none)."""
+        if not self.frequencies_khz:
+            return "no clock table"
+        low, high = min(self.frequencies_khz) / 1000, max(self.frequencies_khz) / 1000
+        return f"{low:g} MHz" if low == high else f"{low:g}–{high:g} MHz"
+
+    @property
     def pinnable(self) -> bool:
         """Whether a clock of this unit can be pinned (it has a clock table)."""
         return bool(self.frequencies_khz)
