@@ -9,8 +9,11 @@ Precision is the pushed model's (`model_precision`): float16 initializers → fp
 `convert_float_to_float16`), QuantizeLinear/DequantizeLinear nodes → int8 (`quantize_static`, QDQ), else
 fp32. Such conversion nodes vanish on an accelerator — a delegate folds Q/DQ pairs into quantised kernels and
 runs an fp16 graph natively — so inside the graph they are *transparent*: their output is an alias of their
-input (a DQ of an initializer is a weight). At the graph's edge they stay, as `quantize` / `dequantize` /
-`convert` kernels (the input and output conversions a real delegate dispatches).
+input (a DQ of an initializer is a weight). At the graph's edge Q/DQ stay, as `quantize` / `dequantize`
+kernels (an int8 unit quantises the float input and dequantises its output). A Cast at the edge (the
+fp32 ↔ fp16 conversion of an fp16 model's inputs and outputs) is transparent too: a delegate converts the
+input to its own layout at every precision — an fp32 graph's upload and readback are not charged either —
+so charging only the fp16 graph's would make half precision pay an edge its fp32 twin does not.
 
 Nodes are visited in topological order (a model's node list need not be sorted; float16 conversion appends
 its input casts at the end). Node names are onnxruntime's: the node's name, or `<op_type>_<index>` for an
@@ -145,7 +148,7 @@ def read_graph(model_bytes: bytes) -> Graph:
                 continue
             at_input = real(src) in graph_inputs
             at_output = outs[0] in graph_outputs
-            if not at_input and not at_output:
+            if node.op_type == "Cast" or (not at_input and not at_output):
                 alias[outs[0]] = src
                 continue
             kind = {"QuantizeLinear": "quantize", "DequantizeLinear": "dequantize"}.get(
