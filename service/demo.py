@@ -5,7 +5,9 @@
    `virtual-flagship` and `virtual-midrange`), registered and probed through the API;
 3. the API with an in-process worker (uvicorn in a thread), on 127.0.0.1;
 4. a profiling campaign: N `sr_block` configs × 3 frequencies (min-mid-max) per phone, with a progress bar;
-5. a predictor trained and activated per phone;
+4b. on the flagship's (virtual) GPU: a few of those configs at the GPU's lowest and highest clock, at fp32 and
+   at fp16, with per-layer profiles (the dashboard draws them);
+5. a predictor trained and activated per phone, over every unit it was measured on (CPU and GPU);
 6. the SR search (`service.sr_search`, which `examples/sr_search.py` runs) on each phone's predictor, its
    winners profiled for real;
 7. a summary and the dashboard URL; the service keeps running until Ctrl-C (`--exit-after-summary`: exits).
@@ -44,6 +46,11 @@ DEMO_RUNTIME = {"runs": 10, "warmup": 1, "threads": 1, "passes": 2}
 DEMO_OUTPUT = (216, 384)
 DEMO_WIDTHS = (4, 8, 12, 16, 24, 32)
 DEMO_MAX_DEPTH = 6
+#: The GPU part of the demo: this many of the campaign's configs, at each precision, at the GPU's lowest and
+#: highest clock, with per-layer profiles (one invocation: the warm-up carries the profile).
+DEMO_GPU_CONFIGS = 12
+DEMO_GPU_RUNTIME = {"runs": 10, "warmup": 1, "threads": 1, "layer_profile": True}
+DEMO_GPU_PRECISIONS = ("fp32", "fp16")
 
 
 class DemoError(Exception):
@@ -205,6 +212,18 @@ class PhoneReport:
     verified: list[Any] = field(default_factory=list)
     dvfs: dict[int, Any] = field(default_factory=dict)
     budget_ms: float = 0.0
+    gpu: GpuReport | None = None
+
+
+@dataclass
+class GpuReport:
+    """What the summary says about a phone's GPU part: its clocks and fp16's speed-up over fp32."""
+
+    model: str | None
+    frequencies_khz: list[int]
+    measurements: int
+    fp16_over_fp32: float
+    layered_measurement: int | None
 
 
 def _fresh_dir(requested: Path | None) -> Path:
@@ -355,10 +374,13 @@ def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if job.status != "done":
             raise DemoError(f"the campaign ended {job.status}: {job.error or job.counts}")
 
+        for report in reports:
+            report.gpu = _gpu_part(client, report, configs[:DEMO_GPU_CONFIGS], out)
+
         space = _demo_space()
         for report in reports:
             rows = client.measurements(device=report.device_id, family="sr_block")
-            report.measurements = len(rows)
+            report.measurements = len(rows) - (report.gpu.measurements if report.gpu else 0)  # the CPU's
             predictor = client.train_predictor("sr_block", report.device_id)
             predictor = client.wait_predictor(predictor.id, poll_s=0.5)
             if predictor.status != "ready":
@@ -402,6 +424,64 @@ def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+def _gpu_part(
+    client: Any, report: PhoneReport, configs: list[dict[str, Any]], out: TextIO
+) -> GpuReport | None:
+    """Profile `configs` on the phone's GPU at its lowest and highest clock at each demo precision.
+
+    None for a phone whose GPU onnxruntime cannot reach (only QNN drives a GPU, and only an Adreno's).
+    """
+    from service.client_cli import JobProgressBar
+
+    device = client.get_device(report.device_id)
+    gpu = next((u for u in device.units if u.name == "gpu"), None)
+    if gpu is None or not gpu.frequencies_khz or "Adreno" not in (gpu.model or ""):
+        return None
+    clocks = [gpu.frequencies_khz[0], gpu.frequencies_khz[-1]]
+    _say(
+        out,
+        f"GPU of {report.profile} ({gpu.model}, virtual): {len(configs)} configs × {len(clocks)} clocks × "
+        f"{'/'.join(DEMO_GPU_PRECISIONS)}, with per-layer profiles",
+    )
+    for precision in DEMO_GPU_PRECISIONS:
+        job = client.submit_job(
+            "sr_block",
+            configs=configs,
+            devices=[report.device_id],
+            frequencies=clocks,
+            runtime=DEMO_GPU_RUNTIME,
+            unit="gpu",
+            precision=precision,
+        )
+        bar = JobProgressBar()
+        try:
+            job = client.wait(job.id, progress=bar, poll_s=1.0)
+        finally:
+            bar.close()
+        if job.status != "done":
+            raise DemoError(f"the GPU job ({precision}) ended {job.status}: {job.error or job.counts}")
+    rows = client.measurements(device=report.device_id, family="sr_block", unit="gpu")
+    median = {
+        (p, h, int(f)): float(ms)
+        for p, h, f, ms in zip(
+            rows["precision"], rows["config_hash"], rows["frequency_khz"], rows["median_ms"], strict=True
+        )
+    }
+    ratios = sorted(
+        median[("fp16", h, f)] / ms
+        for (p, h, f), ms in median.items()
+        if p == "fp32" and ("fp16", h, f) in median
+    )
+    layered = next((int(i) for i, layers in zip(rows["id"], rows["layers"], strict=True) if layers), None)
+    return GpuReport(
+        model=gpu.model,
+        frequencies_khz=clocks,
+        measurements=len(rows),
+        fp16_over_fp32=ratios[len(ratios) // 2] if ratios else float("nan"),
+        layered_measurement=layered,
+    )
+
+
 def _accuracy(metrics: dict[str, Any]) -> str:
     if not metrics:
         return "no metrics"
@@ -441,7 +521,18 @@ def summary(
         f"{min(DEMO_WIDTHS)}-{max(DEMO_WIDTHS)} channels, {DEMO_RUNTIME['runs']} runs in "
         f"{DEMO_RUNTIME['passes']} passes after {DEMO_RUNTIME['warmup']} warm-up."
     )
-    lines.append("Predictors (XGBoost, accuracy on held-out configs):")
+    for r in reports:
+        if r.gpu is None:
+            continue
+        clocks = " and ".join(f"{f / 1000:.0f}" for f in r.gpu.frequencies_khz)
+        lines.append(
+            f"  {r.profile} GPU ({r.gpu.model}, VIRTUAL: the accelerator cost model over real per-node host "
+            f"costs): {r.gpu.measurements} measurements at {clocks} MHz; "
+            f"fp16 takes {r.gpu.fp16_over_fp32:.2f}× fp32's median time"
+        )
+        if r.gpu.layered_measurement is not None:
+            lines.append(f"       per-layer chart: {dashboard}/measurements/{r.gpu.layered_measurement}")
+    lines.append("Predictors (XGBoost over every unit measured, accuracy on held-out configs):")
     for r in reports:
         lines.append(f"  {r.profile:<17} predictor {r.predictor_id}: {_accuracy(r.metrics)}")
     lines.append("Search (service.sr_search): most parameters under the budget, predicted vs measured:")

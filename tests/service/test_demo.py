@@ -116,6 +116,14 @@ def test_demo_runs_the_whole_loop_and_summarises_it(tmp_path: Path) -> None:
     verified = re.findall(r"widths=\[[\d, ]+\]\s+\d+\s+([\d.]+)ms\s+([\d.]+)ms\s+([-+][\d.]+)%", out)
     assert len(verified) >= 2, out  # predicted and measured, side by side, for winners on both phones
     assert out.count("DVFS-aware, best block per frequency:") == 2
+    # The flagship's GPU (virtual, said so): 12 configs × its lowest and highest clock × fp32/fp16, half
+    # precision faster, a per-layer chart to open.
+    gpu = re.search(
+        r"virtual-flagship GPU \(Adreno\S*, VIRTUAL.*?(\d+) measurements .*fp16 takes ([\d.]+)×", out
+    )
+    assert gpu is not None, out
+    assert int(gpu.group(1)) == 48 and float(gpu.group(2)) < 1.0
+    assert re.search(r"per-layer chart: http://127\.0\.0\.1:\d+/dashboard/measurements/\d+", out)
     dashboard = re.search(r"Dashboard: (http://127\.0\.0\.1:\d+/dashboard)", out)
     assert dashboard is not None
 
