@@ -16,9 +16,12 @@ import pytest
 from profilers.blocks import config_hash, get_family
 from service.predictors.features import (
     ACCELERATOR_COLUMNS,
+    ACCELERATOR_V5_COLUMNS,
+    ACCELERATOR_V5_PRIOR_COLUMNS,
     CONCURRENT_WORKGROUPS,
     Featurizer,
     accelerator_costs,
+    accelerator_v5_values,
     conv_variant,
 )
 from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel
@@ -94,10 +97,17 @@ def test_version_3_adds_the_accelerator_columns_and_version_2_keeps_its_layout()
     v2 = Featurizer("conv", ["gpu"], ("Conv#",), version=2)
     assert [n for n in v3.names if n not in v2.names] == list(ACCELERATOR_COLUMNS)
     # Version 4 adds the precision columns after them, and nothing else.
-    v4 = Featurizer("conv", ["gpu"], ("Conv#",))
+    v4 = Featurizer("conv", ["gpu"], ("Conv#",), version=4)
     assert [n for n in v4.names if n not in v3.names] == ["precision=fp32", "precision_bits"]
+    # Version 5 adds the quantisation columns after the accelerator ones, and their prior terms.
+    v5 = Featurizer("conv", ["gpu"], ("Conv#",))
+    assert [n for n in v5.names if n not in v4.names] == list(ACCELERATOR_V5_COLUMNS)
     v2_terms, v3_terms = PhysicsPrior(v2).terms, PhysicsPrior(v3).terms
     assert v2_terms == [t for t in v3_terms if not t.startswith("gpu:")]
+    assert PhysicsPrior(v4).terms == v3_terms
+    assert [t for t in PhysicsPrior(v5).terms if t not in v3_terms] == [
+        n for c in ACCELERATOR_V5_PRIOR_COLUMNS for n in (f"{c}/MHz", c)
+    ]
     config = {"kernel": 3, "cin": 16, "cout": 32, "height": 28, "width": 28}
     rows2, rows3 = v2.config_rows([config]), v3.config_rows([config])
     assert rows3.shape[1] == rows2.shape[1] + len(ACCELERATOR_COLUMNS)
@@ -195,3 +205,23 @@ def test_an_unknown_model_kind_is_refused(fitted: tuple[str, TrainingResult]) ->
     schema = result.feature_schema | {"model": {"kind": "mystery"}}
     with pytest.raises(ValueError, match="model kind 'mystery'"):
         LatencyModel(schema, result.model, result.model_p10, result.model_p90)
+
+
+def test_version_5_counts_how_blocking_quantises_a_strided_pointwise_conv() -> None:
+    # 12 → 20 channels, 1×1, stride 2 over 14×14: a 7×7 output, 49 pixels.
+    family = get_family("conv")
+    config = family.parse({"kernel": 1, "cin": 12, "cout": 20, "height": 14, "width": 14, "stride": 2})
+    got = dict(zip(ACCELERATOR_V5_COLUMNS, accelerator_v5_values(family.costs(config)), strict=True))
+    macs = 49 * 12 * 20
+    # Padded to texel slices (20 and 12 are whole slices) at the input resolution: stride² the work.
+    assert got["gpu:strided_macs"] == 49 * 20 * 12 * 4
+    # Output channels 20 → 24 / 32 / 32, input channels 12 → 16 / 16 / 32.
+    assert [got[f"gpu:blocked_macs/{b}"] for b in (8, 16, 32)] == [49 * 24 * 16, 49 * 32 * 16, 49 * 32 * 32]
+    assert got["gpu:channel_fill/8"] == macs / (49 * 24 * 16)
+    # 5 slices × 4 × 4 pointwise 2×2 tiles = 80 invocations: 80, 96 and 128 lanes at 16, 32 and 64.
+    assert [got[f"gpu:simd_fill/{w}"] for w in (16, 32, 64)] == [1.0, 80 / 96, 80 / 128]
+    assert got["gpu:pixel_tile_fill"] == 49 / 64
+    # Unstrided, the strided work is none; the same conv in a version-4 layout has no such columns.
+    plain = family.parse({"kernel": 1, "cin": 12, "cout": 20, "height": 14, "width": 14})
+    assert accelerator_v5_values(family.costs(plain))[0] == 0.0
+    assert not set(ACCELERATOR_V5_COLUMNS) & set(Featurizer("conv", ["gpu"], version=4).names)
