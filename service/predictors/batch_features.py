@@ -48,6 +48,7 @@ class Featurizer(Protocol):
     slots: int
     config_names: list[str]
     accelerator: bool
+    version: int
 
     def bucket(self, value: float) -> int:
         """The log-scale bucket of a value (`features._bucket`)."""

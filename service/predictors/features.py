@@ -26,6 +26,12 @@ the family's pydantic config model (`feature_layout`), never hand-listed per fam
   moved against MACs, and the kernel variant a runtime picks by shape (pointwise, depthwise 3×3 / 5×5,
   other depthwise, grouped, general). Their MACs per variant, bytes, work-groups and dispatches also join
   the physics prior (over f and as they are), so one prior serves CPU and GPU measurements alike.
+- accelerator quantisation (features version 5, `accelerator_v5_values`): how a runtime's blocking rounds
+  the work up — a strided conv's MACs at its input resolution (joins the prior: on the iPhone's Metal
+  kernels a stride-2 conv costs several times its output's MACs), conv MACs with channels padded to blocks
+  of 8 / 16 / 32 (kernels computing 8 or 16 output channels a thread, SIMD-groups of 16 / 32 lanes), and
+  for the trees the fill of those blocks, of SIMD-groups of 16 / 32 / 64 invocations per dispatch and of
+  8×8-pixel threadgroup tiles. A schema of an older version computes exactly its old columns and terms.
 
 Per-config features are computed once per distinct config (parsing + cost counts take ~30 µs a config)
 and cached by the config's marshal bytes (its repr when marshal cannot encode it), or by its JSON text
