@@ -23,9 +23,10 @@ from service.predictors.features import (
     accelerator_costs,
     accelerator_v5_values,
     conv_variant,
+    discover_kernels,
 )
 from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel
-from service.predictors.prior import PhysicsPrior
+from service.predictors.prior import PhysicsPrior, fit_prior_choosing_kernel_terms
 from service.predictors.snapshot import Snapshot, build_snapshot
 from service.predictors.training import TrainingResult, TrainingRows, fit_predictor, library_versions
 from tests.service.predictors.synthetic import FAST_PARAMS
@@ -225,3 +226,32 @@ def test_version_5_counts_how_blocking_quantises_a_strided_pointwise_conv() -> N
     plain = family.parse({"kernel": 1, "cin": 12, "cout": 20, "height": 14, "width": 14})
     assert accelerator_v5_values(family.costs(plain))[0] == 0.0
     assert not set(ACCELERATOR_V5_COLUMNS) & set(Featurizer("conv", ["gpu"], version=4).names)
+
+
+def test_the_version_5_prior_learns_strided_convs_that_pay_for_their_input_resolution() -> None:
+    """A GPU whose strided convs run over their input (stride² the output's work, as the iPhone's Metal
+    kernels behave): the version-5 prior has the term and fits the law; version 4's cannot."""
+    rng = random.Random(5)
+    configs: dict[str, dict] = {}
+    while len(configs) < 120:
+        side, stride = rng.choice([14, 28, 56]), rng.choice([1, 2])
+        cin, cout = rng.choice([16, 32, 64, 128]), rng.choice([16, 32, 64, 128])
+        config = {"kernel": rng.choice([1, 3]), "cin": cin, "cout": cout, "height": side, "width": side}
+        configs.setdefault(config_hash("conv", config | {"stride": stride}), config | {"stride": stride})
+    values = list(configs.values())
+    macs = np.array([CONV.costs(CONV.parse(c)).macs for c in values], dtype=np.float64)
+    strides = np.array([c["stride"] for c in values], dtype=np.float64)
+    measured = 0.02 + 4e-9 * macs * strides**2
+    kernels = discover_kernels("conv", values)
+    fit = np.arange(len(values)) < 90
+    errors = {}
+    for version in (4, 5):
+        featurizer = Featurizer("conv", ["gpu"], kernels, version=version)
+        x = featurizer.matrix(
+            featurizer.config_rows(values), np.full(len(values), KHZ), 1, "gpu", broadcast=False
+        )
+        prior = PhysicsPrior(featurizer)
+        coefficients, _ = fit_prior_choosing_kernel_terms(prior, x, measured, fit, ~fit, False)
+        errors[version] = np.abs(np.exp(prior.log_ms(x[~fit], coefficients)) / measured[~fit] - 1)
+    assert np.mean(errors[5] <= 0.05) >= 0.95
+    assert np.median(errors[5]) < 0.25 * np.median(errors[4])
