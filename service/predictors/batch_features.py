@@ -48,6 +48,7 @@ class Featurizer(Protocol):
     slots: int
     config_names: list[str]
     accelerator: bool
+    version: int
 
     def bucket(self, value: float) -> int:
         """The log-scale bucket of a value (`features._bucket`)."""
@@ -160,6 +161,8 @@ def batch_config_rows(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
         parts.append(_kernel_columns(featurizer, table))
     if featurizer.accelerator:
         parts.append(_accelerator_columns(table))
+    if featurizer.version >= 5:
+        parts.append(_accelerator_v5_columns(table))
     rows = np.concatenate(parts, axis=1)
     if rows.shape[1] != len(featurizer.config_names):
         raise RuntimeError(
@@ -358,6 +361,54 @@ def _accelerator_columns(table: LayerTable) -> np.ndarray:
         waves.reshape(n, n_variants * len(ladder)),
     ]
     return np.concatenate(columns, axis=1)
+
+
+def _accelerator_v5_columns(table: LayerTable) -> np.ndarray:
+    """`features.accelerator_v5_values` of every config (features version 5), vectorised over the layers.
+
+    The same integer counts per layer, summed per config in int64 (exact), the ratios divided once in
+    float64 as Python divides two such ints.
+    """
+    slice_ = f.CHANNEL_SLICE
+    c_out, h_out, w_out = table.channels, table.height, table.width
+    conv = table.op == CONV
+    k = np.where(conv, table.kernel, 1)
+    groups = np.maximum(table.groups, 1)
+    c_in = table.in_channels
+    depthwise = conv & (groups != 1) & (groups == c_in) & (groups == c_out)
+    pointwise = conv & (groups == 1) & (k == 1)
+    depth = np.where(depthwise, 1, c_in // groups)
+    pixels = h_out * w_out * k * k
+    out_slices = _ceil_div(c_out, slice_)
+    per_config = table.per_config
+    blocked = [
+        per_config(
+            pixels * _ceil_div(c_out, b) * b * np.where(depthwise, depth, _ceil_div(depth, b) * b) * conv
+        )
+        for b in f.CHANNEL_BLOCKS
+    ]
+    macs = per_config(pixels * c_out * depth * conv)
+    strided_layer = conv & (table.stride > 1)
+    padded = pixels * out_slices * slice_ * np.where(depthwise, 1, _ceil_div(depth, 4) * 4)
+    strided = per_config(padded * table.stride * table.stride * strided_layer)
+    tile = np.where(pointwise, f.POINTWISE_TILE, 1)
+    per_dispatch = out_slices * _ceil_div(w_out, tile) * _ceil_div(h_out, tile)
+    invocations = per_config(per_dispatch)
+    simd = [per_config(_ceil_div(per_dispatch, w) * w) for w in f.SIMD_WIDTHS]
+    side = f.PIXEL_TILE
+    tiled = per_config(_ceil_div(h_out, side) * _ceil_div(w_out, side) * side * side)
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        return np.where(den > 0, num.astype(np.float64) / np.maximum(den, 1), 1.0)
+
+    columns = [
+        strided.astype(np.float64),
+        *(b.astype(np.float64) for b in blocked),
+        *(ratio(macs, b) for b in blocked),
+        *(ratio(invocations, p) for p in simd),
+        ratio(per_config(h_out * w_out), tiled),
+    ]
+    return np.stack(columns, axis=1)
 
 
 def _target_column(featurizer: Featurizer, key: str) -> int:

@@ -26,6 +26,15 @@ VARIANTS = (*CONV_VARIANTS, "elementwise")
 #: work-groups runs in ⌈W / P⌉ waves, each as long as one invocation's serial loop. The device's P is not
 #: known, so the prior holds one waves term per P (and per variant) and its fit picks the mix.
 CONCURRENT_WORKGROUPS = (1, 4, 16, 64)
+#: Blocks a runtime rounds channels up to (features version 5): a texel holds 4, but kernels commonly
+#: compute 8 or 16 output channels per thread (Metal's and Adreno's blocked convs) and a SIMD-group /
+#: warp / wave lays 16 or 32 lanes over channels or pixels; a channel count off these blocks wastes lanes.
+CHANNEL_BLOCKS = (8, 16, 32)
+#: Lanes of a SIMD-group (Apple 32, Mali warp 16, Adreno waves of 64 and more): one dispatch's threads run in
+#: whole groups of them, so its pixels are padded to a multiple (features version 5).
+SIMD_WIDTHS = (16, 32, 64)
+#: Side of the square output tile a threadgroup covers (8×8 pixels, a common Metal/Vulkan shape, version 5).
+PIXEL_TILE = 8
 
 
 @dataclass(frozen=True)

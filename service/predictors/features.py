@@ -26,6 +26,12 @@ the family's pydantic config model (`feature_layout`), never hand-listed per fam
   moved against MACs, and the kernel variant a runtime picks by shape (pointwise, depthwise 3×3 / 5×5,
   other depthwise, grouped, general). Their MACs per variant, bytes, work-groups and dispatches also join
   the physics prior (over f and as they are), so one prior serves CPU and GPU measurements alike.
+- accelerator quantisation (features version 5, `accelerator_v5_values`): how a runtime's blocking rounds
+  the work up — a strided conv's MACs at its input resolution (joins the prior: on the iPhone's Metal
+  kernels a stride-2 conv costs several times its output's MACs), conv MACs with channels padded to blocks
+  of 8 / 16 / 32 (kernels computing 8 or 16 output channels a thread, SIMD-groups of 16 / 32 lanes), and
+  for the trees the fill of those blocks, of SIMD-groups of 16 / 32 / 64 invocations per dispatch and of
+  8×8-pixel threadgroup tiles. A schema of an older version computes exactly its old columns and terms.
 
 Per-config features are computed once per distinct config (parsing + cost counts take ~30 µs a config)
 and cached by the config's marshal bytes (its repr when marshal cannot encode it), or by its JSON text
@@ -64,10 +70,13 @@ from profilers.blocks.graph import Costs
 from service.predictors import batch_features
 from service.predictors.columns import (
     ACCELERATOR_ELEMENT_BYTES,
+    CHANNEL_BLOCKS,
     CHANNEL_SLICE,
     CONCURRENT_WORKGROUPS,
     CONV_VARIANTS,
+    PIXEL_TILE,
     POINTWISE_TILE,
+    SIMD_WIDTHS,
     VARIANTS,
     WORKGROUP,
     FieldSpec,
@@ -78,8 +87,10 @@ from service.predictors.columns import (
 #: Version 3 added the accelerator columns and prior terms; versions 1 and 2 still read, with their layouts.
 #: Version 4 added the precision columns (one-hot of the training precisions, bits per value); a schema of
 #: an older version has no `precisions` and computes exactly its old columns (its data was all fp32).
-FEATURES_VERSION = 4
-READABLE_FEATURE_VERSIONS = (1, 2, 3, 4)
+#: Version 5 added the quantisation columns of accelerators (`ACCELERATOR_V5_COLUMNS`) and their prior terms;
+#: a schema of an older version computes exactly its old columns and terms.
+FEATURES_VERSION = 5
+READABLE_FEATURE_VERSIONS = (1, 2, 3, 4, 5)
 
 #: Bits per value of each precision: the numeric column beside the precision one-hot.
 PRECISION_BITS = {"fp32": 32.0, "fp16": 16.0, "int8": 8.0}
@@ -152,6 +163,82 @@ ACCELERATOR_PRIOR_COLUMNS = (
     "gpu:bytes",
     "gpu:dispatches",
 )
+
+
+#: Columns of `accelerator_v5_values`, in order (features version 5): how a runtime's blocking quantises
+#: the work. `strided_macs` is a strided conv's padded MACs at its input resolution (MACs × stride²: kernels
+#: that lay their threads over the input, or read every input texel, pay for the skipped outputs too);
+#: `blocked_macs/<B>` the conv MACs with channels padded to blocks of B (output channels always, input
+#: channels of a non-depthwise conv too); `channel_fill/<B>` the MACs over those (1: no lane wasted);
+#: `simd_fill/<W>` the invocations over those padded to whole SIMD-groups of W per dispatch; and
+#: `pixel_tile_fill` the output pixels over those padded to `PIXEL_TILE`-square threadgroup tiles.
+ACCELERATOR_V5_COLUMNS = (
+    "gpu:strided_macs",
+    *(f"gpu:blocked_macs/{b}" for b in CHANNEL_BLOCKS),
+    *(f"gpu:channel_fill/{b}" for b in CHANNEL_BLOCKS),
+    *(f"gpu:simd_fill/{w}" for w in SIMD_WIDTHS),
+    "gpu:pixel_tile_fill",
+)
+
+#: Version-5 columns that are ratios (left out of the extrapolation check, as `ACCELERATOR_RATIO_COLUMNS`).
+ACCELERATOR_V5_RATIO_COLUMNS = (
+    *(f"gpu:channel_fill/{b}" for b in CHANNEL_BLOCKS),
+    *(f"gpu:simd_fill/{w}" for w in SIMD_WIDTHS),
+    "gpu:pixel_tile_fill",
+)
+
+#: Version-5 columns that join the physics prior (each over f and as it is).
+ACCELERATOR_V5_PRIOR_COLUMNS = ("gpu:strided_macs",)
+
+
+def accelerator_prior_columns(version: int) -> tuple[str, ...]:
+    """The accelerator columns of the physics prior in a layout of features `version` (none before 3)."""
+    if version < 3:
+        return ()
+    return ACCELERATOR_PRIOR_COLUMNS + (ACCELERATOR_V5_PRIOR_COLUMNS if version >= 5 else ())
+
+
+def accelerator_v5_values(costs: Costs) -> list[float]:
+    """`ACCELERATOR_V5_COLUMNS` of a block, in order (sums exact as Python ints, divided once)."""
+    strided = 0
+    blocked = [0] * len(CHANNEL_BLOCKS)
+    macs = invocations = out_pixels = tiled_pixels = 0
+    simd = [0] * len(SIMD_WIDTHS)
+    for layer in costs.layers:
+        out = layer.output_shape
+        inp = layer.input_shape or out
+        n_out = out[0] if out else 1
+        c_out, h_out, w_out = (out[1], out[2], out[3]) if len(out) == 4 else (1, 1, 1)
+        c_in = inp[1] if len(inp) == 4 else 1
+        out_slices = -(-c_out // CHANNEL_SLICE)
+        tile = 1
+        if layer.op == "Conv":
+            k, groups = layer.kernel, max(layer.groups, 1)
+            variant = conv_variant(k, groups, c_in, c_out)
+            tile = POINTWISE_TILE if variant == "pointwise" else 1
+            depthwise = variant.startswith("depthwise")
+            depth = 1 if depthwise else c_in // groups
+            pixels = n_out * h_out * w_out * k * k
+            for i, b in enumerate(CHANNEL_BLOCKS):
+                blocked[i] += pixels * -(-c_out // b) * b * (depth if depthwise else -(-depth // b) * b)
+            layer_macs = pixels * c_out * depth
+            macs += layer_macs
+            if layer.stride > 1:
+                padded = pixels * out_slices * CHANNEL_SLICE * (1 if depthwise else -(-depth // 4) * 4)
+                strided += padded * layer.stride * layer.stride
+        per_dispatch = n_out * out_slices * -(-w_out // tile) * -(-h_out // tile)
+        invocations += per_dispatch
+        for i, w in enumerate(SIMD_WIDTHS):
+            simd[i] += -(-per_dispatch // w) * w
+        out_pixels += n_out * h_out * w_out
+        tiled_pixels += n_out * -(-h_out // PIXEL_TILE) * -(-w_out // PIXEL_TILE) * PIXEL_TILE * PIXEL_TILE
+    return [
+        float(strided),
+        *(float(b) for b in blocked),
+        *(macs / b if b > 0 else 1.0 for b in blocked),
+        *(invocations / p if p > 0 else 1.0 for p in simd),
+        out_pixels / tiled_pixels if tiled_pixels > 0 else 1.0,
+    ]
 
 
 def conv_variant(kernel: int, groups: int, c_in: int, c_out: int) -> str:
@@ -571,6 +658,8 @@ class Featurizer:
         self.accelerator = self.version >= 3
         if self.accelerator:
             self.config_names += list(ACCELERATOR_COLUMNS)
+        if self.version >= 5:
+            self.config_names += list(ACCELERATOR_V5_COLUMNS)
         self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
         self._conv_shapes = {k: shape for k in self.kernels if (shape := _conv_shape(k)) is not None}
         self._family = get_family(self.family)
@@ -663,6 +752,8 @@ class Featurizer:
             acts[slot] += layer.activation_bytes
         values += [costs.flops, costs.params, costs.activation_bytes, len(costs.layers), len(convs)]
         accelerator = accelerator_values(costs) if self.accelerator else []
+        if self.version >= 5:
+            accelerator += accelerator_v5_values(costs)
         return np.asarray(values + flops + acts + self._kernel_values(costs) + accelerator, dtype=np.float64)
 
     def _kernel_values(self, costs: Costs) -> list[float]:

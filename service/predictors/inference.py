@@ -19,7 +19,12 @@ import msgspec
 import numpy as np
 import xgboost as xgb
 
-from service.predictors.features import ACCELERATOR_RATIO_COLUMNS, LEGACY_PRECISION, Featurizer
+from service.predictors.features import (
+    ACCELERATOR_RATIO_COLUMNS,
+    ACCELERATOR_V5_RATIO_COLUMNS,
+    LEGACY_PRECISION,
+    Featurizer,
+)
 from service.predictors.prior import PhysicsPrior, read_group_priors, read_prior
 
 #: What a predictor's median model is: trees over the physics prior, or plain trees on the raw fields.
@@ -118,7 +123,11 @@ class LatencyModel:
         ranges = schema["ranges"]
         self.low = np.asarray(ranges["min"], dtype=np.float32)
         self.high = np.asarray(ranges["max"], dtype=np.float32)
-        ratios = [i for i, name in enumerate(self.featurizer.names) if name in ACCELERATOR_RATIO_COLUMNS]
+        ratios = [
+            i
+            for i, name in enumerate(self.featurizer.names)
+            if name in (*ACCELERATOR_RATIO_COLUMNS, *ACCELERATOR_V5_RATIO_COLUMNS)
+        ]
         self.low[ratios], self.high[ratios] = -np.inf, np.inf  # never flag a config as extrapolated
         self.default_cluster = str(schema["default_cluster"])
         self.default_threads = int(schema["default_threads"])

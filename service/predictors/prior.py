@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from service.predictors.features import ACCELERATOR_PRIOR_COLUMNS, Featurizer
+from service.predictors.features import Featurizer, accelerator_prior_columns
 
 #: The generic terms (`PhysicsPrior.design` without kernels), in column order.
 PRIOR_TERMS = (
@@ -70,7 +70,7 @@ class PhysicsPrior:
             first = names.index(f"kernel:{kernels[0]}")
             self._kernels = slice(first, first + len(kernels))
         # The accelerator terms join the kernel prior only (no kernels: the generic 7-term prior, as asked).
-        accelerator = ACCELERATOR_PRIOR_COLUMNS if featurizer.accelerator and kernels else ()
+        accelerator = accelerator_prior_columns(featurizer.version) if kernels else ()
         self._accelerator = [names.index(c) for c in accelerator]
         self.has_pairs = bool(kernels)
         accelerator_terms = [name for c in accelerator for name in (f"{c}/MHz", c)]

@@ -16,13 +16,17 @@ import pytest
 from profilers.blocks import config_hash, get_family
 from service.predictors.features import (
     ACCELERATOR_COLUMNS,
+    ACCELERATOR_V5_COLUMNS,
+    ACCELERATOR_V5_PRIOR_COLUMNS,
     CONCURRENT_WORKGROUPS,
     Featurizer,
     accelerator_costs,
+    accelerator_v5_values,
     conv_variant,
+    discover_kernels,
 )
 from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel
-from service.predictors.prior import PhysicsPrior
+from service.predictors.prior import PhysicsPrior, fit_prior_choosing_kernel_terms
 from service.predictors.snapshot import Snapshot, build_snapshot
 from service.predictors.training import TrainingResult, TrainingRows, fit_predictor, library_versions
 from tests.service.predictors.synthetic import FAST_PARAMS
@@ -94,10 +98,17 @@ def test_version_3_adds_the_accelerator_columns_and_version_2_keeps_its_layout()
     v2 = Featurizer("conv", ["gpu"], ("Conv#",), version=2)
     assert [n for n in v3.names if n not in v2.names] == list(ACCELERATOR_COLUMNS)
     # Version 4 adds the precision columns after them, and nothing else.
-    v4 = Featurizer("conv", ["gpu"], ("Conv#",))
+    v4 = Featurizer("conv", ["gpu"], ("Conv#",), version=4)
     assert [n for n in v4.names if n not in v3.names] == ["precision=fp32", "precision_bits"]
+    # Version 5 adds the quantisation columns after the accelerator ones, and their prior terms.
+    v5 = Featurizer("conv", ["gpu"], ("Conv#",))
+    assert [n for n in v5.names if n not in v4.names] == list(ACCELERATOR_V5_COLUMNS)
     v2_terms, v3_terms = PhysicsPrior(v2).terms, PhysicsPrior(v3).terms
     assert v2_terms == [t for t in v3_terms if not t.startswith("gpu:")]
+    assert PhysicsPrior(v4).terms == v3_terms
+    assert [t for t in PhysicsPrior(v5).terms if t not in v3_terms] == [
+        n for c in ACCELERATOR_V5_PRIOR_COLUMNS for n in (f"{c}/MHz", c)
+    ]
     config = {"kernel": 3, "cin": 16, "cout": 32, "height": 28, "width": 28}
     rows2, rows3 = v2.config_rows([config]), v3.config_rows([config])
     assert rows3.shape[1] == rows2.shape[1] + len(ACCELERATOR_COLUMNS)
@@ -195,3 +206,52 @@ def test_an_unknown_model_kind_is_refused(fitted: tuple[str, TrainingResult]) ->
     schema = result.feature_schema | {"model": {"kind": "mystery"}}
     with pytest.raises(ValueError, match="model kind 'mystery'"):
         LatencyModel(schema, result.model, result.model_p10, result.model_p90)
+
+
+def test_version_5_counts_how_blocking_quantises_a_strided_pointwise_conv() -> None:
+    # 12 → 20 channels, 1×1, stride 2 over 14×14: a 7×7 output, 49 pixels.
+    family = get_family("conv")
+    config = family.parse({"kernel": 1, "cin": 12, "cout": 20, "height": 14, "width": 14, "stride": 2})
+    got = dict(zip(ACCELERATOR_V5_COLUMNS, accelerator_v5_values(family.costs(config)), strict=True))
+    macs = 49 * 12 * 20
+    # Padded to texel slices (20 and 12 are whole slices) at the input resolution: stride² the work.
+    assert got["gpu:strided_macs"] == 49 * 20 * 12 * 4
+    # Output channels 20 → 24 / 32 / 32, input channels 12 → 16 / 16 / 32.
+    assert [got[f"gpu:blocked_macs/{b}"] for b in (8, 16, 32)] == [49 * 24 * 16, 49 * 32 * 16, 49 * 32 * 32]
+    assert got["gpu:channel_fill/8"] == macs / (49 * 24 * 16)
+    # 5 slices × 4 × 4 pointwise 2×2 tiles = 80 invocations: 80, 96 and 128 lanes at 16, 32 and 64.
+    assert [got[f"gpu:simd_fill/{w}"] for w in (16, 32, 64)] == [1.0, 80 / 96, 80 / 128]
+    assert got["gpu:pixel_tile_fill"] == 49 / 64
+    # Unstrided, the strided work is none; the same conv in a version-4 layout has no such columns.
+    plain = family.parse({"kernel": 1, "cin": 12, "cout": 20, "height": 14, "width": 14})
+    assert accelerator_v5_values(family.costs(plain))[0] == 0.0
+    assert not set(ACCELERATOR_V5_COLUMNS) & set(Featurizer("conv", ["gpu"], version=4).names)
+
+
+def test_the_version_5_prior_learns_strided_convs_that_pay_for_their_input_resolution() -> None:
+    """A GPU whose strided convs run over their input (stride² the output's work, as the iPhone's Metal
+    kernels behave): the version-5 prior has the term and fits the law; version 4's cannot."""
+    rng = random.Random(5)
+    configs: dict[str, dict] = {}
+    while len(configs) < 120:
+        side, stride = rng.choice([14, 28, 56]), rng.choice([1, 2])
+        cin, cout = rng.choice([16, 32, 64, 128]), rng.choice([16, 32, 64, 128])
+        config = {"kernel": rng.choice([1, 3]), "cin": cin, "cout": cout, "height": side, "width": side}
+        configs.setdefault(config_hash("conv", config | {"stride": stride}), config | {"stride": stride})
+    values = list(configs.values())
+    macs = np.array([CONV.costs(CONV.parse(c)).macs for c in values], dtype=np.float64)
+    strides = np.array([c["stride"] for c in values], dtype=np.float64)
+    measured = 0.02 + 4e-9 * macs * strides**2
+    kernels = discover_kernels("conv", values)
+    fit = np.arange(len(values)) < 90
+    errors = {}
+    for version in (4, 5):
+        featurizer = Featurizer("conv", ["gpu"], kernels, version=version)
+        x = featurizer.matrix(
+            featurizer.config_rows(values), np.full(len(values), KHZ), 1, "gpu", broadcast=False
+        )
+        prior = PhysicsPrior(featurizer)
+        coefficients, _ = fit_prior_choosing_kernel_terms(prior, x, measured, fit, ~fit, False)
+        errors[version] = np.abs(np.exp(prior.log_ms(x[~fit], coefficients)) / measured[~fit] - 1)
+    assert np.mean(errors[5] <= 0.05) >= 0.95
+    assert np.median(errors[5]) < 0.25 * np.median(errors[4])

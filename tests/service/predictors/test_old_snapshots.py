@@ -1,9 +1,11 @@
-"""Snapshots of features versions 1, 2 and 3 still load and answer bit for bit what their build answered.
+"""Snapshots of features versions 1 to 4 still load and answer bit for bit what their build answered.
 
 The archives and their answers in tests/fixtures/predictor_snapshots were written by the last build of
-features version 2 (`*_v2_*`) and of version 3 (`*_v3_*`; `make_fixtures.py` says how); a version-1 schema
-is the generic one relabelled, as predictors trained before kernel columns stored it. None of them has
-precision columns (version 4): they knew fp32 only, and refuse another precision by name.
+features version 2 (`*_v2_*`), of version 3 (`*_v3_*`) and of version 4 (`*_v4_*`; `make_fixtures.py` says
+how); a version-1 schema is the generic one relabelled, as predictors trained before kernel columns stored
+it. None before version 4 has precision columns: they knew fp32 only, and refuse another precision by name.
+None before version 5 has the accelerator quantisation columns (`ACCELERATOR_V5_COLUMNS`) or their prior
+terms.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.predictors.features import UnseenConditionError
+from service.predictors.features import ACCELERATOR_V5_COLUMNS, UnseenConditionError
 from service.predictors.inference import PRIOR_MODEL
 from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "predictor_snapshots"
 CASES = ("sr_block_v2_kernels", "sr_block_v2_generic", "conv_v2_kernels")
 V3_CASES = ("sr_block_v3_kernels", "sr_block_v3_generic", "conv_v3_kernels")
+V4_CASES = ("sr_block_v4_kernels", "sr_block_v4_generic", "conv_v4_kernels")
 
 
 def _expected(name: str) -> dict:
@@ -65,6 +68,18 @@ def test_a_version_3_snapshot_predicts_bit_for_bit_as_its_build_did(name: str) -
     with pytest.raises(UnseenConditionError, match="npu"):
         snapshot.predict(snapshot.family, expected["configs"], frequency_khz=600_000, cluster="npu")
     assert unit in featurizer.clusters
+
+
+@pytest.mark.parametrize("name", V4_CASES)
+def test_a_version_4_snapshot_predicts_bit_for_bit_as_its_build_did(name: str) -> None:
+    snapshot = Snapshot.load(FIXTURES / f"{name}.tar")
+    assert snapshot.manifest["features_version"] == 4
+    featurizer = snapshot.model.featurizer
+    assert featurizer.version == 4 and featurizer.accelerator
+    assert not [n for n in featurizer.names if n in ACCELERATOR_V5_COLUMNS]
+    assert not [t for t in snapshot.model.schema["prior"]["terms"] if t.startswith("gpu:strided_macs")]
+    assert snapshot.model.schema["precisions"] == ["fp32"]
+    _assert_answers(snapshot, _expected(name))
 
 
 def test_a_version_1_schema_predicts_bit_for_bit_as_version_2_did() -> None:
