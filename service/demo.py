@@ -359,20 +359,14 @@ def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             f"campaign: {len(configs)} sr_block configs × 3 frequencies (min-mid-max) × {len(reports)} "
             "phones",
         )
-        job = client.submit_job(
-            "sr_block",
+        _run_job(
+            client,
+            "the campaign",
             configs=configs,
             devices=[r.device_id for r in reports],
             frequencies="min-mid-max",
             runtime=DEMO_RUNTIME,
         )
-        bar = JobProgressBar()
-        try:
-            job = client.wait(job.id, progress=bar, poll_s=1.0)
-        finally:
-            bar.close()
-        if job.status != "done":
-            raise DemoError(f"the campaign ended {job.status}: {job.error or job.counts}")
 
         for report in reports:
             report.gpu = _gpu_part(client, report, configs[:DEMO_GPU_CONFIGS], out)
@@ -424,6 +418,21 @@ def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+def _run_job(client: Any, what: str, **job: Any) -> Any:
+    """Submit an `sr_block` job, follow it with a progress bar, and return it done (else DemoError)."""
+    from service.client_cli import JobProgressBar
+
+    submitted = client.submit_job("sr_block", **job)
+    bar = JobProgressBar()
+    try:
+        finished = client.wait(submitted.id, progress=bar, poll_s=1.0)
+    finally:
+        bar.close()
+    if finished.status != "done":
+        raise DemoError(f"{what} ended {finished.status}: {finished.error or finished.counts}")
+    return finished
+
+
 def _gpu_part(
     client: Any, report: PhoneReport, configs: list[dict[str, Any]], out: TextIO
 ) -> GpuReport | None:
@@ -431,7 +440,6 @@ def _gpu_part(
 
     None for a phone whose GPU onnxruntime cannot reach (only QNN drives a GPU, and only an Adreno's).
     """
-    from service.client_cli import JobProgressBar
 
     device = client.get_device(report.device_id)
     gpu = next((u for u in device.units if u.name == "gpu"), None)
@@ -444,8 +452,9 @@ def _gpu_part(
         f"{'/'.join(DEMO_GPU_PRECISIONS)}, with per-layer profiles",
     )
     for precision in DEMO_GPU_PRECISIONS:
-        job = client.submit_job(
-            "sr_block",
+        _run_job(
+            client,
+            f"the GPU job ({precision})",
             configs=configs,
             devices=[report.device_id],
             frequencies=clocks,
@@ -453,13 +462,6 @@ def _gpu_part(
             unit="gpu",
             precision=precision,
         )
-        bar = JobProgressBar()
-        try:
-            job = client.wait(job.id, progress=bar, poll_s=1.0)
-        finally:
-            bar.close()
-        if job.status != "done":
-            raise DemoError(f"the GPU job ({precision}) ended {job.status}: {job.error or job.counts}")
     rows = client.measurements(device=report.device_id, family="sr_block", unit="gpu")
     median = {
         (p, h, int(f)): float(ms)

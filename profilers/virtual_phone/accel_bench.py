@@ -56,6 +56,19 @@ class UnitChoice:
     provider: str
 
 
+def failure_line(child: BenchmarkChild, message: tuple[bytes, bytes] | None, model: str) -> str | None:
+    """The benchmark's one-line error for a child message that ends the run: the child exited (None), the
+    model failed to load (`E`) or a run failed (`X`); None for any other message."""
+    if message is None:
+        return f"Run failed: {child.exit_reason()}\n"
+    tag, payload = message
+    if tag == b"E":
+        return f"Load model from {model} failed:{payload.decode(errors='replace')}\n"
+    if tag == b"X":
+        return f"Run failed: {payload.decode(errors='replace')}\n"
+    return None
+
+
 def unit_precision(runtime: PhoneRuntime, unit: str, model_precision: str, fp32_as_fp16: bool) -> str:
     """The precision `unit` runs a model of `model_precision` at, or UnitRefused with the runtime's reason.
 
@@ -126,13 +139,11 @@ def measure_on_unit(
         host_creation, host_profile, peak = 0.0, None, 0
         while True:
             message = child.receive()
-            if message is None:
-                return f"Run failed: {child.exit_reason()}\n"
+            failure = failure_line(child, message, model_label)
+            if failure is not None:
+                return failure
+            assert message is not None
             tag, payload = message
-            if tag == b"E":
-                return f"Load model from {model_label} failed:{payload.decode(errors='replace')}\n"
-            if tag == b"X":
-                return f"Run failed: {payload.decode(errors='replace')}\n"
             if tag == b"S":
                 host_creation = _DOUBLE.unpack(payload)[0]
             elif tag == b"P":

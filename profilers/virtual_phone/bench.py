@@ -54,6 +54,7 @@ from profilers.virtual_phone.accel_bench import (
     HOST_PROFILE_RUNS,
     UnitChoice,
     UnitRefused,
+    failure_line,
     measure_on_unit,
     unit_precision,
 )
@@ -341,13 +342,11 @@ def _measure(
     try:
         while True:
             message = child.receive()
-            if message is None:
-                return f"Run failed: {child.exit_reason()}\n"
+            failure = failure_line(child, message, opts.model)
+            if failure is not None:
+                return failure
+            assert message is not None
             tag, payload = message
-            if tag == b"E":
-                return f"Load model from {opts.model} failed:{payload.decode(errors='replace')}\n"
-            if tag == b"X":
-                return f"Run failed: {payload.decode(errors='replace')}\n"
             if tag == b"S":
                 creation = soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
             elif tag == b"F":
