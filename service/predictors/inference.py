@@ -19,12 +19,14 @@ import msgspec
 import numpy as np
 import xgboost as xgb
 
+from service.predictors import accelerator_kernel, forest
 from service.predictors.features import (
     ACCELERATOR_RATIO_COLUMNS,
     ACCELERATOR_V5_RATIO_COLUMNS,
     LEGACY_PRECISION,
     Featurizer,
 )
+from service.predictors.forest import Forest, UnsupportedForest
 from service.predictors.prior import PhysicsPrior, read_group_priors, read_prior
 
 #: What a predictor's median model is: trees over the physics prior, or plain trees on the raw fields.
@@ -83,6 +85,13 @@ _ENCODER = msgspec.json.Encoder()
 PREDICT_THREADS = 1
 
 
+def compile_kernels() -> None:
+    """Compile the serving path's numba kernels (or load them from numba's disk cache: ~0.1 s) so that no
+    request pays it; the first compile of a fresh checkout takes a few seconds."""
+    forest.warm_up()
+    accelerator_kernel.warm_up()
+
+
 def load_booster(raw: bytes) -> xgb.Booster:
     """A booster from UBJSON (or JSON) bytes as saved by `Booster.save_raw`, set up for serving."""
     booster = xgb.Booster()
@@ -101,6 +110,11 @@ class LatencyModel:
         self.booster = load_booster(model)
         self.booster_p10 = load_booster(model_p10)
         self.booster_p90 = load_booster(model_p90)
+        # The same trees as arrays, walked by a compiled loop that answers as XGBoost does (forest.py).
+        try:
+            self.forest: Forest | None = Forest.of(self.booster, self.booster_p10, self.booster_p90)
+        except UnsupportedForest:
+            self.forest = None
         self.baseline = (float(schema["baseline"][0]), float(schema["baseline"][1]))
         # A predictor trained before the physics prior has none; it keeps its log-log baseline margin.
         self.physics = PhysicsPrior(self.featurizer)
@@ -147,9 +161,12 @@ class LatencyModel:
         """Predict featurised rows."""
         margin = self.margins(x)
         trees_in = x if self.columns is None else x[:, self.columns]
-        log_mean = self.booster.inplace_predict(trees_in, base_margin=margin)
-        log_p10 = self.booster_p10.inplace_predict(trees_in, base_margin=margin)
-        log_p90 = self.booster_p90.inplace_predict(trees_in, base_margin=margin)
+        if self.forest is not None:
+            log_mean, log_p10, log_p90 = self.forest.predict(trees_in, margin)
+        else:
+            log_mean = self.booster.inplace_predict(trees_in, base_margin=margin)
+            log_p10 = self.booster_p10.inplace_predict(trees_in, base_margin=margin)
+            log_p90 = self.booster_p90.inplace_predict(trees_in, base_margin=margin)
         mean = np.exp(np.asarray(log_mean, dtype=np.float64))
         # Separately trained quantile models may cross the mean; the band is made to contain it.
         p10 = np.minimum(np.exp(np.asarray(log_p10, dtype=np.float64)), mean)
