@@ -35,7 +35,7 @@ from profilers.blocks.batch import (
     config_struct,
     layer_table,
 )
-from service.predictors import columns as f
+from service.predictors.accelerator_kernel import accelerator_columns
 from service.predictors.columns import FieldSpec
 
 
@@ -159,10 +159,8 @@ def batch_config_rows(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
     parts = [_field_columns(featurizer, batch), _cost_columns(featurizer, table)]
     if featurizer.kernels:
         parts.append(_kernel_columns(featurizer, table))
-    if featurizer.accelerator:
-        parts.append(_accelerator_columns(table))
-    if featurizer.version >= 5:
-        parts.append(_accelerator_v5_columns(table))
+    if featurizer.accelerator or featurizer.version >= 5:
+        parts.append(accelerator_columns(table, featurizer.accelerator, featurizer.version >= 5))
     rows = np.concatenate(parts, axis=1)
     if rows.shape[1] != len(featurizer.config_names):
         raise RuntimeError(
@@ -268,147 +266,6 @@ def _buckets(featurizer: Featurizer, values: np.ndarray) -> np.ndarray:
     for i in near_half.tolist():
         buckets[i] = featurizer.bucket(float(values[i]))
     return buckets
-
-
-def _ceil_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-    quotient: np.ndarray = -(-np.asarray(a) // b)
-    return quotient
-
-
-def _accelerator_columns(table: LayerTable) -> np.ndarray:
-    """`features.accelerator_values` of every config (features version 3), vectorised over the layer table.
-
-    Same integer arithmetic layer by layer, summed per config (exact: every count is an integer below
-    2**53), and the three ratios divided once per config in float64, as Python divides two such ints.
-    """
-    slice_, texel = f.CHANNEL_SLICE, f.CHANNEL_SLICE * f.ACCELERATOR_ELEMENT_BYTES
-    wx, wy, wz = f.WORKGROUP
-    n, ladder, n_variants = table.n_configs, f.CONCURRENT_WORKGROUPS, len(f.VARIANTS)
-    slot_of = {v: i for i, v in enumerate(f.VARIANTS)}
-    c_out, h_out, w_out = table.channels, table.height, table.width
-    c_in, h_in, w_in = table.in_channels, table.in_height, table.in_width
-    out_slices, in_slices = _ceil_div(c_out, slice_), _ceil_div(c_in, slice_)
-    conv = table.op == CONV
-    k = np.where(conv, table.kernel, 1)
-    groups = np.maximum(table.groups, 1)
-    # The conv variant a runtime picks (`features.conv_variant`), element-wise on layers.
-    depthwise = conv & (groups != 1) & (groups == c_in) & (groups == c_out)
-    slot = np.full(len(table), slot_of["elementwise"], dtype=np.int64)
-    slot[conv & (groups == 1) & (k == 1)] = slot_of["pointwise"]
-    slot[conv & (groups == 1) & (k != 1)] = slot_of["general"]
-    slot[conv & (groups != 1) & ~depthwise] = slot_of["grouped"]
-    slot[depthwise] = slot_of["depthwise"]
-    slot[depthwise & (k == 3)] = slot_of["depthwise_3x3"]
-    slot[depthwise & (k == 5)] = slot_of["depthwise_5x5"]
-    pointwise = slot == slot_of["pointwise"]
-    tile = np.where(pointwise, f.POINTWISE_TILE, 1)
-    depth_slices = np.where(conv & ~depthwise, _ceil_div(c_in // groups, slice_), 1)
-    padded = out_slices * slice_ * h_out * w_out * depth_slices * slice_ * k * k
-    padded = np.where(depthwise, padded // slice_, padded) * conv
-    x_tiles, y_tiles = _ceil_div(w_out, tile), _ceil_div(h_out, tile)
-    workgroups = _ceil_div(x_tiles, wx) * _ceil_div(y_tiles, wy) * _ceil_div(out_slices, wz)
-    depth = k * k * depth_slices * tile * tile
-    per_config = table.per_config
-    macs = per_config(table.macs * conv)
-    padded_total = per_config(padded)
-    invocations = per_config(out_slices * x_tiles * y_tiles)
-    workgroups_total = per_config(workgroups)
-    input_bytes = per_config(in_slices * h_in * w_in * texel)
-    weight_bytes = per_config((out_slices * depth_slices * k * k * slice_ * texel) * conv)
-    output_bytes = per_config(out_slices * h_out * w_out * texel)
-    moved = input_bytes + weight_bytes + output_bytes
-    cell = table.config * n_variants + slot
-    counts = np.bincount(cell[conv], minlength=n * n_variants).reshape(n, n_variants)
-    variant_macs = np.bincount(cell, padded.astype(np.float64), minlength=n * n_variants)
-    variant_macs = variant_macs.reshape(n, n_variants)
-    waves = np.empty((n, n_variants, len(ladder)), dtype=np.float64)
-    for i, p in enumerate(ladder):
-        wave = (depth * _ceil_div(workgroups, p)).astype(np.float64)
-        waves[:, :, i] = np.bincount(cell, wave, minlength=n * n_variants).reshape(n, n_variants)
-    n_conv = len(f.CONV_VARIANTS)
-
-    def ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
-        return np.where(den > 0, num.astype(np.float64) / np.maximum(den, 1), empty)
-
-    columns = [
-        counts[:, :n_conv].astype(np.float64),
-        variant_macs[:, :n_conv],
-        np.stack(
-            [
-                table.counts(),  # one dispatch per layer
-                per_config(((table.stride > 1) & conv).astype(np.int64)),
-                per_config(in_slices),
-                per_config(out_slices),
-                padded_total,
-            ],
-            axis=1,
-        ).astype(np.float64),
-        ratio(padded_total, macs, 1.0)[:, None],
-        np.stack([invocations, workgroups_total], axis=1).astype(np.float64),
-        ratio(workgroups_total * wx * wy * wz, invocations, 0.0)[:, None],
-        np.stack(
-            [
-                input_bytes,
-                weight_bytes,
-                output_bytes,
-                per_config(out_slices * h_out * w_out * k * k * depth_slices * texel * conv),
-                moved,
-            ],
-            axis=1,
-        ).astype(np.float64),
-        ratio(padded_total, moved, 0.0)[:, None],
-        np.stack([per_config(h_out * w_out), per_config(depth)], axis=1).astype(np.float64),
-        waves.reshape(n, n_variants * len(ladder)),
-    ]
-    return np.concatenate(columns, axis=1)
-
-
-def _accelerator_v5_columns(table: LayerTable) -> np.ndarray:
-    """`features.accelerator_v5_values` of every config (features version 5), vectorised over the layers.
-
-    The same integer counts per layer, summed per config in int64 (exact), the ratios divided once in
-    float64 as Python divides two such ints.
-    """
-    slice_ = f.CHANNEL_SLICE
-    c_out, h_out, w_out = table.channels, table.height, table.width
-    conv = table.op == CONV
-    k = np.where(conv, table.kernel, 1)
-    groups = np.maximum(table.groups, 1)
-    c_in = table.in_channels
-    depthwise = conv & (groups != 1) & (groups == c_in) & (groups == c_out)
-    pointwise = conv & (groups == 1) & (k == 1)
-    depth = np.where(depthwise, 1, c_in // groups)
-    pixels = h_out * w_out * k * k
-    out_slices = _ceil_div(c_out, slice_)
-    per_config = table.per_config
-    blocked = [
-        per_config(
-            pixels * _ceil_div(c_out, b) * b * np.where(depthwise, depth, _ceil_div(depth, b) * b) * conv
-        )
-        for b in f.CHANNEL_BLOCKS
-    ]
-    macs = per_config(pixels * c_out * depth * conv)
-    strided_layer = conv & (table.stride > 1)
-    padded = pixels * out_slices * slice_ * np.where(depthwise, 1, _ceil_div(depth, 4) * 4)
-    strided = per_config(padded * table.stride * table.stride * strided_layer)
-    tile = np.where(pointwise, f.POINTWISE_TILE, 1)
-    per_dispatch = out_slices * _ceil_div(w_out, tile) * _ceil_div(h_out, tile)
-    invocations = per_config(per_dispatch)
-    simd = [per_config(_ceil_div(per_dispatch, w) * w) for w in f.SIMD_WIDTHS]
-    side = f.PIXEL_TILE
-    tiled = per_config(_ceil_div(h_out, side) * _ceil_div(w_out, side) * side * side)
-
-    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        return np.where(den > 0, num.astype(np.float64) / np.maximum(den, 1), 1.0)
-
-    columns = [
-        strided.astype(np.float64),
-        *(b.astype(np.float64) for b in blocked),
-        *(ratio(macs, b) for b in blocked),
-        *(ratio(invocations, p) for p in simd),
-        ratio(per_config(h_out * w_out), tiled),
-    ]
-    return np.stack(columns, axis=1)
 
 
 def _target_column(featurizer: Featurizer, key: str) -> int:

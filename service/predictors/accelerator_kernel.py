@@ -1,0 +1,233 @@
+"""The accelerator columns of a batch (features versions 3 and 5) in one compiled pass over its layers.
+
+Why compiled: these ~80 columns are sums over every layer of small integer formulas (channel slices,
+workgroups, tiles, bytes moved). As numpy over the layer table they took ~100 array passes over 13,000
+layers for 1,000 sr_block configs — 2.5 ms, a third of a cold request. One numba loop computes each
+layer's terms once, in registers, and adds them into its config's row.
+
+Equality with `features.accelerator_values` / `features.accelerator_v5_values` (the one-config path) is to
+the last bit, and `tests/service/predictors/test_batch_features.py` compares every column on thousands of
+random configs of every family. It holds for the reasons the numpy version had: every per-layer term is an
+integer computed in int64 (`//` floors as Python's does), summed per config in int64 (exact), converted to
+float64 once (exact below 2**53); the `waves` sums are float64 sums of integers, exact the same way; and
+each ratio is one float64 division of two such sums, as Python divides two ints.
+
+The kernel compiles on first use (about a second) and is cached on disk next to this module by numba, so
+later processes load it in milliseconds; `warm_up` compiles it ahead of the first request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from profilers.blocks.batch import CONV, LayerTable
+from service.predictors import columns as f
+
+_SLICE = f.CHANNEL_SLICE
+_TEXEL = f.CHANNEL_SLICE * f.ACCELERATOR_ELEMENT_BYTES
+_WX, _WY, _WZ = f.WORKGROUP
+_LADDER = np.asarray(f.CONCURRENT_WORKGROUPS, dtype=np.int64)
+_BLOCKS = np.asarray(f.CHANNEL_BLOCKS, dtype=np.int64)
+_SIMD = np.asarray(f.SIMD_WIDTHS, dtype=np.int64)
+_N_VARIANTS = len(f.VARIANTS)
+_N_CONV = len(f.CONV_VARIANTS)
+_SLOT = {name: i for i, name in enumerate(f.VARIANTS)}
+_POINTWISE, _GENERAL, _GROUPED = _SLOT["pointwise"], _SLOT["general"], _SLOT["grouped"]
+_DEPTHWISE, _DEPTHWISE_3, _DEPTHWISE_5 = _SLOT["depthwise"], _SLOT["depthwise_3x3"], _SLOT["depthwise_5x5"]
+_ELEMENTWISE = _SLOT["elementwise"]
+
+#: Width of the version-3 block: per conv variant a count and padded MACs; 5 totals; the padding ratio;
+#: invocations, workgroups and their fill; 5 byte counts and the arithmetic intensity; pixels and depth;
+#: a wave count per variant and concurrency step.
+V3_WIDTH = 2 * _N_CONV + 5 + 1 + 2 + 1 + 5 + 1 + 2 + _N_VARIANTS * len(f.CONCURRENT_WORKGROUPS)
+#: Width of the version-5 block: strided MACs, per channel block its MACs and fill, per SIMD width its
+#: fill, and the pixel-tile fill.
+V5_WIDTH = 1 + 2 * len(f.CHANNEL_BLOCKS) + len(f.SIMD_WIDTHS) + 1
+
+
+def accelerator_columns(table: LayerTable, version_3: bool, version_5: bool) -> np.ndarray:
+    """The version-3 block (if `version_3`) then the version-5 block (if `version_5`), float64, n × width."""
+    v3, v5 = _columns(
+        table.starts,
+        len(table),
+        table.op,
+        table.channels,
+        table.height,
+        table.width,
+        table.in_channels,
+        table.in_height,
+        table.in_width,
+        table.kernel,
+        table.stride,
+        table.groups,
+        table.macs,
+    )
+    parts = ([v3] if version_3 else []) + ([v5] if version_5 else [])
+    return np.concatenate(parts, axis=1) if parts else np.empty((table.n_configs, 0))
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's disk cache) before the first request needs the kernel."""
+    one = np.ones(1, dtype=np.int64)
+    _columns(np.zeros(1, dtype=np.int64), 1, one * CONV, one, one, one, one, one, one, one, one, one, one)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+_ceil_jit = njit(cache=True, inline="always")(_ceil)
+
+
+def _columns_py(
+    starts: np.ndarray,
+    n_layers: int,
+    op: np.ndarray,
+    c_out: np.ndarray,
+    h_out: np.ndarray,
+    w_out: np.ndarray,
+    c_in: np.ndarray,
+    h_in: np.ndarray,
+    w_in: np.ndarray,
+    kernel: np.ndarray,
+    stride: np.ndarray,
+    groups_in: np.ndarray,
+    table_macs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    n = starts.shape[0]
+    n_ladder, n_blocks, n_simd = _LADDER.shape[0], _BLOCKS.shape[0], _SIMD.shape[0]
+    v3 = np.zeros((n, V3_WIDTH), dtype=np.float64)
+    v5 = np.zeros((n, V5_WIDTH), dtype=np.float64)
+    counts = np.zeros(_N_VARIANTS, dtype=np.int64)
+    variant_padded = np.zeros(_N_VARIANTS, dtype=np.float64)
+    waves = np.zeros((_N_VARIANTS, n_ladder), dtype=np.float64)
+    blocked = np.zeros(n_blocks, dtype=np.int64)
+    simd = np.zeros(n_simd, dtype=np.int64)
+    for i in range(n):
+        begin = starts[i]
+        end = starts[i + 1] if i + 1 < n else n_layers
+        counts[:] = 0
+        variant_padded[:] = 0.0
+        waves[:, :] = 0.0
+        blocked[:] = 0
+        simd[:] = 0
+        strided_conv = in_slices_total = out_slices_total = padded_total = macs = 0
+        invocations = workgroups_total = input_bytes = weight_bytes = output_bytes = texel_reads = 0
+        pixels_total = depth_total = 0
+        strided5 = macs5 = invocations5 = tiled = 0
+        for j in range(begin, end):
+            conv = op[j] == CONV
+            co, ho, wo, ci = c_out[j], h_out[j], w_out[j], c_in[j]
+            k = kernel[j] if conv else 1
+            groups = max(groups_in[j], 1)
+            depthwise = conv and groups != 1 and groups == ci and groups == co
+            if not conv:
+                slot = _ELEMENTWISE
+            elif groups == 1:
+                slot = _POINTWISE if k == 1 else _GENERAL
+            elif not depthwise:
+                slot = _GROUPED
+            elif k == 3:
+                slot = _DEPTHWISE_3
+            elif k == 5:
+                slot = _DEPTHWISE_5
+            else:
+                slot = _DEPTHWISE
+            pointwise = slot == _POINTWISE
+            tile = f.POINTWISE_TILE if pointwise else 1
+            out_slices = _ceil_jit(co, _SLICE)
+            in_slices = _ceil_jit(ci, _SLICE)
+            depth_slices = _ceil_jit(ci // groups, _SLICE) if conv and not depthwise else 1
+            padded = out_slices * _SLICE * ho * wo * depth_slices * _SLICE * k * k
+            if depthwise:
+                padded = padded // _SLICE
+            if not conv:
+                padded = 0
+            x_tiles, y_tiles = _ceil_jit(wo, tile), _ceil_jit(ho, tile)
+            workgroups = _ceil_jit(x_tiles, _WX) * _ceil_jit(y_tiles, _WY) * _ceil_jit(out_slices, _WZ)
+            depth = k * k * depth_slices * tile * tile
+            # Version 3.
+            if conv:
+                counts[slot] += 1
+                macs += table_macs[j]
+                weight_bytes += out_slices * depth_slices * k * k * _SLICE * _TEXEL
+                texel_reads += out_slices * ho * wo * k * k * depth_slices * _TEXEL
+                if stride[j] > 1:
+                    strided_conv += 1
+            variant_padded[slot] += float(padded)
+            for p in range(n_ladder):
+                waves[slot, p] += float(depth * _ceil_jit(workgroups, _LADDER[p]))
+            in_slices_total += in_slices
+            out_slices_total += out_slices
+            padded_total += padded
+            invocations += out_slices * x_tiles * y_tiles
+            workgroups_total += workgroups
+            input_bytes += in_slices * h_in[j] * w_in[j] * _TEXEL
+            output_bytes += out_slices * ho * wo * _TEXEL
+            pixels_total += ho * wo
+            depth_total += depth
+            # Version 5.
+            depth5 = 1 if depthwise else ci // groups
+            pixels = ho * wo * k * k
+            per_dispatch = out_slices * _ceil_jit(wo, tile) * _ceil_jit(ho, tile)
+            invocations5 += per_dispatch
+            for b in range(n_simd):
+                simd[b] += _ceil_jit(per_dispatch, _SIMD[b]) * _SIMD[b]
+            tiled += _ceil_jit(ho, f.PIXEL_TILE) * _ceil_jit(wo, f.PIXEL_TILE) * f.PIXEL_TILE * f.PIXEL_TILE
+            if conv:
+                for b in range(n_blocks):
+                    block = _BLOCKS[b]
+                    depth_blocked = depth5 if depthwise else _ceil_jit(depth5, block) * block
+                    blocked[b] += pixels * _ceil_jit(co, block) * block * depth_blocked
+                macs5 += pixels * co * depth5
+                if stride[j] > 1:
+                    padded5 = pixels * out_slices * _SLICE * (1 if depthwise else _ceil_jit(depth5, 4) * 4)
+                    strided5 += padded5 * stride[j] * stride[j]
+        moved = input_bytes + weight_bytes + output_bytes
+        row = v3[i]
+        c = 0
+        for s in range(_N_CONV):
+            row[c] = float(counts[s])
+            c += 1
+        for s in range(_N_CONV):
+            row[c] = variant_padded[s]
+            c += 1
+        row[c] = float(end - begin)  # one dispatch per layer
+        row[c + 1] = float(strided_conv)
+        row[c + 2] = float(in_slices_total)
+        row[c + 3] = float(out_slices_total)
+        row[c + 4] = float(padded_total)
+        row[c + 5] = float(padded_total) / float(macs) if macs > 0 else 1.0
+        row[c + 6] = float(invocations)
+        row[c + 7] = float(workgroups_total)
+        fill = workgroups_total * _WX * _WY * _WZ
+        row[c + 8] = float(fill) / float(invocations) if invocations > 0 else 0.0
+        row[c + 9] = float(input_bytes)
+        row[c + 10] = float(weight_bytes)
+        row[c + 11] = float(output_bytes)
+        row[c + 12] = float(texel_reads)
+        row[c + 13] = float(moved)
+        row[c + 14] = float(padded_total) / float(moved) if moved > 0 else 0.0
+        row[c + 15] = float(pixels_total)
+        row[c + 16] = float(depth_total)
+        c += 17
+        for s in range(_N_VARIANTS):
+            for p in range(n_ladder):
+                row[c] = waves[s, p]
+                c += 1
+        row5 = v5[i]
+        row5[0] = float(strided5)
+        for b in range(n_blocks):
+            row5[1 + b] = float(blocked[b])
+        for b in range(n_blocks):
+            row5[1 + n_blocks + b] = float(macs5) / float(blocked[b]) if blocked[b] > 0 else 1.0
+        for b in range(n_simd):
+            row5[1 + 2 * n_blocks + b] = float(invocations5) / float(simd[b]) if simd[b] > 0 else 1.0
+        row5[1 + 2 * n_blocks + n_simd] = float(pixels_total) / float(tiled) if tiled > 0 else 1.0
+    return v3, v5
+
+
+_columns: Any = njit(cache=True)(_columns_py)
