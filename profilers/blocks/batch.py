@@ -215,13 +215,21 @@ class BatchTracer:
         """The recorded layers, config-major in call order (each config's `CostTracer` order)."""
         if not self._blocks:
             raise ValueError("no layers recorded")
-        mask = np.stack([present for present, _ in self._blocks], axis=1)
-        # One gather for every field.
-        grid = np.stack([block for _, block in self._blocks], axis=2)  # fields × configs × blocks
-        rows = grid[:, mask]  # fields × layers, config-major in call order; each field's row contiguous
+        mask = np.stack([present for present, _ in self._blocks], axis=1)  # configs × blocks
+        # Where each (config, block) layer lands, config-major in call order; then each block scatters only
+        # its present layers there. (Stacking every block whole first meant a fresh multi-megabyte array
+        # per batch, which cost more in page faults than the rest of the table.)
+        position = (np.cumsum(mask.reshape(-1)) - 1).reshape(mask.shape)
+        rows = np.empty((len(_TABLE_FIELDS), int(mask.sum())), dtype=np.int64)
+        for b, (present, values) in enumerate(self._blocks):
+            if present is self._all:
+                rows[:, position[:, b]] = values
+            else:
+                taken = np.flatnonzero(present)
+                rows[:, position[taken, b]] = values[:, taken]
         columns = dict(zip(_TABLE_FIELDS, rows, strict=True))
-        config = np.broadcast_to(np.arange(self.n, dtype=np.int64)[:, None], mask.shape)[mask]
         counts = mask.sum(axis=1)
+        config = np.repeat(np.arange(self.n, dtype=np.int64), counts)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
         macs = columns["macs"]
         return LayerTable(self.n, config, flops=2 * macs, starts=starts, **columns)
