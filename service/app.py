@@ -17,7 +17,9 @@ from service.devices.routes import router as devices_router
 from service.jobs.routes import router as jobs_router
 from service.measurements.routes import router as measurements_router
 from service.predictors.features import configure_cache
+from service.predictors.inference import compile_kernels
 from service.predictors.registry import PredictorRegistry
+from service.predictors.routes import predict_router
 from service.predictors.routes import router as predictors_router
 from service.predictors.trainer import Trainer
 from service.problems import BodySizeLimit, document_problems, install_handlers
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        compile_kernels()  # before the first request, which would otherwise wait for it
         if trainer is not None:
             trainer.start()
         yield
@@ -58,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = operations.RequestMetrics()
 
     install_handlers(app)
+    app.include_router(predict_router)  # first: the hot route, matched before every other
     app.include_router(operations.router)
     for router in (devices_router, jobs_router, measurements_router, predictors_router, dashboard_router):
         app.include_router(router)
