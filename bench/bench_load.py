@@ -22,21 +22,26 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_predict import _free_port, _seed_database
+from serving import (
+    cpu_seconds,
+    free_port,
+    predict_request,
+    seed_database,
+    server_env,
+    start_server,
+    stop_server,
+)
 
 from profilers.blocks import get_family
 from service import migrate
@@ -77,14 +82,6 @@ def fresh_bodies(device_id: int, count: int, rng: random.Random) -> list[bytes]:
         body = {"device": device_id, "family": "sr_block", "frequency_khz": 1_700_000, "configs": configs}
         bodies.append(json.dumps(body).encode())
     return bodies
-
-
-def _request(port: int, secret: str, body: bytes) -> bytes:
-    head = (
-        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {secret}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 async def _client(
@@ -129,52 +126,6 @@ async def _level(
     return latencies, sum(errors), time.perf_counter() - started
 
 
-def _start_server(workers: int, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--workers", str(workers), "--port", str(port)],
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(
-        f"the server did not start: {process.stderr.read().decode() if process.stderr else ''}"
-    )
-
-
-def _cpu_seconds(group: int) -> float:
-    """User + system CPU time of every live process of a process group (the server and its workers)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group:  # pgrp
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGINT)  # uvicorn's supervisor stops its worker processes on SIGINT
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def service_time_ms(settings: Settings, predictor_id: int, bodies: list[bytes]) -> float:
     """Median in-process time of one cold 100-config request: parse, featurise, three models, JSON."""
     factory = make_sessionmaker(make_engine(settings.database_url))
@@ -200,38 +151,32 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="latfarm-load-"))
     settings = Settings(database_url=f"sqlite:///{tmp / 'load.db'}", state_dir=tmp, log_level="WARNING")
     migrate.upgrade(settings.database_url)
-    device_id, predictor_id, secret = _seed_database(settings, args.train_configs)
+    device_id, predictor_id, secret = seed_database(settings, args.train_configs)
     rng = random.Random(2026)
     cores = os.cpu_count() or 1
     service_ms = service_time_ms(settings, predictor_id, fresh_bodies(device_id, 60, rng))
     ceiling = cores * 1000.0 / service_ms
 
-    env = {
-        **os.environ,
-        "LATFARM_DATABASE_URL": settings.database_url,
-        "LATFARM_STATE_DIR": str(tmp),
-        "LATFARM_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
+    env = server_env(settings)
     results = []
     for workers in sorted({1, cores}):
-        port = _free_port()
-        server = _start_server(workers, port, env)
+        port = free_port()
+        server = start_server(workers, port, env)
         try:
-            warm = [_request(port, secret, b) for b in fresh_bodies(device_id, 20 * workers, rng)]
+            warm = [predict_request(port, secret, b) for b in fresh_bodies(device_id, 20 * workers, rng)]
             asyncio.run(
                 _level(port, warm, min(workers * 2, len(warm)), 10.0)
             )  # every process loads the model
             for clients in (1, 20, 50):
                 requests = [
-                    _request(port, secret, b) for b in fresh_bodies(device_id, args.max_requests, rng)
+                    predict_request(port, secret, b) for b in fresh_bodies(device_id, args.max_requests, rng)
                 ]
-                cpu = _cpu_seconds(server.pid)
+                cpu = cpu_seconds(server.pid)
                 latencies, errors, elapsed = asyncio.run(_level(port, requests, clients, args.seconds))
-                cpu_ms = (_cpu_seconds(server.pid) - cpu) * 1000.0 / max(len(latencies), 1)
+                cpu_ms = (cpu_seconds(server.pid) - cpu) * 1000.0 / max(len(latencies), 1)
                 results.append((workers, clients, latencies, errors, elapsed, cpu_ms))
         finally:
-            _stop_server(server)
+            stop_server(server)
 
     print(
         f"\n/v1/predict under load: {CONFIGS_PER_REQUEST} never-seen sr_block configs a request, keep-alive "
