@@ -171,10 +171,11 @@ def main() -> None:
                 requests = [
                     predict_request(port, secret, b) for b in fresh_bodies(device_id, args.max_requests, rng)
                 ]
-                cpu = cpu_seconds(server.pid)
+                cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
                 latencies, errors, elapsed = asyncio.run(_level(port, requests, clients, args.seconds))
                 cpu_ms = (cpu_seconds(server.pid) - cpu) * 1000.0 / max(len(latencies), 1)
-                results.append((workers, clients, latencies, errors, elapsed, cpu_ms))
+                client_cores = (time.process_time() - client_cpu) / elapsed
+                results.append((workers, clients, latencies, errors, elapsed, cpu_ms, client_cores))
         finally:
             stop_server(server)
 
@@ -188,18 +189,26 @@ def main() -> None:
     )
     head = (
         f"{'workers':>7} | {'clients':>7} | {'requests':>8} | {'errors':>6} | {'req/s':>7} | "
-        f"{'of ceiling':>10} | {'p50':>8} | {'p99':>8} | {'p99/p50':>7} | {'server CPU/req':>14}"
+        f"{'of ceiling':>10} | {'p50':>8} | {'p99':>8} | {'p99/p50':>7} | {'server CPU/req':>14} | "
+        f"{'client cores':>12} | {'of what is left':>15}"
     )
     print(head)
     print("-" * len(head))
-    for workers, clients, latencies, errors, elapsed, cpu_ms in results:
+    for workers, clients, latencies, errors, elapsed, cpu_ms, client_cores in results:
         rate = len(latencies) / elapsed
         p50, p99 = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
+        # The load generator runs on the same cores: the server can use at most what it leaves.
+        left = min(workers, cores - client_cores) * 1000.0 / service_ms
         print(
             f"{workers:>7} | {clients:>7} | {len(latencies):>8} | {errors:>6} | {rate:>7.0f} | "
-            f"{rate / ceiling:>9.0%} | {p50:>6.2f}ms | {p99:>6.2f}ms | {p99 / p50:>7.2f} | {cpu_ms:>12.2f}ms"
+            f"{rate / ceiling:>9.0%} | {p50:>6.2f}ms | {p99:>6.2f}ms | {p99 / p50:>7.2f} | "
+            f"{cpu_ms:>12.2f}ms | {client_cores:>12.2f} | {rate / left:>14.0%}"
         )
     print("targets: req/s at 50 clients ≥ at 20 and near the ceiling; p99/p50 ≤ 3; 0 errors")
+    print(
+        "client cores: CPU the load generator (this process) used, in cores; of what is left: req/s ÷ "
+        "(min(workers, cores − client cores) ÷ service time)"
+    )
     print(
         "server CPU/req: CPU seconds of all server processes over the level ÷ requests: what a request costs,"
         " whatever share of the cores the other tenants of the machine left us"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -43,39 +45,82 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_processes(args: argparse.Namespace, host: str, port: int) -> int:
-    """`--workers N`: N API processes on one socket, each building its app from the environment.
+    """`--workers N`: N API processes on one port, each with its own listening socket (SO_REUSEPORT).
+
+    Why not uvicorn's own workers: they share one listening socket, and under keep-alive whichever process
+    wakes first accepts every waiting connection, so 20 clients could land 18 on one process and 2 on the
+    other — throughput fell as clients were added and the tail grew. With a socket per process the kernel
+    spreads new connections over the processes.
 
     The job worker (`--with-worker`) runs in this supervising process only, so phones are driven by one
     worker whatever N is. Several processes share a SQLite file safely: WAL lets readers run beside the
     one writer, writes wait for the lock (`busy_timeout`), and every lease is a `BEGIN IMMEDIATE`.
+    SIGINT or SIGTERM stops every API process (each finishes its requests), then the worker.
     """
+    import multiprocessing
+    import signal
     import threading
 
-    import uvicorn
-
+    settings = get_settings()
     worker = thread = None
     if args.with_worker:
         from service.db import make_engine, make_sessionmaker
         from service.jobs.worker import Worker
 
-        settings = get_settings()
         worker = Worker(make_sessionmaker(make_engine(settings.database_url)), settings)
         thread = threading.Thread(target=worker.run, name="latfarm-worker", daemon=True)
         thread.start()
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_api_process, args=(host, port, settings.log_level.lower()), name=f"api-{i}")
+        for i in range(args.workers)
+    ]
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.set()
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGINT)  # uvicorn's graceful shutdown
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.run(
-            "service.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=args.workers,
-            log_level=get_settings().log_level.lower(),
-        )
+        for process in processes:
+            process.start()
+        while not stopping.is_set() and all(p.is_alive() for p in processes):
+            stopping.wait(0.5)
+        if not stopping.is_set():  # one process died (the port taken, say): stop the others too
+            stop(signal.SIGTERM, None)
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if worker is not None and thread is not None:
             worker.stop()
-            thread.join(timeout=get_settings().adb_command_timeout_s)
-    return 0
+            thread.join(timeout=settings.adb_command_timeout_s)
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    return 1 if failed else 0
+
+
+def _api_process(host: str, port: int, log_level: str) -> None:
+    """One API process of `--workers N`: its own SO_REUSEPORT socket, its app built from the environment."""
+    import socket
+
+    import uvicorn
+
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    config = uvicorn.Config("service.app:create_app", factory=True, log_level=log_level)
+    # uvicorn re-raises the SIGINT it shut down on; the shutdown was clean, so the exit status is 0.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def _db(args: argparse.Namespace) -> int:
