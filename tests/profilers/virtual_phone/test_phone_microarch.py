@@ -11,6 +11,8 @@ import functools
 import io
 import json
 import random
+import struct
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from adb_shell.adb_device import AdbDeviceTcp
 
 from profilers.blocks import get_family
 from profilers.virtual_phone import BENCHMARK_BINARY, ProfileError, VirtualPhone, list_profiles, load_profile
+from profilers.virtual_phone.bench import BenchmarkOptions, _measure
+from profilers.virtual_phone.faults import FaultControl
 from profilers.virtual_phone.graph import read_graph
 from profilers.virtual_phone.microarch import (
     COST_CACHE,
@@ -31,6 +35,7 @@ from profilers.virtual_phone.microarch import (
     node_costs,
 )
 from profilers.virtual_phone.profile import PROFILES_DIR, Profile, profile_from_dict
+from profilers.virtual_phone.runtime import PhoneRuntime
 from profilers.virtual_phone.soc import Soc
 from tests.profilers.virtual_phone.phone_kit import BENCH_PATH, MODEL_PATH, run, tiny_model
 
@@ -263,3 +268,97 @@ def test_a_midrange_benchmark_profiles_a_model_once_and_writes_priced_node_event
             assert COST_CACHE.get(digest, 1) is costs  # the second run priced from the cache
         finally:
             dev.close()
+
+
+# -- the benchmark's own loop, with a scripted child -------------------------------------------------------
+
+
+class _ScriptedChild:
+    """A benchmark child that replays messages (creation, first run, host profile, two batches, done)."""
+
+    pid = 1
+
+    def __init__(self, messages: list[tuple[bytes, bytes]]) -> None:
+        self._messages = list(messages)
+
+    def start(self) -> bool:
+        return True
+
+    def receive(self) -> tuple[bytes, bytes] | None:
+        return self._messages.pop(0) if self._messages else None
+
+    def close(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+    def exit_reason(self) -> str:
+        return "done"
+
+
+def _script(hosts: list[float]) -> list[tuple[bytes, bytes]]:
+    nodes = [["conv0", "Conv", 120.5], ["relu0", "Relu", 10.25], ["conv1", "Conv", 300.0]]
+    return [
+        (b"S", struct.pack("<d", 0.0123)),
+        (b"F", struct.pack("<d", 0.0042)),
+        (b"P", json.dumps({"nodes": nodes, "peak_bytes": 1}).encode()),
+        (b"R", struct.pack("<dd", 0.5, 1e6) + array("d", hosts[:50]).tobytes()),
+        (b"R", struct.pack("<dd", 0.9, 2e6) + array("d", hosts[50:]).tobytes()),
+        (b"D", b""),
+    ]
+
+
+@pytest.mark.parametrize("profile_prefix", [None, "/data/local/tmp/p"])
+def test_the_flagships_benchmark_loop_is_frequency_scaling_run_for_run(
+    tmp_path: Path, profile_prefix: str | None
+) -> None:
+    """Every number of a flagship CPU benchmark is `Soc.scale` of the host run at that run's frequency."""
+    profile = load_profile("virtual-flagship")
+    rng = random.Random(5)
+    hosts = [rng.uniform(1e-4, 5e-3) for _ in range(100)]
+    for cluster in range(len(profile.clusters)):
+        runtime = PhoneRuntime(profile, tmp_path / str(cluster), True, FaultControl(tmp_path / str(cluster)))
+        runtime.soc = Soc(profile, rng=random.Random(cluster))
+        twin = Soc(profile, rng=random.Random(cluster))  # draws the same frequencies in the same order
+        opts = BenchmarkOptions(model="m.onnx", mode="times", repeats=100, profile_prefix=profile_prefix)
+        pricing = ModelPricing(
+            profile.clusters[cluster].microarch, functools.partial(runtime.soc.scale, cluster), b"m", 1
+        )
+        outcome = _measure(runtime, opts, _ScriptedChild(_script(hosts)), cluster, pricing)  # type: ignore[arg-type]
+        assert not isinstance(outcome, str)
+        result, node_runs = outcome
+        expected = [twin.scale(cluster, h, twin.run_frequency(cluster)) for h in (0.0123, 0.0042, *hosts)]
+        assert [result.creation_s, result.first_s, *result.costs_s] == expected
+        if profile_prefix:
+            assert [e.seconds for e in node_runs[0]] == [
+                expected[2] * us / 430.75 for us in (120.5, 10.25, 300.0)
+            ]
+
+
+def test_a_midrange_benchmark_loop_prices_every_run_and_the_first_after_the_profile(tmp_path: Path) -> None:
+    profile = load_profile("virtual-midrange")
+    cluster = 1
+    COST_CACHE.clear()
+    hosts = [0.002] * 100
+    runtime = PhoneRuntime(profile, tmp_path, True, FaultControl(tmp_path))
+    runtime.soc = Soc(profile, rng=random.Random(0))
+    twin = Soc(profile, rng=random.Random(0))
+    scale = functools.partial(runtime.soc.scale, cluster)
+    pricing = ModelPricing(profile.clusters[cluster].microarch, scale, b"not a model", 1)
+    assert pricing.needs_profile
+    opts = BenchmarkOptions(model="m.onnx", mode="times", repeats=100, profile_prefix="/data/local/tmp/p")
+    outcome = _measure(runtime, opts, _ScriptedChild(_script(hosts)), cluster, pricing)  # type: ignore[arg-type]
+    assert not isinstance(outcome, str)
+    result, node_runs = outcome
+    pricer = pricing.pricer
+    assert pricer is not None and [c.kind for c in pricer.costs] == [
+        "dense_conv",
+        "elementwise",
+        "dense_conv",
+    ]
+    frequencies = [twin.run_frequency(cluster) for _ in range(102)]
+    assert result.first_s == pricer.run_seconds(0.0042, frequencies[1])
+    assert result.costs_s == [pricer.run_seconds(h, f) for h, f in zip(hosts, frequencies[2:], strict=True)]
+    assert result.costs_s[0] != scale(hosts[0], frequencies[2])  # not frequency scaling alone
+    assert sum(e.seconds for e in node_runs[0]) == pytest.approx(result.costs_s[0])
