@@ -38,8 +38,9 @@ cache sharing between the cores of a cluster or between threads; reuse of a tens
 nodes (every node's working set is counted in full); prefetchers, TLBs, the cache hierarchy (one level);
 bandwidth contention with other clusters or accelerators; the thread count's effect on any of these (the
 profile is per thread count, the microarchitecture is not); the graph optimiser's fusions (the per-node
-profile is taken with optimisations off, and its node shares price the optimised run); and numeric
-differences (outputs are the host's). Numbers stay marked virtual as every virtual phone's are.
+profile is taken with optimisations off, and its node shares price the optimised run); session creation
+(scaled by frequency alone) and an NPU's CPU fallbacks (accelerator.py: the big cluster's frequency scaling);
+and numeric differences (outputs are the host's). Numbers stay marked virtual as every virtual phone's are.
 """
 
 from __future__ import annotations
