@@ -45,26 +45,9 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from profilers.virtual_phone.graph import Graph, GraphNode
+from profilers.virtual_phone.graph import ELEMENT_BYTES, ELEMENTWISE_OPS, FUSABLE_OPS, Graph, GraphNode
 from profilers.virtual_phone.profile import AcceleratorSpec
 
-ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
-FUSABLE_OPS = (
-    "Relu",
-    "Clip",
-    "LeakyRelu",
-    "PRelu",
-    "Sigmoid",
-    "Tanh",
-    "HardSigmoid",
-    "HardSwish",
-    "Add",
-    "Mul",
-    "Sub",
-    "Div",
-    "BatchNormalization",
-)
-ELEMENTWISE_OPS = (*FUSABLE_OPS, "Abs", "Neg", "Sqrt", "Exp", "Pow", "Max", "Min", "Erf", "Elu", "Selu")
 HEAVY_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 ANCHOR_CLAMP = (0.5, 2.0)
 RUN_NOISE = 0.02

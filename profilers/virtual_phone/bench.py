@@ -24,8 +24,11 @@ CPU runs: each run is a real `InferenceSession.run` on the host, timed with `per
 phone: `t = t_host · (c · f_ref / f + (1 − c))` with `f` the simulated frequency of the cluster the run lands
 on for that run (governor + throttling, see `soc.py`) and `c`, `f_ref` from the profile. The cluster is the
 one `taskset` allows (the fastest cluster among the mask's CPUs; without taskset the fastest cluster overall,
-as EAS would place a busy single thread). With `-p` the child also measures the per-node host profile and
-each run's node events are the run's time split in the host's per-node shares.
+as EAS would place a busy single thread). A cluster with a microarchitecture other than the reference prices
+each run node by node instead (microarch.py: speed per operator kind, cache, bandwidth floor), from the
+model's per-node host profile — measured by the child the first time a model runs at a thread count, then
+cached. With `-p` the child also measures the per-node host profile and each run's node events are the run's
+time split in the host's per-node shares (the priced node times on a non-reference cluster).
 
 GPU/NPU runs (accel_bench.py): the child measures the per-node host profile only, and each run is priced by
 the accelerator cost model (accelerator.py) at that run's unit and bus clocks. The report prints the real
@@ -41,6 +44,7 @@ Errors are one line.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import posixpath
 import random
@@ -62,6 +66,7 @@ from profilers.virtual_phone.bench_process import BenchmarkChild, ChildSpec
 from profilers.virtual_phone.errors import one_line
 from profilers.virtual_phone.filesystem import FsError
 from profilers.virtual_phone.graph import Graph, read_graph
+from profilers.virtual_phone.microarch import ModelPricing
 from profilers.virtual_phone.model_policy import ModelRefused, check_model
 from profilers.virtual_phone.ort_profile import NodeEvent, profile_json, profile_path
 
@@ -222,11 +227,18 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
         runtime.record_benchmark(start, time.time(), opts.model, cluster, garbage=True)
         return 0
     cpus = runtime.profile.cpu_count
-    wants_host_profile = choice is not None or opts.profile_prefix is not None
+    threads = min(max(1, opts.intra_threads), cpus)
+    pricing = ModelPricing(
+        runtime.profile.clusters[cluster].microarch,
+        functools.partial(runtime.soc.scale, cluster),
+        model_bytes,
+        threads,
+    )
+    wants_host_profile = choice is not None or opts.profile_prefix is not None or pricing.needs_profile
     child = BenchmarkChild(
         ChildSpec(
             model_bytes=model_bytes,
-            intra_threads=min(max(1, opts.intra_threads), cpus),
+            intra_threads=threads,
             inter_threads=min(max(1, opts.inter_threads), cpus),
             seed=opts.seed,
             repeats=0 if choice is not None else opts.repeats if opts.mode == "times" else None,
@@ -239,7 +251,7 @@ async def run_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[str]) ->
         if choice is not None and graph is not None:
             outcome = await loop.run_in_executor(None, _measure_unit, runtime, opts, child, graph, choice)
         else:
-            outcome = await loop.run_in_executor(None, _measure, runtime, opts, child, cluster)
+            outcome = await loop.run_in_executor(None, _measure, runtime, opts, child, cluster, pricing)
     finally:
         child.kill()  # done, failed, or cancelled because the client left: the child ends here
     if isinstance(outcome, str):
@@ -321,11 +333,16 @@ def _fmt(x: float) -> str:
 
 
 def _measure(
-    runtime: PhoneRuntime, opts: BenchmarkOptions, child: BenchmarkChild, cluster: int
+    runtime: PhoneRuntime,
+    opts: BenchmarkOptions,
+    child: BenchmarkChild,
+    cluster: int,
+    pricing: ModelPricing,
 ) -> tuple[_Result, list[list[NodeEvent]]] | str:
-    """Scale the child's runs to the phone as they arrive (worker thread); an error line on failure.
+    """Price the child's runs on the phone as they arrive (worker thread); an error line on failure.
 
-    In duration mode this decides when enough simulated time has run and stops the child.
+    In duration mode this decides when enough simulated time has run and stops the child. The first run
+    arrives before the host profile a non-reference cluster prices by, so it is priced once the loop ends.
     """
     soc = runtime.soc
     start_wall = time.time()
@@ -334,7 +351,10 @@ def _measure(
     pid = child.pid or 0
     runtime.benchmark_started(pid)
     soc.begin_load(cluster)
-    creation = first = 0.0
+    creation = 0.0
+    first_run = (0.0, 0)
+    priced_runs: list[tuple[float, int]] = []  # (host s, kHz) of each run, for a non-reference -p split
+    split_priced = opts.profile_prefix is not None and not pricing.arch.is_reference
     costs = array("d")
     total = host_total = cpu_s = 0.0
     peak = 0
@@ -350,14 +370,21 @@ def _measure(
             if tag == b"S":
                 creation = soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
             elif tag == b"F":
-                first = soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
+                first_run = (_DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
             elif tag == b"P":
                 host_nodes = [(str(n), str(op), float(us)) for n, op, us in json.loads(payload)["nodes"]]
+                pricing.profiled(host_nodes)
             elif tag == b"R":
+                pricer = pricing.pricer
+                if pricer is None:
+                    return "Run failed: no host profile\n"
                 cpu_s, peak_f = _BATCH_HEAD.unpack_from(payload)
                 peak = max(peak, int(peak_f))
                 for host in array("d", payload[_BATCH_HEAD.size :]):
-                    scaled = soc.scale(cluster, host, soc.run_frequency(cluster))
+                    f_khz = soc.run_frequency(cluster)
+                    scaled = pricer.run_seconds(host, f_khz)
+                    if split_priced:
+                        priced_runs.append((host, f_khz))
                     costs.append(scaled)
                     total += scaled
                     host_total += host
@@ -376,10 +403,21 @@ def _measure(
         runtime.benchmark_ended(pid)
         soc.end_load(cluster)
         runtime.record_benchmark(start_wall, time.time(), opts.model, cluster)
-    if not costs:
+    if not costs or pricing.pricer is None:
         return "Run failed: no run completed\n"
+    first = pricing.pricer.run_seconds(*first_run)
     cpu_pct = 100.0 * cpu_s / host_total if host_total > 0 else 0.0
     provider = "XnnpackExecutionProvider" if opts.provider == "xnnpack" else "CPUExecutionProvider"
+    if split_priced:
+        nodes = pricing.pricer.costs
+        node_runs = [
+            [
+                NodeEvent(c.name, c.op_type, provider, s)
+                for c, s in zip(nodes, pricing.pricer.node_seconds(h, f), strict=True)
+            ]
+            for h, f in priced_runs
+        ]
+        return _Result(creation, first, list(costs), cpu_pct, peak), node_runs
     host_sum = sum(us for _n, _op, us in host_nodes) or 1.0
     node_runs = [
         [NodeEvent(n, op, provider, cost * us / host_sum) for n, op, us in host_nodes]

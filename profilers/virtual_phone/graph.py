@@ -32,6 +32,25 @@ from onnx import TensorProto
 CONVERSION_OPS = ("QuantizeLinear", "DequantizeLinear", "Cast")
 VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Constant", "Shape")
 """Ops that move no data on an accelerator (a view of their input, or a constant folded at compile time)."""
+ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+"""Bytes of one tensor element at each precision."""
+FUSABLE_OPS = (
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "PRelu",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Add",
+    "Mul",
+    "Sub",
+    "Div",
+    "BatchNormalization",
+)
+ELEMENTWISE_OPS = (*FUSABLE_OPS, "Abs", "Neg", "Sqrt", "Exp", "Pow", "Max", "Min", "Erf", "Elu", "Selu")
+"""Ops applying one function per element; a delegate fuses the `FUSABLE_OPS` into the kernel before them."""
 
 
 @dataclass(frozen=True)

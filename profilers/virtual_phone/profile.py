@@ -3,7 +3,8 @@
 A profile may hold a `gpu` and an `npu` section (an `AcceleratorSpec`: its devfreq device, sysfs layout and
 the constants of the accelerator cost model, see accelerator.py) and a `bus` section (the memory bus's
 devfreq device). The legacy top-level `gpu_frequencies_hz` alone still describes a kgsl GPU with default
-constants; with a `gpu` section it is derived from it.
+constants; with a `gpu` section it is derived from it. A CPU cluster may hold a `microarch` section (speed
+per operator kind, cache, memory bandwidth; microarch.py says how a run is priced by it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from profilers.virtual_phone.errors import ProfileError
+from profilers.virtual_phone.microarch import REFERENCE, Microarch, MicroarchError, microarch_from_dict
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "virtual-flagship"
@@ -24,7 +26,9 @@ class ClusterSpec:
     """One CPU cluster (one cpufreq policy): its CPUs, frequency table and scaling constants.
 
     `c` is the compute-bound fraction of a run and `f_ref_khz` the frequency at which this cluster runs as
-    fast as the host; a little cluster therefore has an `f_ref_khz` above its own maximum.
+    fast as the host; a little cluster therefore has an `f_ref_khz` above its own maximum. `microarch` prices
+    a run node by node (microarch.py: speed per operator kind, cache, bandwidth); without one a cluster has
+    the reference microarchitecture and a run is the host's time scaled by frequency alone.
     """
 
     name: str
@@ -33,6 +37,7 @@ class ClusterSpec:
     c: float
     f_ref_khz: int
     default_governor: str = "schedutil"
+    microarch: Microarch = REFERENCE
 
 
 @dataclass(frozen=True)
@@ -181,8 +186,13 @@ def profile_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Profile:
                 c=float(c.get("c", 0.85)),
                 f_ref_khz=int(c.get("f_ref_khz", max(c["frequencies_khz"]))),
                 default_governor=str(c.get("default_governor", "schedutil")),
+                microarch=(
+                    microarch_from_dict(c["microarch"], f"clusters[{i}].microarch")
+                    if "microarch" in c
+                    else REFERENCE
+                ),
             )
-            for c in raw["clusters"]
+            for i, c in enumerate(raw["clusters"])
         )
         th = raw.get("thermal", {})
         thermal = ThermalSpec(
@@ -214,6 +224,8 @@ def profile_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Profile:
             npu=npu,
             bus=bus,
         )
+    except MicroarchError as exc:
+        raise ProfileError(f"profile {source}: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise ProfileError(f"profile {source}: missing or invalid field: {exc}") from exc
     if not clusters or any(not cl.frequencies_khz or not cl.cpus for cl in clusters):

@@ -10,7 +10,8 @@ unconsumed and ignored, as the real tool does.
 
 **The graph is an ONNX file.** A real phone needs a `.tflite` flatbuffer, which latfarm cannot produce; the
 virtual phone runs the same ONNX models the onnxruntime stand-in runs, with the same child (bench_process.py),
-CPU scaling (soc.py) and accelerator cost model (accel_bench.py). Only the program's face is TFLite's.
+CPU scaling (soc.py, and a cluster's microarchitecture: microarch.py) and accelerator cost model
+(accel_bench.py). Only the program's face is TFLite's.
 
 Phases, as benchmark_model: initialisation, a warm-up phase (at least `warmup_runs` runs and
 `warmup_min_secs` seconds; its first run is the "First inference"), then the timed phase (at least
@@ -30,6 +31,7 @@ its partitions as one node each), CPU fallbacks carry TFLite's builtin name.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import struct
@@ -49,6 +51,7 @@ from profilers.virtual_phone.bench_process import BenchmarkChild, ChildSpec
 from profilers.virtual_phone.errors import one_line
 from profilers.virtual_phone.filesystem import FsError
 from profilers.virtual_phone.graph import Graph, read_graph
+from profilers.virtual_phone.microarch import ModelPricing
 from profilers.virtual_phone.model_policy import ModelRefused, check_model
 
 if TYPE_CHECKING:
@@ -228,24 +231,31 @@ async def run_tflite_benchmark(runtime: PhoneRuntime, ctx: Context, args: list[s
         return fail(f"Failed to apply the delegate: {exc}")
     cluster = runtime.soc.cluster_for_cpus(ctx.affinity)
     cpus = runtime.profile.cpu_count
-    threads = opts.num_threads if opts.num_threads > 0 else 1
+    threads = min(opts.num_threads if opts.num_threads > 0 else 1, cpus)
+    pricing = ModelPricing(
+        runtime.profile.clusters[cluster].microarch,
+        functools.partial(runtime.soc.scale, cluster),
+        model_bytes,
+        threads,
+    )
+    profile_needed = choice is not None or opts.enable_op_profiling or pricing.needs_profile
     child = BenchmarkChild(
         ChildSpec(
             model_bytes=model_bytes,
-            intra_threads=min(threads, cpus),
+            intra_threads=threads,
             inter_threads=1,
             seed=None,
             repeats=0 if choice is not None else None,
             limits=runtime.bench_limits,
             workdir=str(runtime.bench_workdir),
-            host_profile_runs=HOST_PROFILE_RUNS if choice is not None or opts.enable_op_profiling else 0,
+            host_profile_runs=HOST_PROFILE_RUNS if profile_needed else 0,
         )
     )
     try:
         if choice is not None:
             outcome = await loop.run_in_executor(None, _measure_unit, runtime, opts, child, graph, choice)
         else:
-            outcome = await loop.run_in_executor(None, _measure_cpu, runtime, opts, child, cluster)
+            outcome = await loop.run_in_executor(None, _measure_cpu, runtime, opts, child, cluster, pricing)
     finally:
         child.kill()
     if isinstance(outcome, str):
@@ -487,9 +497,13 @@ def _measure_unit(
 
 
 def _measure_cpu(
-    runtime: PhoneRuntime, opts: TfliteOptions, child: BenchmarkChild, cluster: int
+    runtime: PhoneRuntime, opts: TfliteOptions, child: BenchmarkChild, cluster: int, pricing: ModelPricing
 ) -> _Phases | str:
-    """CPU runs (worker thread): the child's host runs scaled to the cluster, split into the phases."""
+    """CPU runs (worker thread): the child's host runs priced on the cluster, split into the phases.
+
+    The first run arrives before the host profile a non-reference cluster prices by (microarch.py); it
+    joins the clock once the profile is there.
+    """
     soc = runtime.soc
     start_wall = time.time()
     if not child.start():
@@ -501,6 +515,9 @@ def _measure_cpu(
     init = 0.0
     peak = 0
     host_nodes: list[tuple[str, str, float]] = []
+    first_run: tuple[float, int] | None = None
+    priced_runs: list[tuple[float, int]] = []  # (host s, kHz) of each run, for a non-reference op profile
+    split_priced = opts.enable_op_profiling and not pricing.arch.is_reference
     try:
         finished = False
         while not finished:
@@ -513,15 +530,28 @@ def _measure_cpu(
             if tag == b"S":
                 init = soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
             elif tag == b"F":
-                finished = clock.add(
-                    soc.scale(cluster, _DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
-                )
+                first_run = (_DOUBLE.unpack(payload)[0], soc.run_frequency(cluster))
+                if pricing.pricer is not None:
+                    finished = clock.add(pricing.pricer.run_seconds(*first_run))
+                    first_run = None
             elif tag == b"P":
                 host_nodes = [(str(n), str(op), float(us)) for n, op, us in json.loads(payload)["nodes"]]
+                pricing.profiled(host_nodes)
             elif tag == b"R":
+                pricer = pricing.pricer
+                if pricer is None:
+                    return "no host profile"
+                if first_run is not None:
+                    finished = clock.add(pricer.run_seconds(*first_run))
+                    first_run = None
+                    if finished:
+                        break
                 peak = max(peak, int(_BATCH_HEAD.unpack_from(payload)[1]))
                 for host in array("d", payload[_BATCH_HEAD.size :]):
-                    finished = clock.add(soc.scale(cluster, host, soc.run_frequency(cluster)))
+                    f_khz = soc.run_frequency(cluster)
+                    finished = clock.add(pricer.run_seconds(host, f_khz))
+                    if split_priced:
+                        priced_runs.append((host, f_khz))
                     total = len(clock.warmup) + len(clock.timed)
                     if finished or total >= runtime.bench_limits.max_runs:
                         finished = True
@@ -535,6 +565,17 @@ def _measure_cpu(
         runtime.record_benchmark(start_wall, time.time(), opts.graph, cluster)
     if not clock.timed:
         return "no timed run completed"
+    if split_priced and pricing.pricer is not None:
+        pricer = pricing.pricer
+        return _Phases(
+            init_s=init,
+            warmup_s=clock.warmup,
+            timed_s=clock.timed,
+            node_names=[c.name for c in pricer.costs],
+            node_types=[_tflite_type(c.op_type) for c in pricer.costs],
+            node_runs=[pricer.node_seconds(h, f) for h, f in priced_runs[-len(clock.timed) :]],
+            peak_bytes=peak,
+        )
     host_sum = sum(us for _n, _op, us in host_nodes) or 1.0
     return _Phases(
         init_s=init,
