@@ -2,9 +2,10 @@
 
 Trains an sr_block predictor on synthetic rows (as bench_predict.py), starts `latfarm serve --workers W`
 as a subprocess on a SQLite file (W = 1, then one per core), and runs 1, 20 and 50 keep-alive clients
-against it, each level for at most `--seconds` or `--max-requests`, whichever comes first; every process
-is stopped at the end. The clients are a minimal asyncio HTTP/1.1 loop with pre-encoded bodies, so the
-load generator takes little of the CPU the server needs.
+against it, each level for at most `--seconds` or `--max-requests`, whichever comes first, split into
+`--rounds` turns taken in alternation with the other levels; every process is stopped at the end. The
+clients are a minimal asyncio HTTP/1.1 loop with pre-encoded bodies, so the load generator takes little
+of the CPU the server needs.
 
 Baselines in the same run: the service time of one request measured in process (parse the body,
 featurise 100 new configs, three models, JSON answer; no HTTP), and from it the ceiling
@@ -13,7 +14,7 @@ one worker and one client: the same work plus the framework, the token check and
 from which the ceiling the load levels are held to, min(workers, cores − the load generator's cores) ÷
 that service time.
 
-    .venv/bin/python bench/bench_load.py [--seconds 6] [--max-requests 3000]
+    .venv/bin/python bench/bench_load.py [--seconds 6] [--max-requests 3000] [--rounds 3]
 
 Targets: throughput at 50 clients ≥ at 20 and close to cores ÷ service time; p99 ≤ 3 × p50; 0 errors.
 """
@@ -55,6 +56,7 @@ from service.predictors.routes import parse_predict_body
 from service.settings import Settings
 
 CONFIGS_PER_REQUEST = 100
+LEVELS = (1, 20, 50)
 
 
 def fresh_bodies(device_id: int, count: int, rng: random.Random) -> list[bytes]:
@@ -148,6 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="longest run of one level")
     parser.add_argument("--max-requests", type=int, default=3000, help="most requests of one level")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each level takes")
     parser.add_argument("--train-configs", type=int, default=300)
     args = parser.parse_args()
 
@@ -170,15 +173,26 @@ def main() -> None:
             asyncio.run(
                 _level(port, warm, min(workers * 2, len(warm)), 10.0)
             )  # every process loads the model
-            for clients in (1, 20, 50):
-                requests = [
-                    predict_request(port, secret, b) for b in fresh_bodies(device_id, args.max_requests, rng)
-                ]
-                cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
-                latencies, errors, elapsed = asyncio.run(_level(port, requests, clients, args.seconds))
-                cpu_ms = (cpu_seconds(server.pid) - cpu) * 1000.0 / max(len(latencies), 1)
-                client_cores = (time.process_time() - client_cpu) / elapsed
-                results.append((workers, clients, latencies, errors, elapsed, cpu_ms, client_cores))
+            # Levels take turns in short rounds (1, 20, 50, 1, 20, 50, …), so a burst of another tenant's
+            # load on the shared machine lands on every level alike instead of on whichever ran during it.
+            totals: dict[int, list] = {c: [[], 0, 0.0, 0.0, 0.0] for c in LEVELS}
+            for _ in range(args.rounds):
+                for clients in LEVELS:
+                    count = args.max_requests // args.rounds
+                    requests = [predict_request(port, secret, b) for b in fresh_bodies(device_id, count, rng)]
+                    cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+                    latencies, errors, elapsed = asyncio.run(
+                        _level(port, requests, clients, args.seconds / args.rounds)
+                    )
+                    total = totals[clients]
+                    total[0] += latencies
+                    total[1] += errors
+                    total[2] += elapsed
+                    total[3] += cpu_seconds(server.pid) - cpu
+                    total[4] += time.process_time() - client_cpu
+            for clients, (latencies, errors, elapsed, cpu, client_cpu) in totals.items():
+                cpu_ms = cpu * 1000.0 / max(len(latencies), 1)
+                results.append((workers, clients, latencies, errors, elapsed, cpu_ms, client_cpu / elapsed))
         finally:
             stop_server(server)
 
