@@ -16,10 +16,11 @@ from service.deps import document_bearer_auth
 from service.devices.routes import router as devices_router
 from service.jobs.routes import router as jobs_router
 from service.measurements.routes import router as measurements_router
+from service.predictors.fast_path import PredictFastPath
 from service.predictors.features import configure_cache
 from service.predictors.inference import compile_kernels
 from service.predictors.registry import PredictorRegistry
-from service.predictors.routes import predict_router
+from service.predictors.routes import PREDICT_PATH, predict_router
 from service.predictors.routes import router as predictors_router
 from service.predictors.trainer import Trainer
 from service.problems import BodySizeLimit, document_problems, install_handlers
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema or document_bearer_auth(document_problems(build_openapi()))
 
     app.openapi = openapi  # type: ignore[method-assign]
+    predict_route = next(r for r in predict_router.routes if getattr(r, "path", None) == PREDICT_PATH)
+    app.add_middleware(PredictFastPath, route=predict_route)  # innermost: inside the size limit and metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)
     return app

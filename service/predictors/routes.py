@@ -211,8 +211,12 @@ def snapshot(predictor_id: PathId, session: SessionDep, _: ReadAccess) -> Respon
 _PREDICT_ACCESS = require_scope(Scope.predict)
 
 
+#: The predict path (`fast_path.PredictFastPath` answers it before the router).
+PREDICT_PATH = "/v1/predict"
+
+
 @predict_router.post(
-    "/v1/predict",
+    PREDICT_PATH,
     response_model=PredictResponse,
     openapi_extra=_PREDICT_OPENAPI,
     responses=problem_responses(
@@ -235,10 +239,10 @@ async def predict(request: Request) -> Response:
         # 12.5–13.3 ms), and one request at a time per process keeps the tail fair under load (worker
         # threads would take turns on the GIL, each request finishing later). Use `latfarm serve --workers`
         # for cores.
-        return _predict_in_thread(request, data)
+        return answer_predict(request, data)
     # One worker-thread hop for access, validation, prediction and serialisation: declared as sync
     # dependencies, session, principal, scope check and settings would each take their own hop.
-    return await run_in_threadpool(_predict_in_thread, request, data)
+    return await run_in_threadpool(answer_predict, request, data)
 
 
 #: Bodies up to this size are predicted on the event loop (~15 ms of work at most); larger ones in a worker
@@ -246,7 +250,8 @@ async def predict(request: Request) -> Response:
 INLINE_BODY_BYTES = 256 * 1024
 
 
-def _predict_in_thread(request: Request, data: bytes) -> Response:
+def answer_predict(request: Request, data: bytes) -> Response:
+    """The whole answer to a predict body: access, validation, prediction, JSON (or a `LatfarmError`)."""
     settings = request.app.state.settings
     with request.app.state.sessionmaker() as session:
         # Access first, as the dependency order would: a caller without a token gets 401/403, never 422.
