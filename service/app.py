@@ -18,7 +18,7 @@ from service.jobs.routes import router as jobs_router
 from service.measurements.routes import router as measurements_router
 from service.predictors.fast_path import PredictFastPath
 from service.predictors.features import configure_cache
-from service.predictors.inference import compile_kernels
+from service.predictors.inference import prepare_serving
 from service.predictors.registry import PredictorRegistry
 from service.predictors.routes import PREDICT_PATH, predict_router
 from service.predictors.routes import router as predictors_router
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        compile_kernels()  # before the first request, which would otherwise wait for it
+        prepare_serving()  # kernels compiled and BLAS held to one thread before the first request
         if trainer is not None:
             trainer.start()
         yield

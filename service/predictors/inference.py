@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import xgboost as xgb
+from threadpoolctl import threadpool_limits
 
 from service.predictors import accelerator_kernel, forest
 from service.predictors.features import (
@@ -85,9 +86,17 @@ _ENCODER = msgspec.json.Encoder()
 PREDICT_THREADS = 1
 
 
-def compile_kernels() -> None:
-    """Compile the serving path's numba kernels (or load them from numba's disk cache: ~0.1 s) so that no
-    request pays it; the first compile of a fresh checkout takes a few seconds."""
+def prepare_serving() -> None:
+    """Ready this process to serve predictions.
+
+    Compiles the serving path's numba kernels (or loads them from numba's disk cache, ~0.1 s) so that no
+    request pays it; the first compile of a fresh checkout takes a few seconds. And holds BLAS to one
+    thread, as `PREDICT_THREADS` holds the trees: the prior's matrix products on a large batch otherwise
+    start OpenBLAS threads that spin after every call — a 10,000-config request cost twice its wall time in
+    CPU, taken from the cores the other requests and processes need. One thread per product changes no
+    result (each output is one dot product, summed by one thread either way).
+    """
+    threadpool_limits(PREDICT_THREADS, user_api="blas")
     forest.warm_up()
     accelerator_kernel.warm_up()
 

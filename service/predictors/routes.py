@@ -234,20 +234,21 @@ async def predict(request: Request) -> Response:
     """Latency of each config at each frequency, config-major (config 0 at every frequency, then 1, …)."""
     data = await request.body()
     if len(data) <= INLINE_BODY_BYTES:
-        # A request of up to ~2,000 configs is answered on the loop: the thread hop costs more than it saves
-        # (measured: a cold 1,000-config request took ~20 % longer in a worker thread, 15–17 ms against
-        # 12.5–13.3 ms), and one request at a time per process keeps the tail fair under load (worker
-        # threads would take turns on the GIL, each request finishing later). Use `latfarm serve --workers`
-        # for cores.
+        # A request of up to ~15,000 configs is answered on the loop: the thread hop costs more than it
+        # saves (measured: a cold 1,000-config request took ~20 % longer in a worker thread, 15–17 ms
+        # against 12.5–13.3 ms, and 10,000 configs cost 1.1–1.7× the time per config of 1,000), and one
+        # request at a time per process keeps the tail fair under load (worker threads would take turns on
+        # the GIL, each request finishing later). Use `latfarm serve --workers` for cores.
         return answer_predict(request, data)
     # One worker-thread hop for access, validation, prediction and serialisation: declared as sync
     # dependencies, session, principal, scope check and settings would each take their own hop.
     return await run_in_threadpool(answer_predict, request, data)
 
 
-#: Bodies up to this size are predicted on the event loop (~15 ms of work at most); larger ones in a worker
-#: thread, so a 10⁵-prediction request does not hold up the process's other connections.
-INLINE_BODY_BYTES = 256 * 1024
+#: Bodies up to this size (~15,000 sr_block configs, ~0.2 s of work) are predicted on the event loop;
+#: larger ones in a worker thread, so a 10⁵-prediction request does not hold up the process's other
+#: connections for a second.
+INLINE_BODY_BYTES = 2 * 1024 * 1024
 
 
 def answer_predict(request: Request, data: bytes) -> Response:
