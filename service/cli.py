@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if args.workers > 1:
         return _serve_processes(args, host, port)
-    app = create_app(settings)
+    app = create_app(settings, freeze_heap=True)
     if args.with_worker:
         from service.jobs.worker import attach_background_worker
 
@@ -117,7 +117,9 @@ def _api_process(host: str, port: int, log_level: str) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
-    config = uvicorn.Config("service.app:create_app", factory=True, log_level=log_level)
+    from service.app import create_app
+
+    config = uvicorn.Config(create_app(freeze_heap=True), log_level=log_level)
     # uvicorn re-raises the SIGINT it shut down on; the shutdown was clean, so the exit status is 0.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])

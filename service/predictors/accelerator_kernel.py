@@ -48,9 +48,10 @@ V3_WIDTH = 2 * _N_CONV + 5 + 1 + 2 + 1 + 5 + 1 + 2 + _N_VARIANTS * len(f.CONCURR
 V5_WIDTH = 1 + 2 * len(f.CHANNEL_BLOCKS) + len(f.SIMD_WIDTHS) + 1
 
 
-def accelerator_columns(table: LayerTable, version_3: bool, version_5: bool) -> np.ndarray:
-    """The version-3 block (if `version_3`) then the version-5 block (if `version_5`), float64, n × width."""
-    v3, v5 = _columns(
+def accelerator_columns(table: LayerTable, out: np.ndarray, v3_at: int, v5_at: int) -> None:
+    """Into `out`: the version-3 block from column `v3_at` and the version-5 block from `v5_at` (−1: not
+    wanted), one row per config."""
+    _columns(
         table.starts,
         len(table),
         table.op,
@@ -64,15 +65,58 @@ def accelerator_columns(table: LayerTable, version_3: bool, version_5: bool) -> 
         table.stride,
         table.groups,
         table.macs,
+        out,
+        v3_at,
+        v5_at,
     )
-    parts = ([v3] if version_3 else []) + ([v5] if version_5 else [])
-    return np.concatenate(parts, axis=1) if parts else np.empty((table.n_configs, 0))
+
+
+def kernel_sums(
+    config: np.ndarray,
+    column: np.ndarray,
+    counted: np.ndarray,
+    unseen: np.ndarray,
+    value: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Into `out` (zeroed first): per layer, `value` into its config's `column` (−1: none), 1 into its
+    `counted` column (−1: none) and, for an `unseen` shape, `value` into the last column — the kernel
+    columns' sums (exact: every value an integer below 2**53)."""
+    out[:] = 0.0
+    _kernel_sums(config, column, counted, unseen, value, out)
+
+
+def _kernel_sums_py(
+    config: np.ndarray,
+    column: np.ndarray,
+    counted: np.ndarray,
+    unseen: np.ndarray,
+    value: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    last = out.shape[1] - 1
+    for j in range(config.shape[0]):
+        i = config[j]
+        if column[j] >= 0:
+            out[i, column[j]] += value[j]
+        if counted[j] >= 0:
+            out[i, counted[j]] += 1.0
+        if unseen[j]:
+            out[i, last] += value[j]
+
+
+_kernel_sums: Any = njit(cache=True)(_kernel_sums_py)
 
 
 def warm_up() -> None:
     """Compile (or load from numba's disk cache) before the first request needs the kernel."""
     one = np.ones(1, dtype=np.int64)
-    _columns(np.zeros(1, dtype=np.int64), 1, one * CONV, one, one, one, one, one, one, one, one, one, one)
+    out = np.zeros((1, V3_WIDTH + V5_WIDTH))
+    _columns(
+        np.zeros(1, dtype=np.int64), 1, one * CONV, one, one, one, one, one, one, one, one, one, one, out, 0,
+        V3_WIDTH,
+    )  # fmt: skip
+    _kernel_sums(one * 0, one * 0, one * 0, np.zeros(1, dtype=bool), np.ones(1), out)
 
 
 def _ceil(a: int, b: int) -> int:
@@ -96,11 +140,12 @@ def _columns_py(
     stride: np.ndarray,
     groups_in: np.ndarray,
     table_macs: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+    out: np.ndarray,
+    v3_at: int,
+    v5_at: int,
+) -> None:
     n = starts.shape[0]
     n_ladder, n_blocks, n_simd = _LADDER.shape[0], _BLOCKS.shape[0], _SIMD.shape[0]
-    v3 = np.zeros((n, V3_WIDTH), dtype=np.float64)
-    v5 = np.zeros((n, V5_WIDTH), dtype=np.float64)
     counts = np.zeros(_N_VARIANTS, dtype=np.int64)
     variant_padded = np.zeros(_N_VARIANTS, dtype=np.float64)
     waves = np.zeros((_N_VARIANTS, n_ladder), dtype=np.float64)
@@ -187,47 +232,49 @@ def _columns_py(
                     padded5 = pixels * out_slices * _SLICE * (1 if depthwise else _ceil_jit(depth5, 4) * 4)
                     strided5 += padded5 * stride[j] * stride[j]
         moved = input_bytes + weight_bytes + output_bytes
-        row = v3[i]
-        c = 0
-        for s in range(_N_CONV):
-            row[c] = float(counts[s])
-            c += 1
-        for s in range(_N_CONV):
-            row[c] = variant_padded[s]
-            c += 1
-        row[c] = float(end - begin)  # one dispatch per layer
-        row[c + 1] = float(strided_conv)
-        row[c + 2] = float(in_slices_total)
-        row[c + 3] = float(out_slices_total)
-        row[c + 4] = float(padded_total)
-        row[c + 5] = float(padded_total) / float(macs) if macs > 0 else 1.0
-        row[c + 6] = float(invocations)
-        row[c + 7] = float(workgroups_total)
-        fill = workgroups_total * _WX * _WY * _WZ
-        row[c + 8] = float(fill) / float(invocations) if invocations > 0 else 0.0
-        row[c + 9] = float(input_bytes)
-        row[c + 10] = float(weight_bytes)
-        row[c + 11] = float(output_bytes)
-        row[c + 12] = float(texel_reads)
-        row[c + 13] = float(moved)
-        row[c + 14] = float(padded_total) / float(moved) if moved > 0 else 0.0
-        row[c + 15] = float(pixels_total)
-        row[c + 16] = float(depth_total)
-        c += 17
-        for s in range(_N_VARIANTS):
-            for p in range(n_ladder):
-                row[c] = waves[s, p]
+        row = out[i]
+        if v3_at >= 0:
+            c = v3_at
+            for s in range(_N_CONV):
+                row[c] = float(counts[s])
                 c += 1
-        row5 = v5[i]
-        row5[0] = float(strided5)
-        for b in range(n_blocks):
-            row5[1 + b] = float(blocked[b])
-        for b in range(n_blocks):
-            row5[1 + n_blocks + b] = float(macs5) / float(blocked[b]) if blocked[b] > 0 else 1.0
-        for b in range(n_simd):
-            row5[1 + 2 * n_blocks + b] = float(invocations5) / float(simd[b]) if simd[b] > 0 else 1.0
-        row5[1 + 2 * n_blocks + n_simd] = float(pixels_total) / float(tiled) if tiled > 0 else 1.0
-    return v3, v5
+            for s in range(_N_CONV):
+                row[c] = variant_padded[s]
+                c += 1
+            row[c] = float(end - begin)  # one dispatch per layer
+            row[c + 1] = float(strided_conv)
+            row[c + 2] = float(in_slices_total)
+            row[c + 3] = float(out_slices_total)
+            row[c + 4] = float(padded_total)
+            row[c + 5] = float(padded_total) / float(macs) if macs > 0 else 1.0
+            row[c + 6] = float(invocations)
+            row[c + 7] = float(workgroups_total)
+            fill = workgroups_total * _WX * _WY * _WZ
+            row[c + 8] = float(fill) / float(invocations) if invocations > 0 else 0.0
+            row[c + 9] = float(input_bytes)
+            row[c + 10] = float(weight_bytes)
+            row[c + 11] = float(output_bytes)
+            row[c + 12] = float(texel_reads)
+            row[c + 13] = float(moved)
+            row[c + 14] = float(padded_total) / float(moved) if moved > 0 else 0.0
+            row[c + 15] = float(pixels_total)
+            row[c + 16] = float(depth_total)
+            c += 17
+            for s in range(_N_VARIANTS):
+                for p in range(n_ladder):
+                    row[c] = waves[s, p]
+                    c += 1
+        if v5_at >= 0:
+            row[v5_at + 0] = float(strided5)
+            for b in range(n_blocks):
+                row[v5_at + 1 + b] = float(blocked[b])
+            for b in range(n_blocks):
+                row[v5_at + 1 + n_blocks + b] = float(macs5) / float(blocked[b]) if blocked[b] > 0 else 1.0
+            for b in range(n_simd):
+                row[v5_at + 1 + 2 * n_blocks + b] = (
+                    float(invocations5) / float(simd[b]) if simd[b] > 0 else 1.0
+                )
+            row[v5_at + 1 + 2 * n_blocks + n_simd] = float(pixels_total) / float(tiled) if tiled > 0 else 1.0
 
 
 _columns: Any = njit(cache=True)(_columns_py)

@@ -35,7 +35,7 @@ from profilers.blocks.batch import (
     config_struct,
     layer_table,
 )
-from service.predictors.accelerator_kernel import accelerator_columns
+from service.predictors.accelerator_kernel import V3_WIDTH, V5_WIDTH, accelerator_columns, kernel_sums
 from service.predictors.columns import FieldSpec
 
 
@@ -154,20 +154,34 @@ def fresh_rows(
 
 
 def batch_config_rows(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
-    """The featuriser's config columns for a batch of valid configs (float64, n × len(config_names))."""
+    """The featuriser's config columns for a batch of valid configs (float64, n × len(config_names)).
+
+    Each column group writes into its slice of one array allocated once (no concatenation copy).
+    """
     table = layer_table(batch)
-    parts = [_field_columns(featurizer, batch), _cost_columns(featurizer, table)]
-    if featurizer.kernels:
-        parts.append(_kernel_columns(featurizer, table))
-    if featurizer.accelerator or featurizer.version >= 5:
-        parts.append(accelerator_columns(table, featurizer.accelerator, featurizer.version >= 5))
-    rows = np.concatenate(parts, axis=1)
-    if rows.shape[1] != len(featurizer.config_names):
+    fields = _field_columns(featurizer, batch)
+    with_v3, with_v5 = featurizer.accelerator, featurizer.version >= 5
+    widths = [
+        fields.shape[1],
+        5 + 2 * featurizer.slots,
+        len(featurizer.kernels) + 1 if featurizer.kernels else 0,
+        V3_WIDTH if with_v3 else 0,
+        V5_WIDTH if with_v5 else 0,
+    ]
+    if sum(widths) != len(featurizer.config_names):
         raise RuntimeError(
-            f"the batch featuriser makes {rows.shape[1]} columns, the featuriser "
+            f"the batch featuriser makes {sum(widths)} columns, the featuriser "
             f"{len(featurizer.config_names)}: a column was added without its batch twin in "
             "service/predictors/batch_features.py"
         )
+    at = np.cumsum([0, *widths])
+    rows = np.empty((batch.n, int(at[-1])), dtype=np.float64)
+    rows[:, at[0] : at[1]] = fields
+    _cost_columns(featurizer, table, rows[:, at[1] : at[2]])
+    if featurizer.kernels:
+        _kernel_columns(featurizer, table, rows[:, at[2] : at[3]])
+    if with_v3 or with_v5:
+        accelerator_columns(table, rows, int(at[3]) if with_v3 else -1, int(at[4]) if with_v5 else -1)
     return rows
 
 
@@ -189,11 +203,11 @@ def _field_columns(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
     return np.concatenate(columns, axis=1) if columns else np.empty((batch.n, 0))
 
 
-def _cost_columns(featurizer: Featurizer, table: LayerTable) -> np.ndarray:
-    """Totals (FLOPs, params, activation bytes, layers, conv layers) and FLOPs and bytes per conv slot."""
+def _cost_columns(featurizer: Featurizer, table: LayerTable, out: np.ndarray) -> None:
+    """Into `out` (n × (5 + 2·slots)): totals (FLOPs, params, activation bytes, layers, conv layers) and
+    FLOPs and bytes per conv slot."""
     n, slots = table.n_configs, featurizer.slots
     is_conv = table.op == CONV
-    out = np.zeros((n, 5 + 2 * slots), dtype=np.float64)
     out[:, 0] = table.per_config(table.flops)
     out[:, 1] = table.per_config(table.params)
     out[:, 2] = table.per_config(table.activation_bytes)
@@ -210,12 +224,11 @@ def _cost_columns(featurizer: Featurizer, table: LayerTable) -> np.ndarray:
     out[:, 5 : 5 + slots] = np.bincount(cell, table.flops[conv_rows], minlength=size).reshape(n, slots)
     acts = np.bincount(cell, table.activation_bytes[conv_rows], minlength=size)
     out[:, 5 + slots :] = acts.reshape(n, slots)
-    return out
 
 
-def _kernel_columns(featurizer: Featurizer, table: LayerTable) -> np.ndarray:
-    """Per listed kernel: MACs of its conv shape, output bytes of its op, its layer count; unseen MACs."""
-    n, width = table.n_configs, len(featurizer.kernels) + 1
+def _kernel_columns(featurizer: Featurizer, table: LayerTable, out: np.ndarray) -> None:
+    """Into `out` (n × (kernels + 1)): per listed kernel the MACs of its conv shape, output bytes of its
+    op, its layer count; unseen MACs last."""
     column = np.full(len(table), -1, dtype=np.int64)
     unseen = np.zeros(len(table), dtype=bool)
     value = table.activation_bytes.astype(np.float64)
@@ -241,15 +254,8 @@ def _kernel_columns(featurizer: Featurizer, table: LayerTable) -> np.ndarray:
     op_column = np.array([_target_column(featurizer, op) for op in OPS], dtype=np.int64)
     count_column = np.array([_target_column(featurizer, op + "#") for op in OPS], dtype=np.int64)
     column[~is_conv] = op_column[table.op[~is_conv]]
-    counted = count_column[table.op]
-    size = n * width
-    out = np.zeros(size, dtype=np.float64)
-    listed, has_count = column >= 0, counted >= 0
-    out += np.bincount(table.config[listed] * width + column[listed], value[listed], minlength=size)
-    out += np.bincount(table.config[has_count] * width + counted[has_count], minlength=size)
-    # An unlisted conv shape counts as its nearest listed one (above) and also lands in the last column.
-    out += np.bincount(table.config[unseen] * width + width - 1, value[unseen], minlength=size)
-    return out.reshape(n, width)
+    # An unlisted conv shape counts as its nearest listed one and also lands in the last column.
+    kernel_sums(table.config, column, count_column[table.op], unseen, value, out)
 
 
 #: Larger than any bucket: 3·log2 of a bucket's value stays far below it for 64-bit counts.
