@@ -12,8 +12,11 @@ integer computed in int64 (`//` floors as Python's does), summed per config in i
 float64 once (exact below 2**53); the `waves` sums are float64 sums of integers, exact the same way; and
 each ratio is one float64 division of two such sums, as Python divides two ints.
 
-The kernel compiles on first use (about a second) and is cached on disk next to this module by numba, so
-later processes load it in milliseconds; `warm_up` compiles it ahead of the first request.
+The kernel columns' sums (`kernel_sums`: MACs, bytes and counts per listed kernel shape, whose lookups
+`batch_features` makes in numpy) are compiled here too, for the same reason and with the same exactness.
+
+The kernels compile on first use (about a second) and is cached on disk next to this module by numba, so
+later processes load them in milliseconds; `warm_up` compiles them ahead of the first request.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def accelerator_columns(table: LayerTable, out: np.ndarray, v3_at: int, v5_at: i
     )
 
 
-def kernel_sums(
+def _kernel_sums_py(
     config: np.ndarray,
     column: np.ndarray,
     counted: np.ndarray,
@@ -82,18 +85,7 @@ def kernel_sums(
     """Into `out` (zeroed first): per layer, `value` into its config's `column` (−1: none), 1 into its
     `counted` column (−1: none) and, for an `unseen` shape, `value` into the last column — the kernel
     columns' sums (exact: every value an integer below 2**53)."""
-    out[:] = 0.0
-    _kernel_sums(config, column, counted, unseen, value, out)
-
-
-def _kernel_sums_py(
-    config: np.ndarray,
-    column: np.ndarray,
-    counted: np.ndarray,
-    unseen: np.ndarray,
-    value: np.ndarray,
-    out: np.ndarray,
-) -> None:
+    out[:, :] = 0.0
     last = out.shape[1] - 1
     for j in range(config.shape[0]):
         i = config[j]
@@ -105,7 +97,7 @@ def _kernel_sums_py(
             out[i, last] += value[j]
 
 
-_kernel_sums: Any = njit(cache=True)(_kernel_sums_py)
+kernel_sums: Any = njit(cache=True)(_kernel_sums_py)
 
 
 def warm_up() -> None:
@@ -116,7 +108,7 @@ def warm_up() -> None:
         np.zeros(1, dtype=np.int64), 1, one * CONV, one, one, one, one, one, one, one, one, one, one, out, 0,
         V3_WIDTH,
     )  # fmt: skip
-    _kernel_sums(one * 0, one * 0, one * 0, np.zeros(1, dtype=bool), np.ones(1), out)
+    kernel_sums(one * 0, one * 0, one * 0, np.zeros(1, dtype=bool), np.ones(1), out)
 
 
 def _ceil(a: int, b: int) -> int:
