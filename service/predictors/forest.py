@@ -46,7 +46,7 @@ class Forest:
     default_left: np.ndarray  # bool
     roots: np.ndarray  # int64, one per tree, boosters in order
     depths: np.ndarray  # int64, levels from each tree's root to its deepest leaf
-    tree_counts: tuple[int, ...]  # trees of each booster, in order
+    ends: np.ndarray  # int64, one past each booster's last tree, in order
 
     @classmethod
     def of(cls, *boosters: xgb.Booster) -> Forest:
@@ -77,20 +77,24 @@ class Forest:
             default_left=cat("default_left", np.int64).astype(bool),
             roots=offsets,
             depths=_depths(left, right, leaf, offsets),
-            tree_counts=tuple(len(part) for part in parts),
+            ends=np.cumsum([len(part) for part in parts], dtype=np.int64),
         )
 
     @property
     def trees(self) -> int:
         return int(self.roots.shape[0])
 
+    @property
+    def tree_counts(self) -> tuple[int, ...]:
+        """Trees of each booster, in order."""
+        return tuple(np.diff(self.ends, prepend=0).tolist())
+
     def predict(self, x: np.ndarray, margin: np.ndarray) -> list[np.ndarray]:
         """Each booster's output margin for the rows of `x`, from the same base `margin` (float32 each)."""
         rows = np.ascontiguousarray(x, dtype=np.float32)
         base = np.ascontiguousarray(margin, dtype=np.float32)
-        ends = np.cumsum(np.asarray(self.tree_counts, dtype=np.int64))
         nodes = (self.left, self.right, self.feature, self.threshold, self.default_left)
-        return list(_walk(rows, base, *nodes, self.roots, self.depths, ends))
+        return list(_walk(rows, base, *nodes, self.roots, self.depths, self.ends))
 
 
 def warm_up() -> None:
