@@ -21,7 +21,7 @@ from service.predictors.fast_path import PredictFastPath
 from service.predictors.features import configure_cache
 from service.predictors.inference import prepare_serving
 from service.predictors.registry import PredictorRegistry
-from service.predictors.routes import PREDICT_PATH, predict_router
+from service.predictors.routes import PREDICT_PATH
 from service.predictors.routes import router as predictors_router
 from service.predictors.trainer import Trainer
 from service.problems import BodySizeLimit, document_problems, install_handlers
@@ -72,7 +72,6 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.state.metrics = operations.RequestMetrics()
 
     install_handlers(app)
-    app.include_router(predict_router)  # first: the hot route, matched before every other
     app.include_router(operations.router)
     for router in (devices_router, jobs_router, measurements_router, predictors_router, dashboard_router):
         app.include_router(router)
@@ -85,7 +84,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         return app.openapi_schema or document_bearer_auth(document_problems(build_openapi()))
 
     app.openapi = openapi  # type: ignore[method-assign]
-    predict_route = next(r for r in predict_router.routes if getattr(r, "path", None) == PREDICT_PATH)
+    predict_route = next(r for r in predictors_router.routes if getattr(r, "path", None) == PREDICT_PATH)
     app.add_middleware(PredictFastPath, route=predict_route)  # innermost: inside the size limit and metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)

@@ -112,13 +112,13 @@ def _api_process(host: str, port: int, log_level: str) -> None:
 
     import uvicorn
 
+    from service.app import create_app
+
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
-    from service.app import create_app
-
     config = uvicorn.Config(create_app(freeze_heap=True), log_level=log_level)
     # uvicorn re-raises the SIGINT it shut down on; the shutdown was clean, so the exit status is 0.
     with contextlib.suppress(KeyboardInterrupt):

@@ -23,9 +23,6 @@ from service.predictors.schemas import PredictorCreate, PredictorOut, PredictReq
 from service.problems import InvalidInputError, problem_responses
 
 router = APIRouter(tags=["predictors"], responses=problem_responses(401, 403, 404, 409, 413, 422))
-#: `/v1/predict` alone: `create_app` mounts it before every other router, because a request is matched
-#: against the routes in order and this one is called the most, by far.
-predict_router = APIRouter(tags=["predictors"], responses=problem_responses(401, 403, 404, 409, 413, 422))
 
 
 async def snapshot_body(request: Request, _: ProfileAccess) -> bytes:
@@ -215,7 +212,7 @@ _PREDICT_ACCESS = require_scope(Scope.predict)
 PREDICT_PATH = "/v1/predict"
 
 
-@predict_router.post(
+@router.post(
     PREDICT_PATH,
     response_model=PredictResponse,
     openapi_extra=_PREDICT_OPENAPI,
