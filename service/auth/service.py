@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Dialect, Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from service.auth.models import ApiToken, Scope
@@ -62,24 +63,63 @@ class AuthenticatedToken(NamedTuple):
     scopes: list[str]
 
 
-#: Built once, with the digest bound per call: this check runs on every authenticated request, and a
-#: cached column select costs about half of building and loading an ORM query each time.
+#: Built once, with the digest bound per call: this check runs on every authenticated request.
 _LIVE_TOKEN = select(ApiToken.secret_sha256, ApiToken.name, ApiToken.scopes).where(
     ApiToken.secret_sha256 == bindparam("digest"), ApiToken.revoked_at.is_(None)
 )
+
+
+@dataclass(frozen=True)
+class _RawTokenQuery:
+    """`_LIVE_TOKEN` compiled for one dialect: its SQL text, its parameter style and the scopes column's
+    result processor (JSON text on SQLite, already decoded by the PostgreSQL driver)."""
+
+    sql: str
+    positional: bool
+    scopes: Callable[[Any], Any] | None
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> _RawTokenQuery:
+        compiled = _LIVE_TOKEN.compile(dialect=dialect)
+        scopes_type = ApiToken.__table__.c.scopes.type.dialect_impl(dialect)
+        return cls(str(compiled), compiled.positional, scopes_type.result_processor(dialect, None))
+
+
+_RAW_QUERIES: dict[str, _RawTokenQuery] = {}
 
 
 def authenticate(session: Session, secret: str) -> AuthenticatedToken | None:
     """The live (unrevoked) token whose secret this is, or None; read on every call, so a revocation
     holds from the next request on."""
     digest = hash_secret(secret)
-    # On the session's connection, past the ORM's execution layer: a column select needs none of it, and
-    # this runs on every request (a third less time than `session.execute`).
-    row = session.connection().execute(_LIVE_TOKEN, {"digest": digest}).first()
+    engine = session.get_bind()
+    if not isinstance(engine, Engine):  # a session bound to one connection reads on it
+        return _token_of(session.connection().execute(_LIVE_TOKEN, {"digest": digest}).first(), digest)
+    query = _RAW_QUERIES.get(engine.dialect.name)
+    if query is None:
+        query = _RAW_QUERIES.setdefault(engine.dialect.name, _RawTokenQuery.of(engine.dialect))
+    # One select on a pooled DBAPI connection of its own, outside any transaction of the request's session:
+    # through the session it also cost a BEGIN, the execution layers and two rollbacks — 25 µs vs 230 µs
+    # a check (SQLite, same process), a fifth of answering a one-config predict.
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(query.sql, (digest,) if query.positional else {"digest": digest})
+        row = cursor.fetchone()
+        cursor.close()
+    finally:
+        connection.close()
+    if row is not None and query.scopes is not None:
+        row = (row[0], row[1], query.scopes(row[2]))
+    return _token_of(row, digest)
+
+
+def _token_of(row: Sequence[Any] | None, digest: str) -> AuthenticatedToken | None:
+    """The token of a `_LIVE_TOKEN` row (digest, name, scopes), or None."""
     # The lookup is by digest; the constant-time compare keeps the final check free of timing leaks.
-    if row is None or not hmac.compare_digest(row.secret_sha256, digest):
+    if row is None or not hmac.compare_digest(row[0], digest):
         return None
-    return AuthenticatedToken(row.name, list(row.scopes))
+    return AuthenticatedToken(row[1], list(row[2]))
 
 
 def list_tokens(session: Session) -> list[ApiToken]:

@@ -20,6 +20,7 @@ import numpy as np
 import xgboost as xgb
 from threadpoolctl import threadpool_limits
 
+from profilers.blocks import batch
 from service.predictors import accelerator_kernel, forest
 from service.predictors.features import (
     ACCELERATOR_RATIO_COLUMNS,
@@ -99,6 +100,7 @@ def prepare_serving() -> None:
     threadpool_limits(PREDICT_THREADS, user_api="blas")
     forest.warm_up()
     accelerator_kernel.warm_up()
+    batch.warm_up()
 
 
 def load_booster(raw: bytes) -> xgb.Booster:
