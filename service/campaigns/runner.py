@@ -167,7 +167,7 @@ def _submit_job(
 ) -> None:
     """The round's profiling job (round 0's also measures the held-out set)."""
     configs = [*campaign.holdout, *row.configs] if row.number == 0 else list(row.configs)
-    job = jobs.create_job(session, job_request(spec, campaign.device_id, configs), settings, CREATOR)
+    job = jobs.create_job(session, job_request(campaign, spec, configs), settings, CREATOR)
     row.job_id = job.id
     session.commit()
     session.refresh(campaign)

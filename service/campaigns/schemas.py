@@ -39,7 +39,9 @@ class CampaignCreate(BaseModel):
         400, ge=1, le=20_000, description="random configs drawn per round for the picker to choose from"
     )
     space: JsonObject | None = Field(
-        None, description="a sampler space (as in a job's sampler); default: the family's example space"
+        None,
+        min_length=1,
+        description="a sampler space (as in a job's sampler); default: the family's example space",
     )
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     params: TrainParams = Field(default_factory=TrainParams)

@@ -50,14 +50,15 @@ def _as_campaign_error(exc: InvalidInputError) -> InvalidInputError:
     return InvalidInputError.at(loc, str(errors[0]["msg"]))
 
 
-def job_request(campaign_spec: CampaignCreate, device_id: int, configs: list[dict[str, Any]]) -> JobCreate:
-    """The profiling job of one round: `configs` on the campaign's device, unit, clocks and runtime."""
-    runtime = RuntimeSpec(**campaign_spec.runtime.model_dump(), unit=campaign_spec.unit)
+def job_request(campaign: Campaign, spec: CampaignCreate, configs: list[dict[str, Any]]) -> JobCreate:
+    """The profiling job of one round: `configs` on the campaign's device and unit, at the clocks resolved
+    when it started (a re-probe in between changes nothing), with its runtime."""
+    runtime = RuntimeSpec(**spec.runtime.model_dump(), unit=campaign.unit)
     return JobCreate(
-        family=campaign_spec.family,
+        family=campaign.family,
         configs=configs,
-        devices=[device_id],
-        frequencies=campaign_spec.frequencies,
+        devices=[campaign.device_id],
+        frequencies=list(campaign.frequencies_khz) or spec.frequencies,
         runtime=runtime,
     )
 

@@ -69,6 +69,8 @@ def test_bad_requests_answer_problems_naming_the_cause(
     assert body["errors"][0]["loc"] == ["body", "frequencies", 0]
     body = _problem(client, admin_headers, device, 422, space={"scale": {"choices": [2]}, "bogus": 1})
     assert body["errors"][0]["loc"] == ["body", "space", "bogus"]
+    body = _problem(client, admin_headers, device, 422, space={})
+    assert body["errors"][0]["loc"] == ["body", "space"]
     body = _problem(client, admin_headers, device, 422, max_configs=10, holdout_size=10)
     assert body["errors"][0]["loc"] == ["body", "max_configs"] and "held-out" in body["detail"]
     assert db_session.scalar(select(func.count()).select_from(Campaign)) == 0  # nothing written
