@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from profilers.blocks import config_hash
@@ -62,6 +63,8 @@ def run_campaigns(factory: sessionmaker[Session], settings: Settings, owner: str
             with factory() as session:
                 step_campaign(session, campaign_id, settings)
             stepped += 1
+        except DBAPIError:
+            raise  # the database, not the campaign: the step is repeated at the next housekeeping
         except Exception as exc:  # one campaign's bug must not stop the worker; it is failed with the reason
             _log.exception("campaign %s: a step failed", campaign_id)
             with factory() as session:
