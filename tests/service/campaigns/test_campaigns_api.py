@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -290,3 +291,49 @@ def test_peers_with_active_predictors_shape_the_picks(
     assert guided.peers == peers and len(guided.configs) == len(alone.configs) == 8
     # Same seed, same candidates: only the peers' predictions can have changed the pick.
     assert guided.configs != alone.configs
+
+
+# -- minutes and failures -------------------------------------------------------------------------------
+def test_minutes_spent_mid_round_cancel_its_job_and_end_the_campaign(
+    client: TestClient, admin_headers: dict[str, str], make_device: Callable[..., int], drive: Drive
+) -> None:
+    device = make_device()
+    started = _start(client, admin_headers, device, max_minutes=1)
+    drive.step()
+    [round0] = drive.rounds(started["id"])
+    # An hour later the round's job is still measuring (as if the phone were slow).
+    drive.session.execute(
+        update(Campaign)
+        .where(Campaign.id == started["id"])
+        .values(created_at=utcnow() - dt.timedelta(hours=1))
+    )
+    drive.session.commit()
+    drive.step()
+    campaign = drive.campaign(started["id"])
+    assert campaign.status.value == "budget_exhausted" and "max_minutes (1) spent during round 0" in (
+        campaign.reason or ""
+    )
+    assert "none was activated" in (campaign.reason or "")
+    job = drive.session.get(Job, round0.job_id, populate_existing=True)
+    assert job is not None and job.status.value == "cancelled"
+
+
+def test_a_step_that_breaks_fails_the_campaign_with_the_reason(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    make_device: Callable[..., int],
+    drive: Drive,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.campaigns import runner
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("picker exploded")
+
+    monkeypatch.setattr(runner, "pick_round", broken)
+    started = _start(client, admin_headers, make_device())
+    assert drive.step() == 0
+    shown = client.get(f"/v1/campaigns/{started['id']}", headers=admin_headers).json()
+    assert shown["status"] == "failed"
+    assert shown["reason"] == "a step failed: RuntimeError: picker exploded"
+    assert shown["finished_at"] is not None and drive.step() == 0
