@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service import operations
+from service.campaigns.routes import router as campaigns_router
 from service.dashboard.routes import router as dashboard_router
 from service.db import make_engine, make_sessionmaker
 from service.deps import document_bearer_auth
@@ -73,7 +74,14 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
 
     install_handlers(app)
     app.include_router(operations.router)
-    for router in (devices_router, jobs_router, measurements_router, predictors_router, dashboard_router):
+    for router in (
+        devices_router,
+        jobs_router,
+        measurements_router,
+        predictors_router,
+        campaigns_router,
+        dashboard_router,
+    ):
         app.include_router(router)
 
     build_openapi = app.openapi

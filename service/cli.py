@@ -213,6 +213,12 @@ def _jobs_command() -> tuple[AddArguments, Handler]:
     return client_cli.add_jobs_arguments, client_cli.run_jobs
 
 
+def _campaigns_command() -> tuple[AddArguments, Handler]:
+    from service import client_cli
+
+    return client_cli.add_campaigns_arguments, client_cli.run_campaigns
+
+
 #: name → (help, the function that imports the command's module and names its options and its body).
 IMPORTED_COMMANDS: dict[str, tuple[str, Callable[[], tuple[AddArguments, Handler]]]] = {
     "worker": ("a worker process that claims tasks and drives phones", _worker_command),
@@ -221,6 +227,7 @@ IMPORTED_COMMANDS: dict[str, tuple[str, Callable[[], tuple[AddArguments, Handler
     "demo": ("the whole loop on SQLite with virtual phones", _demo_command),
     "predict": ("ask the service's predictor for latencies", _predict_command),
     "jobs": ("list, submit, watch or cancel profiling jobs", _jobs_command),
+    "campaigns": ("bootstrap a new device: start, show, watch or cancel campaigns", _campaigns_command),
 }
 
 

@@ -1,4 +1,4 @@
-"""`latfarm predict` and `latfarm jobs …`: the search-job client for shell users.
+"""`latfarm predict`, `latfarm jobs …` and `latfarm campaigns …`: the search-job client for shell users.
 
 Both talk to a running service: `--url` (or `LATFARM_URL`, default http://127.0.0.1:8000) and `--token`
 (or `LATFARM_TOKEN`). Configs are JSON: `--config '{…}'` (repeatable) or `--configs-file F` holding a JSON
@@ -20,7 +20,14 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from profilers.adb.units import ACCELERATOR_OPTIONS, BENCHMARK_PROGRAMS, PRECISIONS
-from service.client import Job, LatfarmClient, LatfarmClientError, LatfarmTimeoutError, Prediction
+from service.client import (
+    Campaign,
+    Job,
+    LatfarmClient,
+    LatfarmClientError,
+    LatfarmTimeoutError,
+    Prediction,
+)
 
 
 class CommandLineError(Exception):
@@ -368,4 +375,166 @@ def run_jobs(args: argparse.Namespace) -> int:
         return 3
     except LatfarmClientError as exc:
         print(f"latfarm jobs {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- latfarm campaigns --------------------------------------------------------------------------------
+
+
+def add_campaigns_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `latfarm campaigns start|show|list|watch|cancel`."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    start = actions.add_parser("start", help="bootstrap a device: profile it in rounds until predictable")
+    _add_connection(start)
+    start.add_argument("--device", type=int, required=True, help="the device's id")
+    start.add_argument("--family", default="sr_block")
+    start.add_argument("--unit", default=None, help="compute unit (default: the fastest CPU cluster)")
+    start.add_argument(
+        "--frequencies",
+        default="min-mid-max",
+        metavar="all|min-mid-max|KHZ[,KHZ…]",
+        help="default min-mid-max",
+    )
+    start.add_argument(
+        "--target", type=float, default=None, help="held-out share within ±10 %% (default 0.9)"
+    )
+    start.add_argument("--max-configs", type=int, default=None, help="configs measured at most (default 200)")
+    start.add_argument(
+        "--max-minutes", type=float, default=None, help="wall-clock minutes at most (default 60)"
+    )
+    start.add_argument("--per-round", type=int, default=None, help="configs per round (default 16)")
+    start.add_argument("--holdout", type=int, default=None, help="held-out configs (default 20)")
+    start.add_argument("--runs", type=int, default=10)
+    start.add_argument("--warmup", type=int, default=2)
+    start.add_argument("--watch", action="store_true", help="then print each round as it ends")
+
+    show = actions.add_parser("show", help="a campaign and its rounds table")
+    _add_connection(show)
+    show.add_argument("campaign_id", type=int)
+
+    listing = actions.add_parser("list", help="campaigns, newest first")
+    _add_connection(listing)
+    listing.add_argument("--device", type=int, default=None)
+    listing.add_argument(
+        "--status", choices=["running", "succeeded", "budget_exhausted", "cancelled", "failed"], default=None
+    )
+
+    watch = actions.add_parser("watch", help="print each round as it ends, until the campaign is over")
+    _add_connection(watch)
+    watch.add_argument("campaign_id", type=int)
+    watch.add_argument("--poll", type=float, default=2.0, help="seconds between polls")
+    watch.add_argument("--max-wait", type=float, default=None, metavar="S", help="give up after S seconds")
+
+    cancel = actions.add_parser("cancel", help="stop a running campaign")
+    _add_connection(cancel)
+    cancel.add_argument("campaign_id", type=int)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def campaign_line(campaign: Campaign) -> str:
+    """One line of a campaign: id, status, device, family, unit, rounds and best predictor."""
+    best = (
+        f"best predictor {campaign.best_predictor_id}" if campaign.best_predictor_id else "no predictor yet"
+    )
+    return (
+        f"{campaign.id:>5}  {campaign.status:<16} device {campaign.device_id} {campaign.family} on "
+        f"{campaign.unit}  {len(campaign.rounds)} round(s), {best}"
+    )
+
+
+def rounds_table(campaign: Campaign) -> str:
+    """The campaign's rounds as a table: configs measured, held-out share within ±10 %, MAPE, minutes."""
+    lines = [
+        f"{'round':>5}  {'phase':<9} {'picked':>6} {'measured':>8} {'±10 %':>8} {'MAPE':>8} {'minutes':>8}  "
+        "peers  job  predictor  note"
+    ]
+    for r in campaign.rounds:
+        mape = "—" if r.mape is None else f"{r.mape:.1f} %"
+        minutes = "—" if r.minutes is None else f"{r.minutes:.1f}"
+        peers = ",".join(map(str, r.peers)) or "—"
+        lines.append(
+            f"{r.number:>5}  {r.phase:<9} {r.picked:>6} {r.configs_measured:>8} {_percent(r.within_10):>8} "
+            f"{mape:>8} {minutes:>8}  {peers:<5}  {r.job_id or '—'}  {r.predictor_id or '—'}  {r.note or ''}"
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _show(campaign: Campaign) -> None:
+    print(campaign_line(campaign))
+    for text in (campaign.note, campaign.reason):
+        if text:
+            print(f"       {text}")
+    print(rounds_table(campaign))
+
+
+def _start_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "unit": args.unit,
+        "frequencies": _frequencies(args.frequencies),
+        "target_accuracy": args.target,
+        "max_configs": args.max_configs,
+        "max_minutes": args.max_minutes,
+        "configs_per_round": args.per_round,
+        "holdout_size": args.holdout,
+        "runtime": {"runs": args.runs, "warmup": args.warmup},
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _watch_campaign(
+    client: LatfarmClient, campaign_id: int, poll_s: float, timeout_s: float | None
+) -> Campaign:
+    printed: set[int] = set()
+
+    def progress(campaign: Campaign) -> None:
+        for r in campaign.rounds:
+            if r.number not in printed and r.phase in ("scored", "unscored"):
+                printed.add(r.number)
+                print(
+                    f"round {r.number}: {r.configs_measured} configs measured, held-out within ±10 % "
+                    f"{_percent(r.within_10)}",
+                    flush=True,
+                )
+
+    return client.wait_campaign(campaign_id, progress=progress, poll_s=poll_s, timeout_s=timeout_s)
+
+
+def run_campaigns(args: argparse.Namespace) -> int:
+    """Run one `latfarm campaigns` action; exit status 1 when a watched campaign ended cancelled or failed."""
+    try:
+        with LatfarmClient(args.url, args.token, timeout=args.timeout) as lf:
+            if args.action == "list":
+                for campaign in lf.list_campaigns(device=args.device, status=args.status):
+                    print(campaign_line(campaign))
+                return 0
+            if args.action == "show":
+                _show(lf.get_campaign(args.campaign_id))
+                return 0
+            if args.action == "cancel":
+                print(campaign_line(lf.cancel_campaign(args.campaign_id)))
+                return 0
+            if args.action == "start":
+                campaign = lf.start_campaign(args.device, args.family, **_start_options(args))
+                print(campaign_line(campaign))
+                if campaign.note:
+                    print(f"       {campaign.note}")
+                if not args.watch:
+                    return 0
+                campaign = _watch_campaign(lf, campaign.id, 2.0, None)
+            else:
+                campaign = _watch_campaign(lf, args.campaign_id, args.poll, args.max_wait)
+            _show(campaign)
+            return 0 if campaign.status in ("succeeded", "budget_exhausted") else 1
+    except CommandLineError as exc:
+        print(f"latfarm campaigns {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except LatfarmTimeoutError as exc:
+        print(f"latfarm campaigns {args.action}: {exc}", file=sys.stderr)
+        return 3
+    except LatfarmClientError as exc:
+        print(f"latfarm campaigns {args.action}: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.auth.models import ApiToken, Scope
+from service.campaigns.models import Campaign, CampaignRound, CampaignStatus, RoundPhase
 from service.db import Base
 from service.devices.models import Device, DeviceStatus, Transport
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
@@ -12,6 +13,9 @@ from service.predictors.models import Predictor, PredictorStatus, RetrainPolicy
 __all__ = [
     "ApiToken",
     "Base",
+    "Campaign",
+    "CampaignRound",
+    "CampaignStatus",
     "Device",
     "DeviceStatus",
     "Job",
@@ -21,6 +25,7 @@ __all__ = [
     "Predictor",
     "PredictorStatus",
     "RetrainPolicy",
+    "RoundPhase",
     "Scope",
     "Task",
     "TaskStatus",

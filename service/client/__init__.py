@@ -24,7 +24,17 @@ from service.client.errors import (
     LatfarmTimeoutError,
 )
 from service.client.facades import AsyncLatfarmClient, LatfarmClient
-from service.client.models import Accelerator, Cluster, Device, Job, Prediction, Predictor, Unit
+from service.client.models import (
+    Accelerator,
+    Campaign,
+    CampaignRound,
+    Cluster,
+    Device,
+    Job,
+    Prediction,
+    Predictor,
+    Unit,
+)
 from service.client.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -33,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Accelerator",
     "AsyncLatfarmClient",
+    "Campaign",
+    "CampaignRound",
     "Cluster",
     "Device",
     "Job",

@@ -22,7 +22,7 @@ import httpx
 import pandas as pd
 
 from service.client import operations as op
-from service.client.models import Device, Job, Prediction, Predictor
+from service.client.models import Campaign, Device, Job, Prediction, Predictor
 from service.client.operations import Operation, Request, Sleep
 from service.client.retry import RetryPolicy
 
@@ -231,6 +231,35 @@ class LatfarmClient(_ClientSettings):
         Raises `LatfarmTimeoutError` after `timeout_s` (the job goes on on the server).
         """
         return self._run(op.wait_job(job_id, progress, poll_s, timeout_s))
+
+    # bootstrap campaigns
+
+    def start_campaign(self, device: int, family: str, **options: Any) -> Campaign:
+        """Start a bootstrap campaign of `device` for `family` (profile scope); `options` are the other
+        fields of `POST /v1/devices/{id}/bootstrap` (unit, frequencies, target_accuracy, max_configs, …)."""
+        return self._run(op.start_campaign(device, {"family": family, **options}))
+
+    def get_campaign(self, campaign_id: int) -> Campaign:
+        """A campaign with its rounds."""
+        return self._run(op.get_campaign(campaign_id))
+
+    def list_campaigns(self, device: int | None = None, status: str | None = None) -> list[Campaign]:
+        """Every campaign (all pages), newest first, optionally of one device or in one status."""
+        return self._run(op.list_campaigns(device, status, self.page_size))
+
+    def cancel_campaign(self, campaign_id: int) -> Campaign:
+        """Stop a running campaign (profile scope): its job is cancelled, nothing it trained is activated."""
+        return self._run(op.cancel_campaign(campaign_id))
+
+    def wait_campaign(
+        self,
+        campaign_id: int,
+        progress: Callable[[Campaign], None] | None = None,
+        poll_s: float = 2.0,
+        timeout_s: float | None = None,
+    ) -> Campaign:
+        """Poll a campaign until it is over; `progress(campaign)` after every poll."""
+        return self._run(op.wait_campaign(campaign_id, progress, poll_s, timeout_s))
 
     # measurements
 
@@ -466,6 +495,27 @@ class AsyncLatfarmClient(_ClientSettings):
         timeout_s: float | None = None,
     ) -> Job:
         return await self._run(op.wait_job(job_id, progress, poll_s, timeout_s))
+
+    async def start_campaign(self, device: int, family: str, **options: Any) -> Campaign:
+        return await self._run(op.start_campaign(device, {"family": family, **options}))
+
+    async def get_campaign(self, campaign_id: int) -> Campaign:
+        return await self._run(op.get_campaign(campaign_id))
+
+    async def list_campaigns(self, device: int | None = None, status: str | None = None) -> list[Campaign]:
+        return await self._run(op.list_campaigns(device, status, self.page_size))
+
+    async def cancel_campaign(self, campaign_id: int) -> Campaign:
+        return await self._run(op.cancel_campaign(campaign_id))
+
+    async def wait_campaign(
+        self,
+        campaign_id: int,
+        progress: Callable[[Campaign], None] | None = None,
+        poll_s: float = 2.0,
+        timeout_s: float | None = None,
+    ) -> Campaign:
+        return await self._run(op.wait_campaign(campaign_id, progress, poll_s, timeout_s))
 
     async def measurements(self, **filters: Any) -> pd.DataFrame:
         return await self._run(op.measurements(filters, self.page_size))

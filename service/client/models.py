@@ -19,6 +19,7 @@ from service.client.errors import LatfarmClientError
 #: Job and predictor states after which nothing changes any more.
 JOB_FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 PREDICTOR_FINAL_STATES = frozenset({"ready", "failed"})
+CAMPAIGN_FINAL_STATES = frozenset({"succeeded", "budget_exhausted", "cancelled", "failed"})
 #: Task states that count as finished in a job's progress.
 TASK_FINAL_STATES = ("done", "reused", "failed", "cancelled")
 
@@ -166,6 +167,45 @@ class Predictor(_Result):
     def finished(self) -> bool:
         """True once training succeeded or failed."""
         return self.status in PREDICTOR_FINAL_STATES
+
+
+class CampaignRound(_Result):
+    """One round of a bootstrap campaign: what it measured, how its predictor scored on the held-out set."""
+
+    number: int
+    phase: str = "measuring"
+    job_id: int | None = None
+    predictor_id: int | None = None
+    picked: int = 0
+    peers: list[int] = Field(default_factory=list)
+    configs_measured: int = 0
+    within_10: float | None = None
+    mape: float | None = None
+    minutes: float | None = None
+    note: str | None = None
+
+
+class Campaign(_Result):
+    """A bootstrap campaign of a device: its rounds and, once over, its outcome and best predictor."""
+
+    id: int
+    device_id: int = 0
+    family: str = ""
+    unit: str = ""
+    frequencies_khz: list[int] = Field(default_factory=list)
+    status: str = "running"
+    reason: str | None = None
+    note: str | None = None
+    holdout_size: int = 0
+    best_predictor_id: int | None = None
+    rounds: list[CampaignRound] = Field(default_factory=list)
+    created_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the campaign succeeded, ran out of budget, was cancelled or failed."""
+        return self.status in CAMPAIGN_FINAL_STATES
 
 
 @dataclass(frozen=True)

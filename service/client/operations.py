@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from service.client.errors import LatfarmClientError, LatfarmTimeoutError
-from service.client.models import Device, Job, Prediction, Predictor
+from service.client.models import Campaign, Device, Job, Prediction, Predictor
 
 T = TypeVar("T")
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -287,6 +287,39 @@ def wait_job(
 ) -> Operation[Job]:
     """Poll `GET /v1/jobs/{id}` until the job is done, failed or cancelled."""
     return _poll(lambda: get_job(job_id), progress, poll_s, timeout_s, f"job {job_id}")
+
+
+# --- bootstrap campaigns -------------------------------------------------------------------------------
+
+
+def start_campaign(device: int, body: Mapping[str, Any]) -> Operation[Campaign]:
+    """`POST /v1/devices/{id}/bootstrap`: start a bootstrap campaign."""
+    request = Request("POST", f"/v1/devices/{device}/bootstrap", json=_drop_none(body), idempotent=False)
+    return _model_of(request, Campaign)
+
+
+def get_campaign(campaign_id: int) -> Operation[Campaign]:
+    """`GET /v1/campaigns/{id}`."""
+    return _model_of(Request("GET", f"/v1/campaigns/{campaign_id}"), Campaign)
+
+
+def list_campaigns(device: int | None, status: str | None, page_size: int) -> Operation[list[Campaign]]:
+    """`GET /v1/campaigns`, every page."""
+    items = yield from _paged("/v1/campaigns", {"device": device, "status": status}, page_size)
+    return [Campaign.model_validate(item) for item in items]
+
+
+def cancel_campaign(campaign_id: int) -> Operation[Campaign]:
+    """`POST /v1/campaigns/{id}/cancel`."""
+    return _model_of(Request("POST", f"/v1/campaigns/{campaign_id}/cancel", idempotent=False), Campaign)
+
+
+def wait_campaign(
+    campaign_id: int, progress: Callable[[Campaign], None] | None, poll_s: float, timeout_s: float | None
+) -> Operation[Campaign]:
+    """Poll `GET /v1/campaigns/{id}` until the campaign is over."""
+    what = f"campaign {campaign_id}"
+    return _poll(lambda: get_campaign(campaign_id), progress, poll_s, timeout_s, what)
 
 
 # --- measurements ---------------------------------------------------------------------------------------

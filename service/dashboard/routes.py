@@ -17,10 +17,13 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from profilers.blocks import FAMILIES
 from service.auth.models import Scope
 from service.auth.service import authenticate
 from service.bounds import PathId
-from service.dashboard import layers, pivot, service
+from service.campaigns import service as campaigns_service
+from service.campaigns.schemas import CampaignCreate
+from service.dashboard import campaigns, layers, pivot, service
 from service.dashboard.access import AdminForm, PageReader, ProfileForm, SessionForm, safe_next
 from service.dashboard.csrf import FIELD, csrf_token
 from service.deps import ANONYMOUS, TOKEN_COOKIE, Principal, ReadAccess, RunnerDep, SessionDep
@@ -133,7 +136,8 @@ def logout(_: SessionForm) -> RedirectResponse:
 def _farm(
     request: Request, session: SessionDep, principal: Principal, status: int = 200, **extra: Any
 ) -> Response:
-    return _render(request, "farm.html", principal, status, cards=service.farm_cards(session), **extra)
+    cards = service.farm_cards(session)
+    return _render(request, "farm.html", principal, status, cards=cards, families=sorted(FAMILIES), **extra)
 
 
 @router.get("/farm")
@@ -326,3 +330,75 @@ def activate_predictor(
     except LatfarmError as exc:
         return _predictors(request, session, principal, exc.status, error=exc.detail)
     return _back("/dashboard/predictors", f"predictor {predictor.id} (v{predictor.version}) is now active")
+
+
+# --- bootstrap campaigns -----------------------------------------------------------------------
+
+
+@router.post("/devices/{device_id}/bootstrap")
+def bootstrap_device(
+    request: Request,
+    device_id: PathId,
+    session: SessionDep,
+    principal: ProfileForm,
+    family: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    try:
+        body = CampaignCreate(family=family.strip())
+        campaign = campaigns_service.start_campaign(session, device_id, body, created_by=principal.name)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _farm(request, session, principal, 422, error=errors)
+    except LatfarmError as exc:
+        return _farm(request, session, principal, exc.status, error=exc.detail)
+    return _back(f"/dashboard/campaigns/{campaign.id}", f"campaign {campaign.id} started")
+
+
+@router.get("/campaigns")
+def campaign_list(request: Request, session: SessionDep, principal: PageReader) -> Response:
+    return _render(request, "campaigns.html", principal, campaigns=campaigns.campaigns_with_devices(session))
+
+
+def _campaign(
+    request: Request,
+    session: SessionDep,
+    principal: Principal,
+    campaign_id: int,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    campaign = campaigns_service.get_campaign(session, campaign_id)
+    device = devices.get_device(session, campaign.device_id)
+    rounds = campaigns_service.rounds_of(session, campaign_id)
+    curve = campaigns.accuracy_curve(rounds, float(campaign.spec["target_accuracy"]))
+    return _render(
+        request,
+        "campaign.html",
+        principal,
+        status,
+        c=campaign,
+        device=device.name or device.serial,
+        rounds=rounds,
+        curve=curve,
+        **extra,
+    )
+
+
+@router.get("/campaigns/{campaign_id}")
+def campaign_page(
+    request: Request, campaign_id: PathId, session: SessionDep, principal: PageReader
+) -> Response:
+    return _campaign(request, session, principal, campaign_id)
+
+
+@router.post("/campaigns/{campaign_id}/cancel")
+def cancel_campaign(
+    request: Request, campaign_id: PathId, session: SessionDep, principal: ProfileForm
+) -> Response:
+    try:
+        campaigns_service.cancel_campaign(session, campaign_id, cancelled_by=principal.name)
+    except LatfarmError as exc:
+        if exc.status == 404:
+            raise
+        return _campaign(request, session, principal, campaign_id, exc.status, error=exc.detail)
+    return _back(f"/dashboard/campaigns/{campaign_id}", f"campaign {campaign_id} cancelled")

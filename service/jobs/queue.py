@@ -27,6 +27,10 @@ can check against them, and no other module needs to know a dialect. Invariants 
   trainer renews the lease while it fits and stores the result only while it still holds it
   (`lock_claimed_predictor`). A trainer that dies leaves a lease that lapses: the predictor is claimed
   and trained again, or — once `max_attempts` claims have lapsed — `failed` with the reason.
+- **One runner per campaign.** A `running` bootstrap campaign is stepped only under its lease
+  (`claim_campaign`: a compare-and-set on a free or lapsed lease); a step is short (it submits or reads a
+  job, queues or scores a training), and a runner that dies mid-step leaves a lease that lapses, so the
+  next runner repeats that step from the campaign's rows.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from profilers.adb.profiler import ProfileRequest
 from profilers.adb.records import MeasurementRecord
 from profilers.adb.runtime import RUNTIME_FIELDS, RuntimeSettings
-from service.db import utcnow, write_session
+from service.campaigns.models import Campaign, CampaignStatus
+from service.db import utcnow, write_scope, write_session
 from service.devices.models import Device, DeviceStatus
 from service.jobs.models import Job, JobStatus, Task, TaskStatus
 from service.measurements.models import Measurement, MeasurementSource, measured_values
@@ -666,3 +671,45 @@ def lock_claimed_predictor(session: Session, predictor_id: int, owner: str) -> P
         predictor.lease_owner = None
         predictor.lease_expires_at = None
     return predictor
+
+
+# -- campaign leases ----------------------------------------------------------------------------------------
+def _campaign_free(now: dt.datetime) -> Any:
+    return or_(Campaign.lease_expires_at.is_(None), Campaign.lease_expires_at < now)
+
+
+def steppable_campaigns(factory: sessionmaker[Session]) -> list[int]:
+    """Ids of running campaigns nobody holds now (a read; each is then claimed with `claim_campaign`)."""
+    with factory() as session:
+        query = select(Campaign.id).where(Campaign.status == CampaignStatus.running, _campaign_free(utcnow()))
+        return list(session.scalars(query.order_by(Campaign.id)))
+
+
+def claim_campaign(
+    factory: sessionmaker[Session], campaign_id: int, owner: str, lease_seconds: float
+) -> bool:
+    """Lease a running campaign for one step (compare-and-set on a free or lapsed lease); False when taken."""
+    now = utcnow()
+    with write_scope(factory) as session:
+        taken = session.execute(
+            update(Campaign)
+            .where(
+                Campaign.id == campaign_id,
+                Campaign.status == CampaignStatus.running,
+                _campaign_free(now),
+            )
+            .values(lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        return rowcount(taken) == 1
+
+
+def release_campaign(factory: sessionmaker[Session], campaign_id: int, owner: str) -> None:
+    """Give a campaign's lease back after a step (if `owner` still holds it)."""
+    with write_scope(factory) as session:
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )

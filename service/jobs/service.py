@@ -109,7 +109,7 @@ class DevicePlan:
     accelerator: str
 
 
-def _device_plan(data: JobCreate, device: Device, loc: list[str | int]) -> DevicePlan:
+def device_plan(data: JobCreate, device: Device, loc: list[str | int]) -> DevicePlan:
     """The unit, frequencies and accelerator option this job runs on `device`, checked against what the
     device was probed with: the unit exists there, runs the precision, is reached by the accelerator option,
     and has every requested frequency in its clock table."""
@@ -270,7 +270,7 @@ def create_job(session: Session, data: JobCreate, settings: Settings, created_by
     """Validate a job request, expand it into tasks (bulk insert) and queue it; 4xx writes nothing."""
     begin_write(session)
     family = _family(data.family)
-    plans = [_device_plan(data, device, loc) for device, loc in _select_devices(session, data)]
+    plans = [device_plan(data, device, loc) for device, loc in _select_devices(session, data)]
     # The configs of each plan's device: the same for all, except under uncertainty sampling.
     per_device: list[dict[str, dict[str, Any]]]
     if data.configs is not None:

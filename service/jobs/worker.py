@@ -7,7 +7,8 @@ On a device error the failing task is retried later (backoff) and the rest of th
 the queue; repeated errors mark the phone offline. `stop()` (SIGTERM in `latfarm worker`) lets the
 running benchmark finish, closes the profiler (its pin context restores the governor) and releases the
 tasks that did not run, so nothing waits for a lease to expire. When idle, a worker also runs the opt-in
-retraining policies (`service.predictors.policy`), at most every `retrain_check_seconds`. With `train`
+retraining policies (`service.predictors.policy`), at most every `retrain_check_seconds`. Its housekeeping
+also steps the running bootstrap campaigns (`service.campaigns.runner`). With `train`
 (as `latfarm worker` runs), a `Trainer` thread beside the loop claims queued predictor trainings.
 """
 
@@ -28,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.campaigns.runner import run_campaigns
 from service.db import write_session
 from service.devices.models import Device, DeviceStatus
 from service.devices.probing import apply_facts
@@ -176,6 +178,8 @@ class Worker:
             queue.requeue_expired(self.factory, self.settings.task_max_attempts)
             with self.factory() as session:
                 settle_jobs(session)
+            # Bootstrap campaigns advance here: each step is short (read a job, queue or score a training).
+            run_campaigns(self.factory, self.settings, self.name)
         except DBAPIError:
             # Two workers sweeping the same rows may collide (deadlock/serialisation); the next sweep retries.
             _log.warning("queue housekeeping failed; will retry", exc_info=True)

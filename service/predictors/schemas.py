@@ -69,6 +69,12 @@ class TrainFilters(BaseModel):
     threads: StrictInt | None = Field(None, ge=1, le=INT32_MAX)
     runtime_name: Text | None = Field(None, max_length=64)
     include_virtual: bool = True
+    exclude_config_hashes: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] | None = Field(
+        None,
+        max_length=10_000,
+        description="never train on these configs (sha256 config hashes): a held-out set kept apart, "
+        "as a bootstrap campaign keeps its own",
+    )
 
 
 class PredictorCreate(BaseModel):

@@ -76,6 +76,8 @@ def _measurement_query(family: str, device_id: int, filters: TrainFilters) -> An
         query = query.where(Measurement.runtime_name == filters.runtime_name)
     if not filters.include_virtual:
         query = query.where(Measurement.virtual.is_(False))
+    if filters.exclude_config_hashes:
+        query = query.where(Measurement.config_hash.not_in(filters.exclude_config_hashes))
     return query.order_by(Measurement.id)
 
 
