@@ -8,6 +8,7 @@ from scratch but pin down at once through the peer.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from service.predictors.inference import (
     LatencyModel,
     peer_frequency_khz,
 )
-from service.predictors.snapshot import Snapshot
+from service.predictors.snapshot import Snapshot, SnapshotError, seal_manifest
 from service.predictors.training import (
     TrainingResult,
     TrainingRows,
@@ -34,6 +35,8 @@ from service.predictors.training import (
     fit_predictor,
 )
 from service.predictors.transfer import PeerBlobError, load_peer, pack_peers, unpack_peers
+from tests.service.predictors.archives import members as _members
+from tests.service.predictors.archives import pack as _pack
 from tests.service.predictors.synthetic import (
     FAST_PARAMS,
     add_device,
@@ -260,6 +263,14 @@ def test_transfer_over_http_serves_lists_small_and_round_trips_a_snapshot(
     offline = Snapshot.from_bytes(archive.content)
     got = offline.predict("sr_block", configs, frequencies_khz=[800_000, 2_400_000]).latency_ms
     assert got.tolist() == served  # bit for bit, peers and all
+
+    # Without its peers a transfer snapshot is refused, never served by half a model.
+    parts = _members(archive.content)
+    manifest = json.loads(parts.pop("peers.bin") and parts["manifest.json"])
+    del manifest["members"]["peers.bin"]
+    parts["manifest.json"] = seal_manifest(manifest)
+    with pytest.raises(SnapshotError, match="peer predictors"):
+        Snapshot.from_bytes(_pack(parts))
 
     listing = client.get("/v1/predictors", params={"device": device}, headers=profile)
     assert listing.status_code == 200
