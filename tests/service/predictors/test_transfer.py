@@ -300,6 +300,7 @@ def test_transfer_over_http_serves_lists_small_and_round_trips_a_snapshot(
     client.cookies.clear()
     assert page.status_code == 200
     assert "learnt from peers" in page.text and f'data-peer-predictor="{peer["id"]}"' in page.text
+    assert "chosen by 5-fold cross-validation + holdout" in page.text
 
 
 def test_transfer_requests_with_no_or_unknown_peers_are_refused_naming_the_field(
