@@ -1,11 +1,8 @@
 """bootstrap campaigns: campaign and campaign_round
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01
-
-Numbered 0006 with down_revision 0004: revision 0005 is being written on another branch (the transfer
-predictor); when both land, this one is chained after it (down_revision "0005").
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 import service.db
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -41,10 +41,15 @@ from service.measurements.models import Measurement
 from service.predictors.features import FeatureError, Featurizer, UnseenConditionError
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.registry import load_latency_model
-from service.predictors.schemas import PredictorCreate, TrainFilters
-from service.predictors.service import activate_predictor, count_training_rows, create_predictor
+from service.predictors.schemas import PredictorCreate, TrainFilters, TransferRequest
+from service.predictors.service import (
+    activate_predictor,
+    count_training_rows,
+    create_predictor,
+    resolve_peers,
+)
 from service.predictors.training import accuracy_metrics
-from service.problems import LatfarmError
+from service.problems import InvalidInputError, LatfarmError
 from service.settings import Settings
 
 _log = logging.getLogger("latfarm.campaigns")
@@ -307,21 +312,32 @@ def request_training(
     *,
     transfer_peers: list[int] | None,
 ) -> Predictor:
-    """Queue the training of the campaign's predictor on what it measured so far.
-
-    The seam for the transfer predictor: `transfer_peers` are the devices whose active predictors shaped
-    this round's picks. Today's `POST /v1/predictors` has no field that takes them (neither `params` nor
-    `filters` knows peers), so they are not sent and the predictor learns from this device's measurements
-    alone; once the transfer request exists, pass them here as
-    `PredictorCreate(..., transfer={"peers": transfer_peers})` when the list is not None.
-    """
+    """Queue the training of the campaign's predictor on what it measured so far, learning from
+    `transfer_peers` (the devices whose active predictors shaped this round's picks) as a transfer training
+    (`service.predictors.transfer`): it serves only where the run's selection says it beats the device's own
+    models. A peer a transfer training cannot use (its predictor serves a transfer model itself, or never
+    saw the campaign's unit) is left out (logged); with none left the round trains on the device alone."""
+    filters = training_filters(campaign, spec)
+    usable = [p for p in transfer_peers or [] if _can_teach(session, campaign, p, filters.unit)]
+    transfer = TransferRequest(peers=usable) if usable else None
     data = PredictorCreate(
         family=campaign.family,
         device=campaign.device_id,
         params=spec.params,
-        filters=training_filters(campaign, spec),
+        filters=filters,
+        transfer=transfer,
     )
     return create_predictor(session, data, settings, created_by=f"{CREATOR} {campaign.id}")
+
+
+def _can_teach(session: Session, campaign: Campaign, peer: int, unit: str | None) -> bool:
+    """Whether `peer`'s active predictor may be a transfer training's peer (`resolve_peers` says why not)."""
+    try:
+        resolve_peers(session, campaign.family, campaign.device_id, TransferRequest(peers=[peer]), unit)
+    except InvalidInputError as exc:
+        _log.info("campaign %s: device %s is no transfer peer (%s)", campaign.id, peer, exc)
+        return False
+    return True
 
 
 def score_on_holdout(

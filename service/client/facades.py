@@ -279,12 +279,14 @@ class LatfarmClient(_ClientSettings):
         device: int,
         params: Mapping[str, Any] | None = None,
         filters: Mapping[str, Any] | None = None,
+        transfer: Mapping[str, Any] | None = None,
     ) -> Predictor:
         """Start training a predictor (profile scope); returns it in `training` state.
 
-        `params` override the XGBoost defaults; `filters` pick the measurements (e.g. `frequencies_khz`).
+        `params` override the XGBoost defaults; `filters` pick the measurements (e.g. `frequencies_khz`);
+        `transfer` learns from peers too (`{"peers": [device ids]}` or `{"peers": "all"}`).
         """
-        return self._run(op.train_predictor(family, device, params, filters))
+        return self._run(op.train_predictor(family, device, params, filters, transfer))
 
     def get_predictor(self, predictor_id: int) -> Predictor:
         """A predictor's status, metrics and versions."""
@@ -529,8 +531,9 @@ class AsyncLatfarmClient(_ClientSettings):
         device: int,
         params: Mapping[str, Any] | None = None,
         filters: Mapping[str, Any] | None = None,
+        transfer: Mapping[str, Any] | None = None,
     ) -> Predictor:
-        return await self._run(op.train_predictor(family, device, params, filters))
+        return await self._run(op.train_predictor(family, device, params, filters, transfer))
 
     async def get_predictor(self, predictor_id: int) -> Predictor:
         return await self._run(op.get_predictor(predictor_id))

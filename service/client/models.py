@@ -157,6 +157,7 @@ class Predictor(_Result):
     metrics: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     filters: dict[str, Any] = Field(default_factory=dict)
+    transfer: dict[str, Any] | None = None
     row_count: int | None = None
     error: str | None = None
     created_at: dt.datetime | None = None

@@ -344,10 +344,16 @@ def import_measurements(rows: Sequence[Mapping[str, Any]]) -> Operation[int]:
 
 
 def train_predictor(
-    family: str, device: int, params: Mapping[str, Any] | None, filters: Mapping[str, Any] | None
+    family: str,
+    device: int,
+    params: Mapping[str, Any] | None,
+    filters: Mapping[str, Any] | None,
+    transfer: Mapping[str, Any] | None = None,
 ) -> Operation[Predictor]:
-    """`POST /v1/predictors`: start a training."""
-    body = _drop_none({"family": family, "device": device, "params": params, "filters": filters})
+    """`POST /v1/predictors`: start a training (with `transfer`, learning from peers too)."""
+    body = _drop_none(
+        {"family": family, "device": device, "params": params, "filters": filters, "transfer": transfer}
+    )
     return _model_of(Request("POST", "/v1/predictors", json=body, idempotent=False), Predictor)
 
 

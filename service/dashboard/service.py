@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from profilers.adb.units import unit_kind
 from service.bounds import INT32_MAX, Text
@@ -191,6 +191,7 @@ def predictors_with_devices(session: Session) -> list[tuple[Predictor, str]]:
     """Every predictor version (newest first within family and device) with its device's name."""
     rows = session.execute(
         select(Predictor, Device.name, Device.serial)
+        .options(defer(Predictor.peer_models))  # a transfer predictor's peer models: never shown here
         .outerjoin(Device, Device.id == Predictor.device_id)
         .order_by(Predictor.family, Predictor.device_id, Predictor.version.desc())
     ).all()
@@ -217,7 +218,12 @@ def scalar_metrics(metrics: object) -> list[tuple[str, str]]:
 
 
 #: How the predictor page names the candidate models of a training run (`metrics["candidates"]`).
-MODEL_LABELS = {"prior_xgboost": "physics-prior XGBoost", "plain_xgboost": "plain XGBoost", "blend": "blend"}
+MODEL_LABELS = {
+    "prior_xgboost": "physics-prior XGBoost",
+    "plain_xgboost": "plain XGBoost",
+    "transfer_xgboost": "transfer XGBoost (peers)",
+    "blend": "blend",
+}
 
 
 def _model_label(kind: str) -> str:

@@ -5,8 +5,12 @@ the same `predict`, which is why an exported snapshot answers bit for bit like t
 features → margin = log(physics prior) + trees → exp; a predictor trained before the prior (no "prior" in
 its schema) uses its log-log baseline of FLOPs/MHz as margin, exactly as it did. A predictor whose
 training found the plain model better on its holdout (schema `"model": {"kind": "plain_xgboost"}`) serves
-trees on the raw config columns with a constant margin instead. Models are read from XGBoost's UBJSON, never
-pickled. No database code here.
+trees on the raw config columns with a constant margin instead. A transfer predictor (`"kind":
+"transfer_xgboost"`, fitted by transfer.py) carries its peers' median models (`PeerModel`): each peer
+predicts the config at the row's frequency mapped to its own clocks (`peer_frequency_khz`), and the trees
+read the features plus those log latencies over a margin of the device's own prior or a linear map of the
+peers' predictions (`transfer_margin`). Models are read from XGBoost's UBJSON, never pickled. No database
+code here.
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ from service.predictors.prior import PhysicsPrior, read_group_priors, read_prior
 #: What a predictor's median model is: trees over the physics prior, or plain trees on the raw fields.
 PRIOR_MODEL = "prior_xgboost"
 PLAIN_MODEL = "plain_xgboost"
-MODEL_KINDS = (PRIOR_MODEL, PLAIN_MODEL)
+#: Trees over the features and the peers' predicted log latencies (transfer.py).
+TRANSFER_MODEL = "transfer_xgboost"
+MODEL_KINDS = (PRIOR_MODEL, PLAIN_MODEL, TRANSFER_MODEL)
+#: Where a transfer model's margin comes from: the device's own physics prior, or the peers' predictions.
+MARGIN_PRIOR = "prior"
+MARGIN_PEERS = "peers"
 
 
 @dataclass(frozen=True)
@@ -111,10 +120,58 @@ def load_booster(raw: bytes) -> xgb.Booster:
     return booster
 
 
+@dataclass(frozen=True)
+class PeerModel:
+    """Another device's predictor that a transfer predictor consults: who it is and its median model."""
+
+    device_id: int
+    predictor_id: int
+    version: int
+    model: LatencyModel
+    #: The median booster's bytes, as stored with the transfer predictor (`transfer.pack_peers`).
+    median_model: bytes
+
+    def provenance(self) -> dict[str, int]:
+        """The peer as a transfer predictor's metadata names it."""
+        return {"device_id": self.device_id, "predictor_id": self.predictor_id, "version": self.version}
+
+
+def peer_frequency_khz(frequencies_khz: np.ndarray, own_top_khz: float, peer_top_khz: float) -> np.ndarray:
+    """The row's frequency as the same fraction of the peer's top trained clock as of the device's own.
+
+    Why the fraction of the top clock: two phones' tables share no values, but each phone's top clock is
+    where it is fastest, and a row at 60 % of its own top is compared with the peer at 60 % of its top.
+    Single-clock data (a GPU whose clock was not recorded) maps onto the peer's one clock.
+    """
+    return np.asarray(frequencies_khz, dtype=np.float64) * (peer_top_khz / own_top_khz)
+
+
+def transfer_inputs(x: np.ndarray, own_margin: np.ndarray, peer_logs: np.ndarray) -> np.ndarray:
+    """The transfer trees' input: the features, the peers' log latencies, and each peer's log latency less
+    the device's own prior (where the peers disagree with the prior is what the trees may use)."""
+    return np.column_stack([x, peer_logs, peer_logs - own_margin[:, None]]).astype(np.float32)
+
+
+def transfer_margin(entry: Mapping[str, Any], own_margin: np.ndarray, peer_logs: np.ndarray) -> np.ndarray:
+    """The transfer model's log margin per row: the own prior's, or intercept + peers' logs · weights."""
+    if entry["margin"] == MARGIN_PRIOR:
+        return own_margin.astype(np.float32)
+    coefficients = np.asarray(entry["peer_coefficients"], dtype=np.float64)
+    mapped: np.ndarray = coefficients[0] + peer_logs @ coefficients[1:]
+    return mapped.astype(np.float32)
+
+
 class LatencyModel:
     """The median model and the p10/p90 quantile models of one predictor, ready to answer batches."""
 
-    def __init__(self, schema: Mapping[str, Any], model: bytes, model_p10: bytes, model_p90: bytes) -> None:
+    def __init__(
+        self,
+        schema: Mapping[str, Any],
+        model: bytes,
+        model_p10: bytes,
+        model_p90: bytes,
+        peers: Sequence[PeerModel] = (),
+    ) -> None:
         self.schema = dict(schema)
         self.featurizer = Featurizer.from_schema(schema)
         self.family = self.featurizer.family
@@ -145,6 +202,14 @@ class LatencyModel:
                 raise ValueError(f"the plain model's columns {missing} are not features of this schema")
             self.columns = np.asarray([index[c] for c in served["columns"]], dtype=np.int64)
             self.plain_margin = float(served["margin"])
+        self.peers = tuple(peers)
+        self.transfer: dict[str, Any] | None = None
+        if self.kind == TRANSFER_MODEL:
+            self.transfer = dict(served)
+            named = [int(p["predictor_id"]) for p in served["peers"]]
+            given = [p.predictor_id for p in self.peers]
+            if named != given:
+                raise ValueError(f"this transfer model needs the peer predictors {named}, given {given}")
         ranges = schema["ranges"]
         self.low = np.asarray(ranges["min"], dtype=np.float32)
         self.high = np.asarray(ranges["max"], dtype=np.float32)
@@ -159,8 +224,13 @@ class LatencyModel:
         # Trained before precisions were recorded: every row was fp32.
         self.default_precision = str(schema.get("default_precision", LEGACY_PRECISION))
 
-    def margins(self, x: np.ndarray) -> np.ndarray:
-        """Log-latency margin per row (float32, as XGBoost takes them): the prior's, or the plain constant."""
+    def margins(self, x: np.ndarray, peer_logs: np.ndarray | None = None) -> np.ndarray:
+        """Log-latency margin per row (float32, as XGBoost takes them): the prior's, or the plain constant,
+        or a transfer model's (which needs the peers' log latencies of the rows)."""
+        if self.transfer is not None:
+            assert peer_logs is not None and self.prior is not None
+            own = self.physics.log_ms(x, self.prior, self.group_priors)
+            return transfer_margin(self.transfer, own, peer_logs)
         if self.columns is not None:
             return np.full(x.shape[0], self.plain_margin, dtype=np.float32)
         if self.prior is not None:
@@ -168,10 +238,15 @@ class LatencyModel:
         c0, c1 = self.baseline
         return (c0 + c1 * self.featurizer.baseline_input(x)).astype(np.float32)
 
-    def predict_matrix(self, x: np.ndarray) -> Predictions:
-        """Predict featurised rows."""
-        margin = self.margins(x)
-        trees_in = x if self.columns is None else x[:, self.columns]
+    def predict_matrix(self, x: np.ndarray, peer_logs: np.ndarray | None = None) -> Predictions:
+        """Predict featurised rows (a transfer model also takes its peers' log latencies of the rows)."""
+        margin = self.margins(x, peer_logs)
+        if self.transfer is not None:
+            assert peer_logs is not None and self.prior is not None
+            own = self.physics.log_ms(x, self.prior, self.group_priors)
+            trees_in = transfer_inputs(x, own, peer_logs)
+        else:
+            trees_in = x if self.columns is None else x[:, self.columns]
         if self.forest is not None:
             log_mean, log_p10, log_p90 = self.forest.predict(trees_in, margin)
         else:
@@ -212,4 +287,61 @@ class LatencyModel:
             broadcast=True,
             precision=precision,
         )
-        return self.predict_matrix(x)
+        peer_logs = None
+        if self.transfer is not None:
+            n_freq = len(frequencies_khz)
+            repeat = np.repeat(np.arange(len(rows)), n_freq)
+            freqs = np.tile(np.asarray(frequencies_khz, dtype=np.float64), len(rows))
+            own_top = float(self.transfer["own_top_khz"])
+            peer_logs = peer_log_latencies(self.peers, own_top, configs, repeat, freqs, unit, precision)
+        return self.predict_matrix(x, peer_logs)
+
+    @property
+    def top_frequency_khz(self) -> float:
+        """The highest clock the training data held (the reference a peer's clocks are mapped by)."""
+        return top_frequency_khz(self.schema)
+
+    def log_latency_rows(
+        self,
+        config_rows: np.ndarray,
+        frequencies_khz: np.ndarray,
+        units: Sequence[str],
+        precisions: Sequence[str],
+    ) -> np.ndarray:
+        """Log ms of per-row (config row, frequency, unit, precision) as a peer: a unit or precision this
+        model never saw is replaced by its default (the peer's nearest stand-in), never refused."""
+        known_units, known_precisions = set(self.featurizer.clusters), set(self.featurizer.precisions)
+        unit = np.asarray([u if u in known_units else self.default_cluster for u in units])
+        precision = np.asarray([p if p in known_precisions else self.default_precision for p in precisions])
+        x = self.featurizer.matrix(
+            config_rows, frequencies_khz, self.default_threads, unit, broadcast=False, precision=precision
+        )
+        logs: np.ndarray = np.log(self.predict_matrix(x).latency_ms)
+        return logs
+
+
+def top_frequency_khz(schema: Mapping[str, Any]) -> float:
+    """The highest clock a predictor's training data held (the reference a peer's clocks are mapped by)."""
+    return float(max(schema.get("frequencies_khz") or [1]))
+
+
+def peer_log_latencies(
+    peers: Sequence[PeerModel],
+    own_top_khz: float,
+    configs: Sequence[Mapping[str, Any]],
+    row_of: np.ndarray,
+    frequencies_khz: np.ndarray,
+    units: Sequence[str] | str,
+    precisions: Sequence[str] | str,
+) -> np.ndarray:
+    """Each peer's log latency (columns, in peer order) of rows: config `configs[row_of[i]]` at the device's
+    `frequencies_khz[i]`, mapped to the peer's clocks (`peer_frequency_khz`)."""
+    n = len(row_of)
+    unit_of = [units] * n if isinstance(units, str) else list(units)
+    precision_of = [precisions] * n if isinstance(precisions, str) else list(precisions)
+    columns = []
+    for peer in peers:
+        rows = peer.model.featurizer.config_rows(configs)[row_of]
+        freqs = peer_frequency_khz(frequencies_khz, own_top_khz, peer.model.top_frequency_khz)
+        columns.append(peer.model.log_latency_rows(rows, freqs, unit_of, precision_of))
+    return np.column_stack(columns) if columns else np.empty((n, 0))

@@ -43,6 +43,12 @@ class Predictor(Base):
     model: Mapped[bytes | None] = mapped_column(LargeBinary)
     model_p10: Mapped[bytes | None] = mapped_column(LargeBinary)
     model_p90: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Transfer training (service.predictors.transfer): the peer predictors asked for, resolved when the
+    # training was requested ({"peers": [{device_id, predictor_id, version}]}); None: no transfer.
+    transfer: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # The peers' packed median models (`transfer.pack_peers`) when the transfer model serves: it predicts
+    # with them. Bytes, never in the JSON: listings and the schema stay small.
+    peer_models: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     library_versions: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)

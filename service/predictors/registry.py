@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.predictors.inference import LatencyModel
 from service.predictors.models import Predictor, PredictorStatus
+from service.predictors.transfer import unpack_peers
 
 
 class NoActivePredictorError(LookupError):
@@ -47,7 +48,10 @@ def load_latency_model(session: Session, predictor_id: int) -> LatencyModel:
         predictor.model and predictor.model_p10 and predictor.model_p90
     ):
         raise LookupError(f"predictor {predictor_id} is {predictor.status.value}, not ready")
-    return LatencyModel(predictor.feature_schema, predictor.model, predictor.model_p10, predictor.model_p90)
+    peers = unpack_peers(predictor.peer_models) if predictor.peer_models else []
+    return LatencyModel(
+        predictor.feature_schema, predictor.model, predictor.model_p10, predictor.model_p90, peers
+    )
 
 
 class PredictorRegistry:

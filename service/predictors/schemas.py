@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -77,8 +77,39 @@ class TrainFilters(BaseModel):
     )
 
 
+#: Most peers one transfer training learns from (each adds a prediction per served row).
+MAX_TRANSFER_PEERS = 16
+
+
+class TransferRequest(BaseModel):
+    """Learn from peers: other devices' active predictors of the same family (service.predictors.transfer).
+
+    The run fits a transfer candidate beside the usual two, on the same split; it serves only where the
+    run's selection says it beats them (`metrics.serving`, `metrics.transfer`)."""
+
+    model_config = REQUEST_BODY
+
+    peers: list[DbId] | Literal["all"] = Field(
+        description=(
+            'device ids whose active predictor of the family to learn from, or "all": every other device '
+            "with one (that knows the unit the filters name, if they name one); a peer's predictor must not "
+            "itself be a transfer predictor"
+        ),
+        examples=[[2, 3], "all"],
+    )
+
+    @model_validator(mode="after")
+    def _distinct_and_bounded(self) -> TransferRequest:
+        if isinstance(self.peers, list):
+            if not 1 <= len(self.peers) <= MAX_TRANSFER_PEERS:
+                raise ValueError(f"peers lists 1 to {MAX_TRANSFER_PEERS} device ids")
+            if len(set(self.peers)) != len(self.peers):
+                raise ValueError("peers lists a device more than once")
+        return self
+
+
 class PredictorCreate(BaseModel):
-    """Train a predictor of `family` for device `device` (its id)."""
+    """Train a predictor of `family` for device `device` (its id); with `transfer`, learning from peers."""
 
     model_config = REQUEST_BODY
 
@@ -86,6 +117,9 @@ class PredictorCreate(BaseModel):
     device: DbId
     params: TrainParams = Field(default_factory=TrainParams)
     filters: TrainFilters = Field(default_factory=TrainFilters)
+    transfer: TransferRequest | None = Field(
+        None, description="learn from other devices' predictors of the family (a transfer candidate)"
+    )
 
 
 class PredictorOut(BaseModel):
@@ -103,6 +137,9 @@ class PredictorOut(BaseModel):
     filters: dict[str, Any]
     metrics: dict[str, Any]
     feature_schema: dict[str, Any]
+    transfer: dict[str, Any] | None = Field(
+        None, description="the peer predictors a transfer training learns from (device, predictor, version)"
+    )
     training_data_hash: str | None
     row_count: int | None
     library_versions: dict[str, str]

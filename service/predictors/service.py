@@ -21,10 +21,16 @@ from service.jobs import queue
 from service.measurements.models import Measurement
 from service.pagination import keyset_page
 from service.predictors.features import FeatureError, UnseenConditionError
-from service.predictors.inference import Predictions
+from service.predictors.inference import TRANSFER_MODEL, PeerModel, Predictions
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.registry import NoActivePredictorError, PredictorRegistry, load_latency_model
-from service.predictors.schemas import PredictorCreate, PredictRequest, TrainFilters, TrainParams
+from service.predictors.schemas import (
+    PredictorCreate,
+    PredictRequest,
+    TrainFilters,
+    TrainParams,
+    TransferRequest,
+)
 from service.predictors.snapshot import (
     Snapshot,
     SnapshotContents,
@@ -32,7 +38,8 @@ from service.predictors.snapshot import (
     build_snapshot,
     read_snapshot,
 )
-from service.predictors.training import TrainingRows
+from service.predictors.training import TrainingError, TrainingRows
+from service.predictors.transfer import load_peer
 from service.problems import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from service.settings import Settings
 
@@ -125,6 +132,10 @@ def create_predictor(
             f"{settings.min_training_rows} are needed ({settings.min_training_rows - available} more) — "
             "run a profiling job (POST /v1/jobs) first",
         )
+    transfer = None
+    if data.transfer is not None:
+        peers = resolve_peers(session, data.family, data.device, data.transfer, data.filters.unit)
+        transfer = {"peers": peers}
     predictor = Predictor(
         family=data.family,
         device_id=data.device,
@@ -132,6 +143,7 @@ def create_predictor(
         status=PredictorStatus.training,
         params=data.params.overrides(),
         filters=data.filters.model_dump(exclude_none=True),
+        transfer=transfer,
         created_by=created_by,
     )
     if claimed_by is not None:
@@ -141,6 +153,99 @@ def create_predictor(
     session.add(predictor)
     session.commit()
     return predictor
+
+
+def _is_transfer(predictor: Predictor) -> bool:
+    served = (predictor.feature_schema or {}).get("model") or {}
+    return bool(served.get("kind") == TRANSFER_MODEL)
+
+
+def _knows_unit(predictor: Predictor, unit: str | None) -> bool:
+    return unit is None or unit in (predictor.feature_schema or {}).get("clusters", [])
+
+
+def resolve_peers(
+    session: Session, family: str, device_id: int, request: TransferRequest, unit: str | None = None
+) -> list[dict[str, int]]:
+    """The peers a transfer training learns from: each named device's active, ready `family` predictor
+    (or every other device's, for "all"), as {device_id, predictor_id, version}. 422 at
+    `body.transfer.peers[.i]` naming what is missing: an unknown device, the device itself, a device with
+    no active predictor of the family, one whose predictor is itself a transfer predictor or never saw
+    `unit`; or, for "all", that no device has one."""
+    loc: list[str | int] = ["body", "transfer", "peers"]
+    active = {
+        p.device_id: p
+        for p in session.scalars(
+            select(Predictor)
+            .options(defer(Predictor.model), defer(Predictor.model_p10), defer(Predictor.model_p90))
+            .options(defer(Predictor.peer_models))
+            .where(
+                Predictor.family == family,
+                Predictor.active.is_(True),
+                Predictor.status == PredictorStatus.ready,
+                Predictor.device_id.is_not(None),
+                Predictor.device_id != device_id,
+            )
+            .order_by(Predictor.device_id)
+        )
+    }
+    if request.peers == "all":
+        chosen = [p for p in active.values() if not _is_transfer(p) and _knows_unit(p, unit)]
+        if not chosen:
+            on_unit = f" on unit {unit!r}" if unit is not None else ""
+            raise InvalidInputError.at(
+                loc,
+                f"no other device has an active {family} predictor{on_unit} to learn from (transfer "
+                "predictors are not peers): train and activate one for another device first",
+            )
+    else:
+        chosen = []
+        for i, peer_device in enumerate(request.peers):
+            where = [*loc, i]
+            if peer_device == device_id:
+                raise InvalidInputError.at(where, f"device {peer_device} is the device being trained")
+            if session.get(Device, peer_device) is None:
+                raise InvalidInputError.at(where, f"device {peer_device} does not exist")
+            peer = active.get(peer_device)
+            if peer is None:
+                raise InvalidInputError.at(
+                    where, f"device {peer_device} has no active {family} predictor: train and activate one"
+                )
+            if _is_transfer(peer):
+                raise InvalidInputError.at(
+                    where,
+                    f"device {peer_device}'s active predictor {peer.id} is itself a transfer predictor; "
+                    "a peer must serve from its own measurements",
+                )
+            if not _knows_unit(peer, unit):
+                raise InvalidInputError.at(
+                    where, f"device {peer_device}'s active {family} predictor never saw unit {unit!r}"
+                )
+            chosen.append(peer)
+    return [{"device_id": int(p.device_id or 0), "predictor_id": p.id, "version": p.version} for p in chosen]
+
+
+def load_peers(session: Session, transfer: dict[str, Any] | None) -> list[PeerModel]:
+    """The peer models a transfer training asked for (none without transfer); TrainingError when a peer
+    predictor is gone or no longer ready."""
+    peers = []
+    for entry in (transfer or {}).get("peers", []):
+        predictor = session.get(Predictor, int(entry["predictor_id"]))
+        if predictor is None or predictor.status is not PredictorStatus.ready or not predictor.model:
+            raise TrainingError(
+                f"peer predictor {entry['predictor_id']} of device {entry['device_id']} is gone or not "
+                "ready; request the training again"
+            )
+        peers.append(
+            load_peer(
+                int(entry["device_id"]),
+                predictor.id,
+                predictor.version,
+                predictor.feature_schema,
+                predictor.model,
+            )
+        )
+    return peers
 
 
 def _next_version(session: Session, family: str, device_id: int | None) -> int:
@@ -174,7 +279,10 @@ def list_predictors(
     The model bytes are not loaded: a listing never needs them.
     """
     query = select(Predictor).options(
-        defer(Predictor.model), defer(Predictor.model_p10), defer(Predictor.model_p90)
+        defer(Predictor.model),
+        defer(Predictor.model_p10),
+        defer(Predictor.model_p90),
+        defer(Predictor.peer_models),
     )
     if family is not None:
         query = query.where(Predictor.family == family)
@@ -327,6 +435,7 @@ def export_snapshot(session: Session, predictor_id: int) -> tuple[str, bytes]:
         feature_schema=predictor.feature_schema,
         metrics=predictor.metrics,
         holdout=predictor.holdout,
+        peers=predictor.peer_models,
         mtime=(predictor.finished_at or predictor.created_at).timestamp(),
     )
     device = predictor.device_id if predictor.device_id is not None else "fleet"
@@ -347,6 +456,14 @@ def _checked_facts(contents: SnapshotContents) -> tuple[dict[str, Any], dict[str
             f"manifest.json predictor params/filters are malformed at {where}: {first['msg']}"
         ) from None
     return dict(facts.params), filters
+
+
+def _transfer_of(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The peers a snapshot's predictor learnt from, as its metrics name them (None: not a transfer)."""
+    transfer = metrics.get("transfer")
+    if not isinstance(transfer, dict) or not isinstance(transfer.get("peers"), list):
+        return None
+    return {"peers": transfer["peers"]}
 
 
 def import_snapshot(
@@ -384,6 +501,8 @@ def import_snapshot(
         model=contents.model,
         model_p10=contents.model_p10,
         model_p90=contents.model_p90,
+        transfer=_transfer_of(contents.metrics),
+        peer_models=contents.peers,
         library_versions=dict(facts.library_versions),
         created_by=created_by,
         finished_at=utcnow(),

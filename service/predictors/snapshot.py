@@ -10,6 +10,8 @@ Members (all regular files at the archive's top level, nothing else is accepted)
     feature_schema.json  what `Featurizer.from_schema` needs, the prior and the training ranges
     metrics.json         holdout metrics
     holdout.json         holdout rows (predicted vs measured)
+    peers.bin            only a transfer predictor's: its peers' packed median models (transfer.py);
+                         an archive without it is every other predictor's, as before
 
 Reading verifies everything before returning anything: the member set, the manifest's own digest, its
 schema (`Manifest`: strict types, bounded integers), each member's sha256 and size, the type of every JSON
@@ -52,6 +54,7 @@ from pydantic import (
 
 from service.predictors.features import FEATURES_VERSION, READABLE_FEATURE_VERSIONS
 from service.predictors.inference import LatencyModel, Predictions
+from service.predictors.transfer import unpack_peers
 
 SNAPSHOT_FORMAT = "latfarm.predictor-snapshot"
 SNAPSHOT_FORMAT_VERSION = 2
@@ -68,6 +71,8 @@ MEMBERS = (
     "metrics.json",
     "holdout.json",
 )
+#: Members only some snapshots have: a transfer predictor's peers.
+OPTIONAL_MEMBERS = ("peers.bin",)
 #: Largest archive read (models of 10⁵ trees stay far below it).
 MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
 #: Ids and counts are stored in 32-bit integer columns (PostgreSQL `integer`).
@@ -139,7 +144,7 @@ class Manifest(_Strict):
     device_id: _Id | None = None
     library_versions: dict[_Short, _Short] = Field(default_factory=dict, max_length=64)
     predictor: PredictorFacts = Field(default_factory=PredictorFacts)
-    members: dict[Literal[MEMBERS], MemberEntry]  # type: ignore[valid-type]
+    members: dict[Literal[(*MEMBERS, *OPTIONAL_MEMBERS)], MemberEntry]  # type: ignore[valid-type]
     manifest_sha256: _Sha256 | None = None
 
 
@@ -212,9 +217,11 @@ def build_snapshot(
     feature_schema: Mapping[str, Any],
     metrics: Mapping[str, Any],
     holdout: Sequence[Mapping[str, Any]],
+    peers: bytes | None = None,
     mtime: float = 0.0,
 ) -> bytes:
-    """The archive bytes; `manifest` gets the format fields and the member hashes added."""
+    """The archive bytes; `manifest` gets the format fields and the member hashes added. `peers`: a
+    transfer predictor's packed peer models (`peers.bin`)."""
     payload = {
         "model.ubj": model,
         "model_p10.ubj": model_p10,
@@ -223,6 +230,8 @@ def build_snapshot(
         "metrics.json": _json_bytes(metrics),
         "holdout.json": _json_bytes(list(holdout)),
     }
+    if peers is not None:
+        payload["peers.bin"] = peers
     full_manifest = {
         **manifest,
         "format": SNAPSHOT_FORMAT,
@@ -257,6 +266,7 @@ class SnapshotContents:
     feature_schema: dict[str, Any]
     metrics: dict[str, Any]
     holdout: list[dict[str, Any]]
+    peers: bytes | None = None
 
 
 def _read_members(data: bytes) -> dict[str, bytes]:
@@ -268,7 +278,7 @@ def _read_members(data: bytes) -> dict[str, bytes]:
             for info in archive:
                 if not info.isfile():
                     raise SnapshotError(f"member {info.name!r} is not a regular file")
-                if info.name not in (MANIFEST, *MEMBERS):
+                if info.name not in (MANIFEST, *MEMBERS, *OPTIONAL_MEMBERS):
                     raise SnapshotError(f"unexpected member {info.name!r}")
                 if info.name in members:
                     raise SnapshotError(f"member {info.name!r} appears twice")
@@ -359,13 +369,16 @@ def read_snapshot(data: bytes) -> SnapshotContents:
     _check_format(manifest)
     _check_sealed(manifest, members[MANIFEST])
     listed = manifest.get("members")
-    if not isinstance(listed, dict) or set(listed) != set(MEMBERS):
-        raise SnapshotError(f"the manifest must list exactly these members: {', '.join(MEMBERS)}")
+    if not isinstance(listed, dict) or set(listed) - set(OPTIONAL_MEMBERS) != set(MEMBERS):
+        raise SnapshotError(
+            f"the manifest must list exactly these members: {', '.join(MEMBERS)} "
+            f"(and optionally {', '.join(OPTIONAL_MEMBERS)})"
+        )
     facts: Manifest = _validated(MANIFEST, Manifest, manifest)
     if facts.format_version >= 2 and facts.manifest_sha256 is None:
         raise SnapshotError("manifest.json has no manifest_sha256")
     _check_versions(facts)
-    for name in MEMBERS:
+    for name in [*MEMBERS, *(m for m in OPTIONAL_MEMBERS if m in listed)]:
         if name not in members:
             raise SnapshotError(f"member {name!r} is missing from the archive")
         entry = facts.members[name]
@@ -386,6 +399,8 @@ def read_snapshot(data: bytes) -> SnapshotContents:
         raise SnapshotError(f"holdout.json is malformed at row {_first_error(exc)}") from None
     if head.family != facts.family:
         raise SnapshotError("the feature schema and the manifest name different families")
+    if set(members) - {MANIFEST} != set(listed):
+        raise SnapshotError("the archive holds a member its manifest does not list")
     return SnapshotContents(
         manifest=manifest,
         facts=facts,
@@ -395,6 +410,7 @@ def read_snapshot(data: bytes) -> SnapshotContents:
         feature_schema=feature_schema,
         metrics=metrics,
         holdout=holdout,
+        peers=members.get("peers.bin"),
     )
 
 
@@ -407,8 +423,9 @@ class Snapshot:
         self.family: str = contents.facts.family
         self.metrics = contents.metrics
         try:
+            peers = unpack_peers(contents.peers) if contents.peers is not None else []
             self.model = LatencyModel(
-                contents.feature_schema, contents.model, contents.model_p10, contents.model_p90
+                contents.feature_schema, contents.model, contents.model_p10, contents.model_p90, peers
             )
         # Whatever a crafted schema or model makes the loader raise, it is a refusal, never a crash.
         except Exception as exc:

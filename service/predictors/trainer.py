@@ -26,8 +26,9 @@ from service.jobs import queue
 from service.jobs.heartbeat import LeaseHeartbeat
 from service.predictors.models import Predictor, PredictorStatus
 from service.predictors.schemas import TrainFilters
-from service.predictors.service import load_training_rows
+from service.predictors.service import load_peers, load_training_rows
 from service.predictors.training import TrainingError, TrainingResult, fit_predictor
+from service.predictors.transfer import pack_peers
 from service.settings import Settings
 
 _log = logging.getLogger("latfarm.predictors")
@@ -86,11 +87,13 @@ def _fit(
             return f"predictor {predictor_id} does not exist"
         family, device_id = predictor.family, predictor.device_id
         params, filters = dict(predictor.params), TrainFilters.model_validate(predictor.filters)
+        transfer = predictor.transfer
     try:
         if device_id is None:
             raise TrainingError("fleet predictors (no device) are trained per device in this version")
         with session_factory() as session:
             rows = load_training_rows(session, family, device_id, filters)
+            peers = load_peers(session, transfer)
         if filters.frequencies_khz and len(filters.frequencies_khz) > 1:
             seen = sorted(set(rows.frequencies_khz))
             if len(seen) < 2:
@@ -98,7 +101,7 @@ def _fit(
                     f"{len(filters.frequencies_khz)} frequencies were asked for but the measurements "
                     f"hold only {seen or 'none'}; measure the others first"
                 )
-        return fit_predictor(rows, params, min_rows=settings.min_training_rows)
+        return fit_predictor(rows, params, min_rows=settings.min_training_rows, peers=peers)
     except TrainingError as exc:
         return str(exc)
     except Exception as exc:  # the predictor must never stay `training` forever
@@ -117,6 +120,7 @@ def _store_trained(
         predictor.model = result.model
         predictor.model_p10 = result.model_p10
         predictor.model_p90 = result.model_p90
+        predictor.peer_models = pack_peers(result.peers) if result.peers else None
         predictor.feature_schema = result.feature_schema
         predictor.metrics = result.metrics
         predictor.holdout = result.holdout

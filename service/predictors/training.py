@@ -29,6 +29,13 @@ Recipe (why each step):
   both candidates' figures in `metrics["candidates"]`): the physics prior only serves where it beats the
   plain trees (ties go to the prior), so a family or device whose physics the prior misses is never served
   worse than a plain model;
+- with peers (`fit_predictor(..., peers=...)`, transfer.py) a third candidate, the transfer trees over the
+  features and the peers' predicted log latencies, is fitted on the same split; `metrics["transfer"]` names
+  the peers (device, predictor id, version) and the margin it chose;
+- which candidate serves: the holdout's figures decide, except with fewer than `CV_BELOW_CONFIGS` configs,
+  where a 10-config holdout is too noisy to choose on: then each candidate's median model is grown again
+  (same rounds, same prior choices) on `CV_FOLDS` folds of the training and validation configs, and its
+  out-of-fold predictions, pooled with its holdout predictions, decide (`metrics["selection"]`);
 - metrics on the holdout configs: RMSE (ms), MAPE, share within ±5 / ±10 %, Spearman ρ, also per frequency.
 """
 
@@ -53,13 +60,23 @@ from service.predictors.features import (
     Featurizer,
     discover_kernels,
 )
-from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel
+from service.predictors.inference import (
+    PLAIN_MODEL,
+    PRIOR_MODEL,
+    TRANSFER_MODEL,
+    LatencyModel,
+    PeerModel,
+    peer_log_latencies,
+    transfer_inputs,
+    transfer_margin,
+)
 from service.predictors.prior import (
     PhysicsPrior,
     fit_group_priors,
     fit_prior_choosing_kernel_terms,
     prior_entry,
 )
+from service.predictors.transfer import choose_margin
 
 #: Defaults of `params`; a request may override any of them.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -90,6 +107,10 @@ MIN_CONFIGS = 5
 
 #: Holdout rows kept with a predictor for the dashboard's predicted-vs-measured plot.
 MAX_HOLDOUT_ROWS = 5000
+
+#: Below this many distinct configs the candidates are chosen by cross-validation, not by the holdout alone.
+CV_BELOW_CONFIGS = 200
+CV_FOLDS = 5
 
 
 class TrainingError(ValueError):
@@ -151,6 +172,8 @@ class TrainingResult:
     train_config_hashes: set[str] = field(default_factory=set)
     validation_config_hashes: set[str] = field(default_factory=set)
     holdout_config_hashes: set[str] = field(default_factory=set)
+    #: The peers a served transfer model predicts with (stored packed with it); empty for any other kind.
+    peers: list[PeerModel] = field(default_factory=list)
 
 
 def library_versions() -> dict[str, str]:
@@ -261,6 +284,8 @@ def _fit_models(
     kernel_terms: bool | None = None,
     prior: np.ndarray | None = None,
     condition_priors: Mapping[str, bool] | None = None,
+    peer_logs: np.ndarray | None = None,
+    transfer: Mapping[str, Any] | None = None,
 ) -> tuple[dict[int, bytes], dict[str, Any], dict[int, int]]:
     """Models of `kind` and their feature schema, fitted on the rows where `fit` is true.
 
@@ -272,7 +297,9 @@ def _fit_models(
     `prior.fit_prior_choosing_kernel_terms`); a given `prior` (coefficients) is stored as it is instead.
     `condition_priors` says likewise which (unit, precision) groups a prior fitted here gives coefficients of
     their own, and whether each keeps its kernel terms (None: the validation rows decide, see
-    `prior.fit_group_priors`).
+    `prior.fit_group_priors`). A transfer model takes its peers' log latencies of the rows (`peer_logs`)
+    and its model entry (`transfer`: peers, own top clock, and the margin once chosen, see
+    `transfer.choose_margin`).
     """
     y = np.log(measured)
     z = featurizer.baseline_input(x)
@@ -294,6 +321,12 @@ def _fit_models(
         base = float(np.float32(np.median(y[fit])))
         margin = np.full(len(y), base, dtype=np.float32)
         served |= {"columns": [featurizer.names[c] for c in columns], "margin": base}
+    elif kind == TRANSFER_MODEL:
+        assert peer_logs is not None and transfer is not None
+        own = physics.log_ms(x, prior, groups)
+        served |= {**transfer, **choose_margin(y, own, peer_logs, fit, validation, transfer.get("margin"))}
+        trees_in = transfer_inputs(x, own, peer_logs)
+        margin = transfer_margin(served, own, peer_logs)
     else:
         trees_in = x
         margin = physics.log_ms(x, prior, groups).astype(np.float32)
@@ -332,10 +365,72 @@ def _beats(candidate: Mapping[str, Any], incumbent: Mapping[str, Any]) -> bool:
     return (candidate["within_10"], -candidate["mape"]) > (incumbent["within_10"], -incumbent["mape"])
 
 
+def choose_candidate(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """The candidate that serves: the prior's unless another beats it (`_beats`), the best of those; a tie
+    keeps the earlier (prior, then plain, then transfer)."""
+    best = PRIOR_MODEL
+    for kind in (PLAIN_MODEL, TRANSFER_MODEL):
+        if kind in scores and _beats(scores[kind], scores[best]):
+            best = kind
+    return best
+
+
+def _cross_validated(
+    featurizer: Featurizer,
+    rows: TrainingRows,
+    x: np.ndarray,
+    measured: np.ndarray,
+    is_hold: np.ndarray,
+    held: Mapping[str, np.ndarray],
+    params: Mapping[str, Any],
+    refits: Mapping[str, tuple[int, Mapping[str, Any]]],
+    peers: Sequence[PeerModel],
+) -> dict[str, dict[str, float | int]]:
+    """Each candidate's figures over every config: out-of-fold predictions on the training and validation
+    configs (its median model grown again on the other folds with its rounds and prior choices, no early
+    stopping on the fold) pooled with its holdout predictions `held`. `refits`: kind → (median rounds,
+    `_fit_models` arguments)."""
+    hashes = np.asarray(rows.config_hashes)
+    pool = sorted(set(hashes[~is_hold]))
+    order = [pool[i] for i in np.random.default_rng(int(params["seed"]) + 1).permutation(len(pool))]
+    folds = [set(order[k::CV_FOLDS]) for k in range(CV_FOLDS) if order[k::CV_FOLDS]]
+    scores = {}
+    for kind, (median_rounds, arguments) in refits.items():
+        out_of_fold = np.empty(len(rows))
+        for fold in folds:
+            test = np.isin(hashes, list(fold))
+            fit = ~is_hold & ~test
+            models, schema, _ = _fit_models(
+                featurizer,
+                rows,
+                x,
+                measured,
+                fit,
+                params,
+                kind=kind,
+                objectives=(0,),
+                rounds=[median_rounds] * 3,
+                **arguments,
+            )
+            peers_logs = arguments.get("peer_logs")
+            model = LatencyModel(schema, models[0], models[0], models[0], peers)
+            out_of_fold[test] = model.predict_matrix(
+                x[test], None if peers_logs is None else peers_logs[test]
+            ).latency_ms
+        out_of_fold[is_hold] = held[kind]
+        scores[kind] = accuracy_metrics(measured, out_of_fold)
+    return scores
+
+
 def fit_predictor(
-    rows: TrainingRows, params: Mapping[str, Any] | None = None, *, min_rows: int = 40
+    rows: TrainingRows,
+    params: Mapping[str, Any] | None = None,
+    *,
+    min_rows: int = 40,
+    peers: Sequence[PeerModel] = (),
 ) -> TrainingResult:
-    """Train the median and quantile models on `rows`; raises TrainingError with what to do when it can't."""
+    """Train the median and quantile models on `rows` (with `peers`, a transfer candidate too); raises
+    TrainingError with what to do when it can't."""
     merged = {**DEFAULT_PARAMS, **(params or {})}
     if len(rows) < min_rows:
         raise TrainingError(
@@ -395,11 +490,27 @@ def fit_predictor(
     fitted, schema, rounds = _fit_models(featurizer, rows, x, measured, is_train, merged, validation=is_val)
     freqs = np.asarray(rows.frequencies_khz, dtype=np.int64)
     hold_measured = measured[is_hold]
+    peer_logs: np.ndarray | None = None
+    transfer: dict[str, Any] | None = None
+    if peers:
+        own_top = float(freqs.max())
+        peer_logs = peer_log_latencies(
+            peers, own_top, unique_configs, row_of, freqs.astype(np.float64), rows.clusters, precisions
+        )
+        transfer = {"peers": [p.provenance() for p in peers], "own_top_khz": own_top}
 
-    # Score the holdout through the very object the server and snapshots use, for both candidates.
+    # Score the holdout through the very object the server and snapshots use, for every candidate.
     predicted = LatencyModel(schema, fitted[0], fitted[1], fitted[2]).predict_matrix(x[is_hold]).latency_ms
     candidates = {PRIOR_MODEL: accuracy_metrics(hold_measured, predicted)}
+    held = {PRIOR_MODEL: predicted}
     prior = np.asarray(schema["prior"]["coefficients"])  # the plain trees do not use it; stored as fitted
+    refits: dict[str, dict[str, Any]] = {
+        PRIOR_MODEL: {
+            "kernel_terms": schema["prior"].get("kernel_terms"),
+            "condition_priors": schema["prior"].get("group_kernel_terms", {}),
+        },
+        PLAIN_MODEL: {"prior": prior},
+    }
     plain, plain_schema, plain_rounds = _fit_models(
         featurizer,
         rows,
@@ -414,9 +525,45 @@ def fit_predictor(
     )
     plain_predicted = LatencyModel(plain_schema, plain[0], plain[0], plain[0]).predict_matrix(x[is_hold])
     candidates[PLAIN_MODEL] = accuracy_metrics(hold_measured, plain_predicted.latency_ms)
-    kind = PRIOR_MODEL
-    if _beats(candidates[PLAIN_MODEL], candidates[PRIOR_MODEL]):
-        kind = PLAIN_MODEL
+    held[PLAIN_MODEL] = plain_predicted.latency_ms
+    medians = {PRIOR_MODEL: (fitted, rounds), PLAIN_MODEL: (plain, plain_rounds)}
+    if peer_logs is not None and transfer is not None:
+        moved, moved_schema, moved_rounds = _fit_models(
+            featurizer,
+            rows,
+            x,
+            measured,
+            is_train,
+            merged,
+            kind=TRANSFER_MODEL,
+            objectives=(0,),
+            validation=is_val,
+            peer_logs=peer_logs,
+            transfer=transfer,
+        )
+        transfer = {**transfer, "margin": moved_schema["model"]["margin"]}
+        moved_model = LatencyModel(moved_schema, moved[0], moved[0], moved[0], peers)
+        held[TRANSFER_MODEL] = moved_model.predict_matrix(x[is_hold], peer_logs[is_hold]).latency_ms
+        candidates[TRANSFER_MODEL] = accuracy_metrics(hold_measured, held[TRANSFER_MODEL])
+        medians[TRANSFER_MODEL] = (moved, moved_rounds)
+        refits[TRANSFER_MODEL] = {**refits[PRIOR_MODEL], "peer_logs": peer_logs, "transfer": transfer}
+
+    selection: dict[str, Any] = {"by": "holdout", "scores": candidates}
+    if len(train_h) + len(val_h) + len(hold_h) < CV_BELOW_CONFIGS:
+        scores = _cross_validated(
+            featurizer,
+            rows,
+            x,
+            measured,
+            is_hold,
+            held,
+            merged,
+            {kind: (medians[kind][1][0], refits[kind]) for kind in candidates},
+            peers,
+        )
+        selection = {"by": f"{CV_FOLDS}-fold cross-validation + holdout", "scores": scores}
+    kind = choose_candidate(selection["scores"])
+    if kind != PRIOR_MODEL:
         quantiles, schema, quantile_rounds = _fit_models(
             featurizer,
             rows,
@@ -427,16 +574,19 @@ def fit_predictor(
             kind=kind,
             objectives=(1, 2),
             validation=is_val,
-            prior=prior,
+            **refits[kind],
         )
-        fitted, rounds = {**plain, **quantiles}, {**plain_rounds, **quantile_rounds}
-        predicted = plain_predicted.latency_ms
+        median, median_rounds = medians[kind]
+        fitted, rounds = {**median, **quantiles}, {**median_rounds, **quantile_rounds}
+        predicted = held[kind]
     models = (fitted[0], fitted[1], fitted[2])
-
     hold_freqs = freqs[is_hold]
     metrics: dict[str, Any] = accuracy_metrics(hold_measured, predicted)
     metrics["serving"] = kind
     metrics["candidates"] = candidates
+    metrics["selection"] = selection
+    if transfer is not None:
+        metrics["transfer"] = {**transfer, "serving": kind == TRANSFER_MODEL}
     metrics["per_frequency"] = {
         str(int(f)): accuracy_metrics(hold_measured[hold_freqs == f], predicted[hold_freqs == f])
         for f in np.unique(hold_freqs)
@@ -473,9 +623,7 @@ def fit_predictor(
             merged,
             kind=kind,
             rounds=[rounds[i] for i in range(3)],
-            kernel_terms=schema["prior"].get("kernel_terms"),
-            prior=prior if kind == PLAIN_MODEL else None,
-            condition_priors=schema["prior"].get("group_kernel_terms", {}),
+            **refits[kind],
         )
         models = (refitted[0], refitted[1], refitted[2])
         metrics["refit_rows"] = len(rows)
@@ -494,4 +642,5 @@ def fit_predictor(
         train_config_hashes=train_h,
         validation_config_hashes=val_h,
         holdout_config_hashes=hold_h,
+        peers=list(peers) if kind == TRANSFER_MODEL else [],
     )

@@ -52,6 +52,8 @@ class Recorder:
             return httpx.Response(202, json={"id": 11, "family": body["family"], "spec": body})
         if request.url.path == "/v1/devices/3":
             return httpx.Response(200, json=DEVICE)
+        if request.url.path == "/v1/predictors":
+            return httpx.Response(202, json={"id": 5, **body, "transfer": {"peers": [{"device_id": 4}]}})
         return httpx.Response(404, json={"title": "Not Found", "detail": request.url.path})
 
 
@@ -83,6 +85,17 @@ def test_predict_names_the_unit_and_precision() -> None:
     # Without them the body is what it was: the server's default unit at fp32.
     _, _, plain, _ = _both("predict", 3, "sr_block", CONFIGS, frequency_khz=2_000_000)
     assert "unit" not in plain[0][2] and "precision" not in plain[0][2]
+
+
+def test_a_training_may_ask_for_peers() -> None:
+    predictor, twin, sent, twin_sent = _both("train_predictor", "sr_block", 3, transfer={"peers": "all"})
+    assert sent == twin_sent
+    [(method, path, body)] = sent
+    assert (method, path) == ("POST", "/v1/predictors") and body["transfer"] == {"peers": "all"}
+    assert predictor.transfer == twin.transfer == {"peers": [{"device_id": 4}]}
+    # Without it the body is what it was.
+    _, _, plain, _ = _both("train_predictor", "sr_block", 3)
+    assert "transfer" not in plain[0][2]
 
 
 def test_jobs_carry_unit_precision_benchmark_accelerator_and_layer_profile() -> None:

@@ -293,6 +293,33 @@ def test_peers_with_active_predictors_shape_the_picks(
     assert guided.configs != alone.configs
 
 
+def test_each_round_trains_a_transfer_predictor_over_the_peers_it_can_use(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    make_device: Callable[..., int],
+    drive: Drive,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    # Two peers measured on the campaign's unit (the fastest cluster, big) and one on the little cluster
+    # only: its predictions still guide the picks, but a transfer training on big cannot learn from it.
+    peers = []
+    for i, unit in enumerate(("big", "big", "little")):
+        peer = make_device(f"peer-{i}")
+        rows = synthetic_rows(20, seed=10 + i)
+        insert_rows(drive.session, peer, dataclasses.replace(rows, clusters=[unit] * len(rows)))
+        activate_predictor(drive.session, train_now(session_factory, settings, peer).id)
+        peers.append(peer)
+    started = _start(client, admin_headers, make_device("new-phone"), target_accuracy=0.9)
+    drive.run(started["id"])
+    trained = [r for r in drive.rounds(started["id"]) if r.predictor_id is not None]
+    assert trained and all(r.peers == peers for r in trained)
+    for r in trained:
+        predictor = drive.session.get(Predictor, r.predictor_id, populate_existing=True)
+        assert predictor is not None and predictor.status.value == "ready" and predictor.transfer is not None
+        assert [p["device_id"] for p in predictor.transfer["peers"]] == peers[:2]
+
+
 # -- minutes and failures -------------------------------------------------------------------------------
 def test_minutes_spent_mid_round_cancel_its_job_and_end_the_campaign(
     client: TestClient, admin_headers: dict[str, str], make_device: Callable[..., int], drive: Drive
