@@ -34,6 +34,14 @@ class TrainParams(BaseModel):
     kernel_prior: bool | None = Field(
         None, description="prior as per-kernel-shape costs (default true); false: FLOPs/bytes/layers terms"
     )
+    selection: Literal["auto", "cv", "holdout"] | None = Field(
+        None,
+        description=(
+            'how the serving candidate is chosen: "holdout"; "cv" (below 200 configs, 5-fold out-of-fold '
+            'predictions pooled with the holdout); "auto" (default): "cv" for a transfer training, else '
+            '"holdout"'
+        ),
+    )
 
     def overrides(self) -> dict[str, Any]:
         """Only the parameters given."""

@@ -32,8 +32,9 @@ Recipe (why each step):
 - with peers (`fit_predictor(..., peers=...)`, transfer.py) a third candidate, the transfer trees over the
   features and the peers' predicted log latencies, is fitted on the same split; `metrics["transfer"]` names
   the peers (device, predictor id, version) and the margin it chose;
-- which candidate serves: the holdout's figures decide, except with fewer than `CV_BELOW_CONFIGS` configs,
-  where a 10-config holdout is too noisy to choose on: then each candidate's median model is grown again
+- which candidate serves: the holdout's figures decide, except in a transfer training (or with `selection:
+  "cv"`) with fewer than `CV_BELOW_CONFIGS` configs, where a 10-config holdout is too noisy to choose on
+  between the device's own models and the peers': then each candidate's median model is grown again
   (same rounds, same prior choices) on `CV_FOLDS` folds of the training and validation configs, and its
   out-of-fold predictions, pooled with its holdout predictions, decide (`metrics["selection"]`);
 - metrics on the holdout configs: RMSE (ms), MAPE, share within ±5 / ±10 %, Spearman ρ, also per frequency.
@@ -97,6 +98,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "holdout_fraction": 0.2,
     "validation_fraction": 0.15,
     "seed": 0,
+    # How the serving candidate is chosen: "holdout"; "cv" (below `CV_BELOW_CONFIGS` configs, k-fold out-of-
+    # fold predictions pooled with the holdout's); "auto": "cv" for a transfer training, else "holdout" —
+    # the folds grow every candidate's median model five times more, 2-3x the time of a small training,
+    # which buys little where the two candidates are the device's own prior and plain trees.
+    "selection": "auto",
 }
 
 #: Threads of one XGBoost fit (see `_xgb_params`).
@@ -549,7 +555,8 @@ def fit_predictor(
         refits[TRANSFER_MODEL] = {**refits[PRIOR_MODEL], "peer_logs": peer_logs, "transfer": transfer}
 
     selection: dict[str, Any] = {"by": "holdout", "scores": candidates}
-    if len(train_h) + len(val_h) + len(hold_h) < CV_BELOW_CONFIGS:
+    by_folds = merged["selection"] == "cv" or (merged["selection"] == "auto" and TRANSFER_MODEL in candidates)
+    if by_folds and len(train_h) + len(val_h) + len(hold_h) < CV_BELOW_CONFIGS:
         scores = _cross_validated(
             featurizer,
             rows,

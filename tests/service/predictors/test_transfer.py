@@ -155,6 +155,30 @@ def test_an_uninformative_peer_never_serves_when_it_lost(peer_result: TrainingRe
         assert result.peers == [] and result.metrics["transfer"]["serving"] is False
 
 
+def test_selection_is_by_folds_for_a_transfer_training_and_by_the_holdout_otherwise(
+    peer_result: TrainingResult,
+) -> None:
+    peer = load_peer(7, 70, 1, peer_result.feature_schema, peer_result.model)
+    rows = synthetic_rows(30, seed=5)
+    by = {
+        name: fit_predictor(rows, {**FAST_PARAMS, **params}, min_rows=1, peers=peers).metrics["selection"][
+            "by"
+        ]
+        for name, params, peers in (
+            ("own, auto", {}, []),
+            ("transfer, auto", {}, [peer]),
+            ("own, cv", {"selection": "cv"}, []),
+            ("transfer, holdout", {"selection": "holdout"}, [peer]),
+        )
+    }
+    assert by == {
+        "own, auto": "holdout",
+        "transfer, auto": "5-fold cross-validation + holdout",
+        "own, cv": "5-fold cross-validation + holdout",
+        "transfer, holdout": "holdout",
+    }
+
+
 def test_choose_candidate_keeps_the_prior_on_ties_and_never_takes_a_loser() -> None:
     good = {"within_10": 0.9, "mape": 3.0}
     worse = {"within_10": 0.8, "mape": 2.0}
