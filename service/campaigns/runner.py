@@ -419,9 +419,8 @@ def peer_log_predictions(
     for predictor in predictors:
         try:
             model = load_latency_model(session, predictor.id)
-            top_mhz = float(model.high[model.featurizer.names.index("frequency_mhz")])
             unit = campaign.unit if campaign.unit in model.featurizer.clusters else None
-            result = model.predict(configs, [max(1, round(top_mhz * 1000))], cluster=unit)
+            result = model.predict(configs, [max(1, round(model.top_frequency_khz))], cluster=unit)
         except (FeatureError, UnseenConditionError, ValueError, KeyError) as exc:
             _log.info("campaign %s: peer predictor %s skipped (%s)", campaign.id, predictor.id, exc)
             continue

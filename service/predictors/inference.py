@@ -240,12 +240,14 @@ class LatencyModel:
 
     def predict_matrix(self, x: np.ndarray, peer_logs: np.ndarray | None = None) -> Predictions:
         """Predict featurised rows (a transfer model also takes its peers' log latencies of the rows)."""
-        margin = self.margins(x, peer_logs)
         if self.transfer is not None:
             assert peer_logs is not None and self.prior is not None
+            # The own prior feeds both the margin and the trees' inputs: computed once.
             own = self.physics.log_ms(x, self.prior, self.group_priors)
+            margin = transfer_margin(self.transfer, own, peer_logs)
             trees_in = transfer_inputs(x, own, peer_logs)
         else:
+            margin = self.margins(x)
             trees_in = x if self.columns is None else x[:, self.columns]
         if self.forest is not None:
             log_mean, log_p10, log_p90 = self.forest.predict(trees_in, margin)
