@@ -572,6 +572,19 @@ class JsonConfigs(Sequence[Any]):
             batch._decoded[i] = pydantic_core.from_json(texts[i])
         return batch
 
+    @classmethod
+    def concat(cls, batches: Sequence[JsonConfigs]) -> JsonConfigs:
+        """One batch holding every batch's configs in order, with what each had decoded (same family)."""
+        joined = cls(batches[0].family, [text for b in batches for text in b.texts])
+        offset = 0
+        for b in batches:
+            if b.family != joined.family:
+                raise ValueError(f"cannot join {b.family} configs to {joined.family} ones")
+            joined.structs.update((offset + i, s) for i, s in b.structs.items())
+            joined._decoded.update((offset + i, d) for i, d in b._decoded.items())
+            offset += len(b.texts)
+        return joined
+
     def __len__(self) -> int:
         return len(self.texts)
 

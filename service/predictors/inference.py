@@ -55,6 +55,15 @@ class Predictions:
     p90_ms: np.ndarray
     extrapolated: np.ndarray
 
+    def rows(self, start: int, stop: int) -> Predictions:
+        """Rows `start` to `stop` (views, no copy)."""
+        return Predictions(
+            self.latency_ms[start:stop],
+            self.p10_ms[start:stop],
+            self.p90_ms[start:stop],
+            self.extrapolated[start:stop],
+        )
+
     def to_json(self, predictor_id: int) -> bytes:
         """The `/v1/predict` answer `{predictor_id, predictions: [...]}` as JSON bytes (one encoder call).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
@@ -15,7 +16,7 @@ from service.auth.models import Scope
 from service.bounds import Cursor, PathId, Text
 from service.deps import ProfileAccess, ReadAccess, SessionDep, SettingsDep, current_principal, require_scope
 from service.pagination import Page
-from service.predictors import service
+from service.predictors import coalesce, service
 from service.predictors.deps import RegistryDep, registry_of
 from service.predictors.features import JsonConfigs
 from service.predictors.nesting import MAX_NESTING, too_deep
@@ -246,6 +247,31 @@ async def predict(request: Request) -> Response:
 #: larger ones in a worker thread, so a 10⁵-prediction request does not hold up the process's other
 #: connections for a second.
 INLINE_BODY_BYTES = 2 * 1024 * 1024
+
+
+def answer_predicts(requests: Sequence[tuple[Request, bytes]]) -> list[Response | None]:
+    """Answers to predict requests that arrived together (`coalesce.predict_together`: one model call per
+    group asking the same question). None for a request this cannot answer — its token, body or
+    prediction failed — which the caller hands to the full application, whose route gives the error."""
+    first = requests[0][0]
+    settings = first.app.state.settings
+    answered: list[int] = []
+    bodies: list[PredictRequest] = []
+    with first.app.state.sessionmaker() as session:
+        for k, (request, data) in enumerate(requests):
+            try:
+                _PREDICT_ACCESS(current_principal(request, session), settings)
+                bodies.append(parse_predict_body(data))
+            except Exception:  # answered by the full application, error response and all
+                continue
+            answered.append(k)
+        answers = coalesce.predict_together(session, registry_of(first), bodies, settings)
+    responses: list[Response | None] = [None] * len(requests)
+    for k, answer in zip(answered, answers, strict=True):
+        if not isinstance(answer, Exception):
+            predictor_id, predictions = answer
+            responses[k] = Response(predictions.to_json(predictor_id), media_type="application/json")
+    return responses
 
 
 def answer_predict(request: Request, data: bytes) -> Response:

@@ -35,7 +35,7 @@ def test_a_predict_is_answered_without_the_router_and_counted_under_its_route(
         raise RuntimeError("not answered here")
 
     with monkeypatch.context() as patched:  # the fast path gives up: the router answers
-        patched.setattr(fast_path, "answer_predict", fails)
+        patched.setattr(fast_path, "answer_predicts", fails)
         through_router = client.post("/v1/predict", json=body, headers=headers)
     assert through_router.status_code == 200, through_router.text
     with monkeypatch.context() as patched:  # the router's endpoint would fail: the fast path answers
