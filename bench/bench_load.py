@@ -13,7 +13,9 @@ featurise 100 new configs, three models, JSON answer; no HTTP), and from it the 
 cores ÷ service time; and the service time of one request over HTTP (the server's CPU per request with
 one worker and one client: the same work plus the framework, the token check and the socket writes),
 from which the ceiling the load levels are held to, min(workers, cores − the load generator's cores) ÷
-that service time.
+that service time. Both ceilings are of requests answered one at a time: a server process answers the
+requests it reads in one event-loop turn with one model call (`service/predictors/coalesce.py`), so with
+many clients a request costs less than alone and the levels may pass both (server CPU/req shows it).
 
     .venv/bin/python bench/bench_load.py [--seconds 6] [--max-requests 3000] [--rounds 3]
 
@@ -244,7 +246,8 @@ def main() -> None:
     )
     print(
         "server CPU/req: CPU seconds of all server processes over the level ÷ requests: what a request costs,"
-        " whatever share of the cores the other tenants of the machine left us"
+        " whatever share of the cores the other tenants of the machine left us; below the one-client figure"
+        " where concurrent requests were answered together (one model call per event-loop turn)"
     )
 
 

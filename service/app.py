@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
 
     app.openapi = openapi  # type: ignore[method-assign]
     predict_route = next(r for r in predictors_router.routes if getattr(r, "path", None) == PREDICT_PATH)
-    app.add_middleware(PredictFastPath, route=predict_route)  # innermost: inside the size limit and metrics
+    # Innermost: inside the size limit and the metrics.
+    app.add_middleware(PredictFastPath, route=predict_route, metrics=app.state.metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(operations.MetricsMiddleware, metrics=app.state.metrics)
     return app

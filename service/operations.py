@@ -37,6 +37,12 @@ class RequestMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.predict_turns = Histogram(
+            "latfarm_predict_requests_per_turn",
+            "POST /v1/predict requests answered together in one event-loop turn (fast path, coalesce.py)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.registry.register(FeatureCacheCollector())
 
 

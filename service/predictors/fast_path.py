@@ -27,15 +27,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.operations import RequestMetrics
 from service.predictors.routes import INLINE_BODY_BYTES, PREDICT_PATH, answer_predicts
 
 
 class PredictFastPath:
-    """ASGI middleware answering `POST /v1/predict` (see the module's protocol); `route` labels metrics."""
+    """ASGI middleware answering `POST /v1/predict` (see the module's protocol); `route` labels metrics,
+    `metrics` counts the requests each loop turn answers together."""
 
-    def __init__(self, app: ASGIApp, route: Any) -> None:
+    def __init__(self, app: ASGIApp, route: Any, metrics: RequestMetrics) -> None:
         self.app = app
         self.route = route
+        self.metrics = metrics
         #: Requests read this loop turn, waiting for the flush (`_flush`) to answer them together.
         self._queued: list[tuple[Request, bytes, asyncio.Future[Response | None]]] = []
 
@@ -75,6 +78,7 @@ class PredictFastPath:
 
     def _flush(self) -> None:
         queued, self._queued = self._queued, []
+        self.metrics.predict_turns.observe(len(queued))
         try:
             responses = answer_predicts([(request, body) for request, body, _ in queued])
         except Exception:  # every one of them is answered by the full application

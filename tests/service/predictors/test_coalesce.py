@@ -203,3 +203,7 @@ def test_concurrent_http_requests_are_answered_together_each_with_its_own_answer
     assert calls[0] == 6 + 6 + 2 + 8  # the four with a token and a predictor, in one call first
     errors = json.loads(together[3][1])["errors"]
     assert ["body", "configs", 1, "widths"] in [e["loc"] for e in errors]
+    # /metrics: one turn answered all six, then six turns one each.
+    registry = app.state.metrics.registry
+    assert registry.get_sample_value("latfarm_predict_requests_per_turn_count") == 7
+    assert registry.get_sample_value("latfarm_predict_requests_per_turn_sum") == 12
