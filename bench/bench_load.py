@@ -17,7 +17,7 @@ that service time. Both ceilings are of requests answered one at a time: a serve
 requests it reads in one event-loop turn with one model call (`service/predictors/coalesce.py`), so with
 many clients a request costs less than alone and the levels may pass both (server CPU/req shows it).
 
-    .venv/bin/python bench/bench_load.py [--seconds 6] [--max-requests 3000] [--rounds 3]
+    .venv/bin/python bench/bench_load.py [--seconds 6] [--max-requests 10000] [--rounds 3]
 
 Targets: throughput at 50 clients ≥ at 20 and close to cores ÷ service time; p99 ≤ 3 × p50; 0 errors.
 """
@@ -161,7 +161,7 @@ def service_time_ms(settings: Settings, predictor_id: int, bodies: list[bytes]) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="longest run of one level")
-    parser.add_argument("--max-requests", type=int, default=3000, help="most requests of one level")
+    parser.add_argument("--max-requests", type=int, default=10000, help="most requests of one level")
     parser.add_argument("--rounds", type=int, default=3, help="turns each level takes")
     parser.add_argument("--train-configs", type=int, default=300)
     args = parser.parse_args()
