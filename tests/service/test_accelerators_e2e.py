@@ -144,11 +144,13 @@ def test_gpu_and_npu_jobs_run_pinned_store_layers_and_train(
 
     # The lowest GPU clock is slower than the highest, and half precision faster than single.
     median = {(m.precision, m.config_hash, m.frequency_khz): m.median_ms for m in gpu32 + gpu16}
-    slow_over_fast = [
-        median[("fp32", h, gpu_clocks[0])] / median[("fp32", h, gpu_clocks[1])]
-        for h in {m.config_hash for m in gpu32}
-    ]
-    assert statistics.median(slow_over_fast) > 1.5
+    # Over the whole set of blocks: per block the ratio is bimodal (small blocks are bound by the launch
+    # cost and the memory bus, whose clocks the GPU's does not move: 0.8–1.5 on the host's noise; the
+    # others 2.4–3.1), so the median of the ratios fell on either side of the gap from run to run.
+    hashes = {m.config_hash for m in gpu32}
+    slow = sum(median[("fp32", h, gpu_clocks[0])] for h in hashes)
+    fast = sum(median[("fp32", h, gpu_clocks[1])] for h in hashes)
+    assert slow / fast > 1.5, (slow, fast)
     fp16_over_fp32 = [median[("fp16", h, f)] / median[("fp32", h, f)] for (p, h, f) in median if p == "fp32"]
     assert statistics.median(fp16_over_fp32) < 0.9, sorted(fp16_over_fp32)
 
