@@ -53,7 +53,7 @@ def predict_together(
             else:
                 start = 0
                 for i in group:
-                    stop = start + len(requests[i].configs) * len(requests[i].frequencies)
+                    stop = start + _predictions(requests[i])
                     answers[i] = (predictor_id, predictions.rows(start, stop))
                     start = stop
                 continue
@@ -65,6 +65,11 @@ def predict_together(
     done = [answer for answer in answers if answer is not None]
     assert len(done) == len(requests)  # every request is in exactly one group
     return done
+
+
+def _predictions(request: PredictRequest) -> int:
+    """Rows a request's answer holds: every config at every frequency."""
+    return len(request.configs) * len(request.frequencies)
 
 
 def _texts(request: PredictRequest) -> JsonConfigs:
@@ -93,7 +98,7 @@ def _groups(requests: Sequence[PredictRequest], max_predictions: int) -> list[li
     open_groups: dict[Hashable, tuple[list[int], int]] = {}
     for i, request in enumerate(requests):
         key = _key(request)
-        size = len(request.configs) * len(request.frequencies)
+        size = _predictions(request)
         if key is None:
             groups.append([i])
             continue

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from service.auth.models import Scope
 from service.bounds import Cursor, PathId, Text
@@ -19,6 +20,7 @@ from service.pagination import Page
 from service.predictors import coalesce, service
 from service.predictors.deps import RegistryDep, registry_of
 from service.predictors.features import JsonConfigs
+from service.predictors.inference import Predictions
 from service.predictors.nesting import MAX_NESTING, too_deep
 from service.predictors.schemas import PredictorCreate, PredictorOut, PredictRequest, PredictResponse
 from service.problems import InvalidInputError, problem_responses
@@ -260,8 +262,7 @@ def answer_predicts(requests: Sequence[tuple[Request, bytes]]) -> list[Response 
     with first.app.state.sessionmaker() as session:
         for k, (request, data) in enumerate(requests):
             try:
-                _PREDICT_ACCESS(current_principal(request, session), settings)
-                bodies.append(parse_predict_body(data))
+                bodies.append(_checked_body(request, session, data))
             except Exception:  # answered by the full application, error response and all
                 continue
             answered.append(k)
@@ -269,8 +270,7 @@ def answer_predicts(requests: Sequence[tuple[Request, bytes]]) -> list[Response 
     responses: list[Response | None] = [None] * len(requests)
     for k, answer in zip(answered, answers, strict=True):
         if not isinstance(answer, Exception):
-            predictor_id, predictions = answer
-            responses[k] = Response(predictions.to_json(predictor_id), media_type="application/json")
+            responses[k] = _json_answer(*answer)
     return responses
 
 
@@ -278,9 +278,18 @@ def answer_predict(request: Request, data: bytes) -> Response:
     """The whole answer to a predict body: access, validation, prediction, JSON (or a `LatfarmError`)."""
     settings = request.app.state.settings
     with request.app.state.sessionmaker() as session:
-        # Access first, as the dependency order would: a caller without a token gets 401/403, never 422.
-        _PREDICT_ACCESS(current_principal(request, session), settings)
-        body = parse_predict_body(data)
-        predictor_id, result = service.predict(session, registry_of(request), body, settings)
+        body = _checked_body(request, session, data)
+        answer = service.predict(session, registry_of(request), body, settings)
+    return _json_answer(*answer)
+
+
+def _checked_body(request: Request, session: Session, data: bytes) -> PredictRequest:
+    """The body of a caller allowed to predict (raises the `LatfarmError` or validation error otherwise)."""
+    # Access first, as the dependency order would: a caller without a token gets 401/403, never 422.
+    _PREDICT_ACCESS(current_principal(request, session), request.app.state.settings)
+    return parse_predict_body(data)
+
+
+def _json_answer(predictor_id: int, predictions: Predictions) -> Response:
     # Serialised directly: re-validating 10⁵ rows through the response model would cost more than predicting.
-    return Response(result.to_json(predictor_id), media_type="application/json")
+    return Response(predictions.to_json(predictor_id), media_type="application/json")
