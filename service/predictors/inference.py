@@ -41,9 +41,11 @@ PLAIN_MODEL = "plain_xgboost"
 #: Trees over the features and the peers' predicted log latencies (transfer.py).
 TRANSFER_MODEL = "transfer_xgboost"
 MODEL_KINDS = (PRIOR_MODEL, PLAIN_MODEL, TRANSFER_MODEL)
-#: Where a transfer model's margin comes from: the device's own physics prior, or the peers' predictions.
+#: Where a transfer model's margin comes from: the device's own physics prior, the peers' predictions, or
+#: one ridge-linear map of both (what trainings fit now; the other two are read from older predictors).
 MARGIN_PRIOR = "prior"
 MARGIN_PEERS = "peers"
+MARGIN_STACKED = "stacked"
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,14 @@ def transfer_inputs(x: np.ndarray, own_margin: np.ndarray, peer_logs: np.ndarray
 
 
 def transfer_margin(entry: Mapping[str, Any], own_margin: np.ndarray, peer_logs: np.ndarray) -> np.ndarray:
-    """The transfer model's log margin per row: the own prior's, or intercept + peers' logs · weights."""
+    """The transfer model's log margin per row: the own prior's; intercept + peers' logs · weights; or, when
+    stacked, intercept + own prior · weight + peers' logs · weights."""
     if entry["margin"] == MARGIN_PRIOR:
         return own_margin.astype(np.float32)
+    if entry["margin"] == MARGIN_STACKED:
+        stacked = np.asarray(entry["stacked_coefficients"], dtype=np.float64)
+        both: np.ndarray = stacked[0] + stacked[1] * own_margin + peer_logs @ stacked[2:]
+        return both.astype(np.float32)
     coefficients = np.asarray(entry["peer_coefficients"], dtype=np.float64)
     mapped: np.ndarray = coefficients[0] + peer_logs @ coefficients[1:]
     return mapped.astype(np.float32)

@@ -77,7 +77,7 @@ from service.predictors.prior import (
     fit_prior_choosing_kernel_terms,
     prior_entry,
 )
-from service.predictors.transfer import choose_margin
+from service.predictors.transfer import fit_margin
 
 #: Defaults of `params`; a request may override any of them.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -330,7 +330,7 @@ def _fit_models(
     elif kind == TRANSFER_MODEL:
         assert peer_logs is not None and transfer is not None
         own = physics.log_ms(x, prior, groups)
-        served |= {**transfer, **choose_margin(y, own, peer_logs, fit, validation, transfer.get("margin"))}
+        served |= {**transfer, **fit_margin(y, own, peer_logs, fit)}
         trees_in = transfer_inputs(x, own, peer_logs)
         margin = transfer_margin(served, own, peer_logs)
     else:

@@ -8,9 +8,9 @@ fitted on the same split as the physics-prior and plain candidates:
   row's frequency mapped to the same fraction of the peer's top trained clock (`peer_frequency_khz`),
   on the row's unit and precision where the peer knows them, else the peer's defaults — and each peer's log
   latency less the device's own prior;
-- base margin: the better, on the validation rows (median absolute log error), of the device's own physics
-  prior and a ridge-linear map of the peers' log latencies (`choose_margin`): the peers carry the shape of
-  the cost surface, the device's few measurements its scale;
+- base margin: one ridge-linear map of the device's own physics prior and the peers' log latencies
+  (`fit_margin`; predictors trained before it keep the choice they made between the two): the peers carry
+  the shape of the cost surface, the device's few measurements its scale;
 - it serves only where the run's selection (holdout, or cross-validation when configs are few) says it
   beats both other candidates; on real phones whose GPUs differ in kind it often does not.
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from service.predictors.inference import MARGIN_PEERS, MARGIN_PRIOR, LatencyModel, PeerModel
+from service.predictors.inference import MARGIN_STACKED, LatencyModel, PeerModel
 
 MAGIC = b"LFPEERS1"
 #: Ridge penalty of the linear map from the peers' log latencies (keeps 2–3 near-collinear peers tame).
@@ -54,7 +54,8 @@ def load_peer(
 
 
 def fit_peer_map(y: np.ndarray, peer_logs: np.ndarray, fit: np.ndarray) -> list[float]:
-    """Intercept and weights of log latency ≈ a + Σ b_p · peer_p on the fitted rows (ridge)."""
+    """Intercept and weights of log latency ≈ a + Σ b_p · column_p on the fitted rows (ridge): the columns are
+    the peers' log latencies, and for the stacked margin the own prior's before them."""
     a = peer_logs[fit]
     mean_a, mean_y = a.mean(axis=0), float(y[fit].mean())
     centred = a - mean_a
@@ -63,25 +64,19 @@ def fit_peer_map(y: np.ndarray, peer_logs: np.ndarray, fit: np.ndarray) -> list[
     return [float(mean_y - mean_a @ weights), *map(float, weights)]
 
 
-def choose_margin(
-    y: np.ndarray,
-    own_margin: np.ndarray,
-    peer_logs: np.ndarray,
-    fit: np.ndarray,
-    validation: np.ndarray | None,
-    given: str | None = None,
+def fit_margin(
+    y: np.ndarray, own_margin: np.ndarray, peer_logs: np.ndarray, fit: np.ndarray
 ) -> dict[str, Any]:
-    """The transfer model's margin entry: the linear peer map fitted on `fit`, and which margin serves —
-    `given`, or the one of lower median absolute log error on the `validation` rows."""
-    coefficients = fit_peer_map(y, peer_logs, fit)
-    margin = given
-    if margin is None:
-        assert validation is not None
-        mapped = coefficients[0] + peer_logs @ np.asarray(coefficients[1:])
-        own_error = float(np.median(np.abs(own_margin[validation] - y[validation])))
-        peer_error = float(np.median(np.abs(mapped[validation] - y[validation])))
-        margin = MARGIN_PEERS if peer_error < own_error else MARGIN_PRIOR
-    return {"margin": margin, "peer_coefficients": coefficients}
+    """The transfer model's margin entry: log latency ≈ a + w · own prior + Σ b_p · peer_p, one ridge fit on
+    the `fit` rows (`MARGIN_STACKED`).
+
+    Why one map of both, not a choice between them: a choice made on the few validation rows of a small
+    training flips from seed to seed (the own prior on one, the peers' map on the next, each losing a few
+    points where the other was right), while the stacked map weighs the two on every fitted row and is
+    never worse in-sample than either.
+    """
+    coefficients = fit_peer_map(y, np.column_stack([own_margin, peer_logs]), fit)
+    return {"margin": MARGIN_STACKED, "stacked_coefficients": coefficients}
 
 
 def pack_peers(peers: Sequence[PeerModel]) -> bytes:

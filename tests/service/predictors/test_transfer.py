@@ -20,11 +20,15 @@ from sqlalchemy.orm import Session
 
 from service.deps import TOKEN_COOKIE
 from service.predictors.inference import (
+    MARGIN_PEERS,
+    MARGIN_PRIOR,
+    MARGIN_STACKED,
     PLAIN_MODEL,
     PRIOR_MODEL,
     TRANSFER_MODEL,
     LatencyModel,
     peer_frequency_khz,
+    transfer_margin,
 )
 from service.predictors.snapshot import Snapshot, SnapshotError, seal_manifest
 from service.predictors.training import (
@@ -34,7 +38,14 @@ from service.predictors.training import (
     choose_candidate,
     fit_predictor,
 )
-from service.predictors.transfer import PeerBlobError, load_peer, pack_peers, unpack_peers
+from service.predictors.transfer import (
+    PeerBlobError,
+    fit_margin,
+    fit_peer_map,
+    load_peer,
+    pack_peers,
+    unpack_peers,
+)
 from tests.service.predictors.archives import members as _members
 from tests.service.predictors.archives import pack as _pack
 from tests.service.predictors.synthetic import (
@@ -195,6 +206,31 @@ def test_choose_candidate_keeps_the_prior_on_ties_and_never_takes_a_loser() -> N
 def test_peer_frequency_is_the_same_fraction_of_the_peer_top_clock() -> None:
     mapped = peer_frequency_khz(np.array([1_000_000.0, 2_000_000.0]), 2_000_000.0, 3_000_000.0)
     assert mapped.tolist() == [1_500_000.0, 3_000_000.0]
+
+
+def test_the_stacked_margin_fits_prior_and_peers_at_once_and_older_margins_still_read() -> None:
+    """The margin is one ridge map of the own prior and the peers (never worse on its fitted rows than
+    either alone); the two margins older predictors chose between still predict as they did."""
+    rng = np.random.default_rng(3)
+    n = 120
+    own = rng.normal(0.0, 1.0, n)
+    peers = np.column_stack([rng.normal(0.0, 1.0, n), rng.normal(0.0, 1.0, n)])
+    # Truth: half the prior, half the first peer; neither alone explains it.
+    y = 0.2 + 0.5 * own + 0.5 * peers[:, 0] + rng.normal(0.0, 0.02, n)
+    fit = np.ones(n, dtype=bool)
+    entry = fit_margin(y, own, peers, fit)
+    assert entry["margin"] == MARGIN_STACKED
+    a, w_own, *w_peers = entry["stacked_coefficients"]
+    assert a == pytest.approx(0.2, abs=0.02) and w_own == pytest.approx(0.5, abs=0.02)
+    assert w_peers == pytest.approx([0.5, 0.0], abs=0.02)
+    stacked = transfer_margin(entry, own, peers)
+    peers_only = transfer_margin(
+        {"margin": MARGIN_PEERS, "peer_coefficients": fit_peer_map(y, peers, fit)}, own, peers
+    )
+    prior_only = transfer_margin({"margin": MARGIN_PRIOR}, own, peers)
+    errors = [float(np.mean((m - y) ** 2)) for m in (stacked, peers_only, prior_only)]
+    assert errors[0] < 0.01 < min(errors[1:])
+    assert prior_only == pytest.approx(own.astype(np.float32))
 
 
 def test_packed_peers_round_trip_and_refuse_tampering(peer_result: TrainingResult) -> None:
