@@ -22,8 +22,12 @@ from the rest; both predictors see the same rows and are scored on the same held
     times themselves moved by ±30 % between two profiles on this loaded host), and every profile prices the
     run with the virtual phone's own `microarch.RunPricer` at ρ = 1, times a seeded 1 % log-normal run noise.
 
+`--measured-peers` (real data only) gives each peer its own measurements of the configs it measured in
+place of its predictions: no peer model can be better informed, so what transfer reaches with them bounds
+what it can reach from these phones.
+
 Run (niced on a shared machine; ~15 minutes):
-`nice -n 19 .venv/bin/python bench/bench_transfer.py [--seeds 0 1] [--only real|virtual]`
+`nice -n 19 .venv/bin/python bench/bench_transfer.py [--seeds 0 1] [--only real|virtual] [--measured-peers]`
 """
 
 from __future__ import annotations
@@ -111,6 +115,34 @@ def served(result: TrainingResult) -> LatencyModel:
 
 def as_peer(phone_index: int, result: TrainingResult) -> PeerModel:
     return load_peer(phone_index + 1, 1000 + phone_index, 1, result.feature_schema, result.model)
+
+
+class MeasuredPeerModel(LatencyModel):
+    """A peer that answers a config it measured with its measurement (at its one clock), not its prediction:
+    the best any peer model could do, so transfer with it bounds what transfer from these phones can reach.
+    Configs are recognised by their feature row (distinct shapes give distinct rows)."""
+
+    def __init__(self, result: TrainingResult, phone: Phone) -> None:
+        super().__init__(result.feature_schema, result.model, result.model, result.model)
+        (ms,) = phone.ms.values()  # real phones: one clock
+        rows = self.featurizer.config_rows(phone.configs)
+        self.measured = {row.tobytes(): float(np.log(v)) for row, v in zip(rows, ms, strict=True)}
+
+    def log_latency_rows(
+        self,
+        config_rows: np.ndarray,
+        frequencies_khz: np.ndarray,
+        units: Sequence[str],
+        precisions: Sequence[str],
+    ) -> np.ndarray:
+        logs = super().log_latency_rows(config_rows, frequencies_khz, units, precisions)
+        for i, row in enumerate(config_rows):
+            logs[i] = self.measured.get(row.tobytes(), logs[i])
+        return logs
+
+
+def as_measured_peer(phone_index: int, result: TrainingResult, phone: Phone) -> PeerModel:
+    return PeerModel(phone_index + 1, 1000 + phone_index, 1, MeasuredPeerModel(result, phone), result.model)
 
 
 # -- (a) real GPU data -----------------------------------------------------------------------------------
@@ -264,14 +296,15 @@ def virtual_phones(cache: Path) -> list[Phone]:
 
 # -- leave one out ---------------------------------------------------------------------------------------
 def leave_one_out(
-    phones: list[Phone], seeds: Sequence[int], log: Callable[[str], None]
+    phones: list[Phone], seeds: Sequence[int], log: Callable[[str], None], *, measured_peers: bool = False
 ) -> dict[str, dict[str, dict[int, list[float]]]]:
-    """{phone: {"scratch"|"transfer": {size: [share per seed]}}}, and the serving kinds in the log."""
+    """{phone: {"scratch"|"transfer": {size: [share per seed]}}}, and the serving kinds in the log. With
+    `measured_peers` each peer answers the configs it measured with its measurements (`MeasuredPeerModel`)."""
     peers_of: list[PeerModel] = []
     for k, phone in enumerate(phones):
         t0 = time.perf_counter()
         result = fit_predictor(phone.rows(range(len(phone.configs))), min_rows=1)
-        peers_of.append(as_peer(k, result))
+        peers_of.append(as_measured_peer(k, result, phone) if measured_peers else as_peer(k, result))
         log(f"  peer {phone.name}: {len(phone.configs)} configs, {time.perf_counter() - t0:.0f} s")
     table: dict[str, dict[str, dict[int, list[float]]]] = {}
     for k, phone in enumerate(phones):
@@ -323,6 +356,11 @@ def main() -> int:
     parser.add_argument("--only", choices=["real", "virtual"])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument(
+        "--measured-peers",
+        action="store_true",
+        help="(a) only: peers answer with their own measurements where they have them (an upper bound)",
+    )
     args = parser.parse_args()
 
     def log(line: str) -> None:
@@ -337,8 +375,10 @@ def main() -> int:
         if not args.data.exists():
             print(f"\n(a) skipped: the real mobile-GPU data is not at {args.data}")
         else:
-            real = leave_one_out(real_phones(args.data), args.seeds, log)
-            print_table("(a) real mobile-GPU conv latencies, one clock per phone; sizes in configs", real)
+            real = leave_one_out(real_phones(args.data), args.seeds, log, measured_peers=args.measured_peers)
+            peers_are = "the peers' measurements" if args.measured_peers else "the peers' predictors"
+            title = "(a) real mobile-GPU conv latencies, one clock per phone; sizes in configs"
+            print_table(f"{title}; peers: {peers_are}", real)
             for name, per in real.items():
                 tr50, scr200 = mean_at(per, "transfer", 50), mean_at(per, "scratch", 200)
                 verdict = "met" if tr50 >= scr200 else "NOT met"

@@ -75,6 +75,7 @@ from service.predictors.prior import (
     PhysicsPrior,
     fit_group_priors,
     fit_prior_choosing_kernel_terms,
+    out_of_fold_log_ms,
     prior_entry,
 )
 from service.predictors.transfer import fit_margin
@@ -330,7 +331,10 @@ def _fit_models(
     elif kind == TRANSFER_MODEL:
         assert peer_logs is not None and transfer is not None
         own = physics.log_ms(x, prior, groups)
-        served |= {**transfer, **fit_margin(y, own, peer_logs, fit)}
+        # The map is fitted on the prior's out-of-fold log ms (each refit fits its own on its rows).
+        assert kept is not None  # a transfer model's prior is always fitted here
+        held_out = out_of_fold_log_ms(physics, x, measured, fit, kept, group_kernels)
+        served |= {**transfer, **fit_margin(y, held_out, peer_logs, fit)}
         trees_in = transfer_inputs(x, own, peer_logs)
         margin = transfer_margin(served, own, peer_logs)
     else:

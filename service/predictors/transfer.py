@@ -8,9 +8,9 @@ fitted on the same split as the physics-prior and plain candidates:
   row's frequency mapped to the same fraction of the peer's top trained clock (`peer_frequency_khz`),
   on the row's unit and precision where the peer knows them, else the peer's defaults — and each peer's log
   latency less the device's own prior;
-- base margin: one ridge-linear map of the device's own physics prior and the peers' log latencies
-  (`fit_margin`; predictors trained before it keep the choice they made between the two): the peers carry
-  the shape of the cost surface, the device's few measurements its scale;
+- base margin: one ridge-linear map of the device's own physics prior (out of fold) and the peers' log
+  latencies (`fit_margin`; predictors trained before it keep the choice they made between the two): the
+  peers carry the shape of the cost surface, the device's few measurements its scale;
 - it serves only where the run's selection (holdout, or cross-validation when configs are few) says it
   beats both other candidates; on real phones whose GPUs differ in kind it often does not.
 
@@ -68,12 +68,13 @@ def fit_margin(
     y: np.ndarray, own_margin: np.ndarray, peer_logs: np.ndarray, fit: np.ndarray
 ) -> dict[str, Any]:
     """The transfer model's margin entry: log latency ≈ a + w · own prior + Σ b_p · peer_p, one ridge fit on
-    the `fit` rows (`MARGIN_STACKED`).
+    the `fit` rows (`MARGIN_STACKED`). Training passes the prior's out-of-fold log ms as `own_margin`
+    (`prior.out_of_fold_log_ms`): in-sample, a prior fitted on 10 configs looks nearly exact and the map
+    would trust it far beyond what it predicts for a new config.
 
     Why one map of both, not a choice between them: a choice made on the few validation rows of a small
     training flips from seed to seed (the own prior on one, the peers' map on the next, each losing a few
-    points where the other was right), while the stacked map weighs the two on every fitted row and is
-    never worse in-sample than either.
+    points where the other was right), while the map weighs the two on every fitted row.
     """
     coefficients = fit_peer_map(y, np.column_stack([own_margin, peer_logs]), fit)
     return {"margin": MARGIN_STACKED, "stacked_coefficients": coefficients}

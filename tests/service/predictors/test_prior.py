@@ -18,7 +18,13 @@ from service.predictors.features import (
     accelerator_prior_columns,
 )
 from service.predictors.inference import LatencyModel
-from service.predictors.prior import PRIOR_TERMS, PhysicsPrior, fit_prior
+from service.predictors.prior import (
+    PRIOR_TERMS,
+    PhysicsPrior,
+    fit_prior,
+    fit_prior_choosing_kernel_terms,
+    out_of_fold_log_ms,
+)
 from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
 from service.predictors.training import (
     TrainingResult,
@@ -218,3 +224,27 @@ def test_a_kernel_shape_never_trained_on_is_flagged_extrapolated(kernel_result: 
     assert rows[0, unseen] == 0.0 and rows[1, unseen] > 0.0
     flags = model.predict([known, novel], [FREQUENCIES[0]]).extrapolated
     assert flags.tolist() == [False, True]
+
+
+def test_the_out_of_fold_prior_of_a_config_is_fitted_without_that_config() -> None:
+    """Each fitted row's out-of-fold log ms equals a prior fitted on every other fold's configs (the folds
+    group a config's frequencies), and rows outside `fit` are left at 0."""
+    configs = sample_configs(12, seed=5)
+    featurizer = Featurizer.from_schema(fit_predictor(synthetic_rows(30, seed=5), FAST_PARAMS).feature_schema)
+    x = _features(featurizer, configs, FREQUENCIES)
+    family = get_family("sr_block")
+    noise = np.random.default_rng(5).lognormal(0.0, 0.1, len(x))  # so that configs pull the fit apart
+    measured = np.array([law_ms(family.costs(c).flops, f) for c in configs for f in FREQUENCIES]) * noise
+    physics = PhysicsPrior(featurizer)
+    fit = np.ones(len(x), dtype=bool)
+    fit[-len(FREQUENCIES) :] = False  # the last config is not fitted
+    oof = out_of_fold_log_ms(physics, x, measured, fit, True, {}, folds=3)
+    assert np.all(oof[~fit] == 0.0)
+    in_sample, _ = fit_prior_choosing_kernel_terms(physics, x, measured, fit, None, True)
+    assert not np.allclose(oof[fit], physics.log_ms(x[fit], in_sample))
+    # The first config's fold: configs (in the order np.unique sorts their rows) 0, 3, 6, … of the fitted.
+    config_of = np.unique(x[:, : len(featurizer.config_names)], axis=0, return_inverse=True)[1].ravel()
+    fitted = np.unique(config_of[fit])
+    fold_rows = fit & np.isin(config_of, fitted[0::3])
+    alone, _ = fit_prior_choosing_kernel_terms(physics, x, measured, fit & ~fold_rows, None, True)
+    assert oof[fold_rows] == pytest.approx(physics.log_ms(x[fold_rows], alone))
