@@ -2,8 +2,9 @@
 
 Latency ≈ compute (FLOPs / f) + memory traffic (bytes / f, or bytes at a fixed bandwidth) + per-layer and
 per-call overheads (cycles / f, or fixed): the prior is a non-negative mix of exactly these `PRIOR_TERMS`,
-followed, when the featuriser has kernels, by each accelerator cost (version 3) and each kernel shape's
-work, over f and as it is (the extra cost of that shape beyond the generic rates). Training fits the
+followed, when the featuriser has kernels, by each accelerator cost (version 3), each CPU roofline and
+cache-spill sum (version 6) and each kernel shape's work, over f and as it is (the extra cost of that shape
+beyond the generic rates). Training fits the
 coefficients (`fit_prior`, `fit_prior_choosing_kernel_terms`) and stores them with the terms in the
 feature schema (`prior_entry`); serving reads them back (`read_prior`) and takes log(prior) as the trees'
 base margin (`PhysicsPrior.log_ms`). Everything is computed from the featurised matrix `x`, whose columns
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from service.predictors.features import Featurizer, accelerator_prior_columns
+from service.predictors.features import Featurizer, accelerator_prior_columns, cpu_prior_columns
 
 #: The generic terms (`PhysicsPrior.design` without kernels), in column order.
 PRIOR_TERMS = (
@@ -69,8 +70,10 @@ class PhysicsPrior:
         if kernels:
             first = names.index(f"kernel:{kernels[0]}")
             self._kernels = slice(first, first + len(kernels))
-        # The accelerator terms join the kernel prior only (no kernels: the generic 7-term prior, as asked).
-        accelerator = accelerator_prior_columns(featurizer.version) if kernels else ()
+        # The accelerator and CPU terms join the kernel prior only (no kernels: the generic 7-term prior, as
+        # asked); both are costs of the hardware, fitted unshrunk, unlike the per-kernel-shape terms.
+        version = featurizer.version
+        accelerator = accelerator_prior_columns(version) + cpu_prior_columns(version) if kernels else ()
         self._accelerator = [names.index(c) for c in accelerator]
         self.has_pairs = bool(kernels)
         accelerator_terms = [name for c in accelerator for name in (f"{c}/MHz", c)]
@@ -123,7 +126,7 @@ class PhysicsPrior:
         return log_ms
 
     def _paired(self, x: np.ndarray) -> np.ndarray:
-        """The accelerator then the kernel columns of `x` (float64): the terms over f and as they are."""
+        """The accelerator and CPU, then the kernel columns of `x` (float64): terms over f and as they are."""
         accelerator = (
             x[:, self._accelerator].astype(np.float64)
             if self._accelerator

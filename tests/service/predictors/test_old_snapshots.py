@@ -3,10 +3,10 @@
 
 The archives and their answers in tests/fixtures/predictor_snapshots were written by the last build of
 features version 2 (`*_v2_*`), of version 3 (`*_v3_*`), of version 4 (`*_v4_*`) and of version 5
-(`*_v5_*`; `make_fixtures.py` says how); a version-1 schema is the generic one relabelled, as predictors trained before kernel columns stored
-it. None before version 4 has precision columns: they knew fp32 only, and refuse another precision by name.
-None before version 5 has the accelerator quantisation columns (`ACCELERATOR_V5_COLUMNS`) or their prior
-terms.
+(`*_v5_*`; `make_fixtures.py` says how); a version-1 schema is the generic one relabelled, as predictors
+trained before kernel columns stored it. None before version 4 has precision columns: they knew fp32 only,
+and refuse another precision by name. None before version 5 has the accelerator quantisation columns
+(`ACCELERATOR_V5_COLUMNS`) or their prior terms; none before version 6 the CPU columns (`CPU_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.predictors.features import ACCELERATOR_V5_COLUMNS, UnseenConditionError
+from service.predictors.features import ACCELERATOR_V5_COLUMNS, CPU_COLUMNS, UnseenConditionError
 from service.predictors.inference import PRIOR_MODEL
 from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
 
@@ -104,6 +104,8 @@ def test_a_version_5_snapshot_predicts_bit_for_bit_as_its_build_did(name: str) -
     featurizer = snapshot.model.featurizer
     assert featurizer.version == 5 and featurizer.accelerator
     assert set(ACCELERATOR_V5_COLUMNS) <= set(featurizer.names)
+    assert not [n for n in featurizer.names if n in CPU_COLUMNS]
+    assert not [t for t in snapshot.model.schema["prior"]["terms"] if t.startswith("cpu:")]
     _assert_answers(snapshot, _expected(name))
 
 
