@@ -71,9 +71,11 @@ class PhysicsPrior:
             first = names.index(f"kernel:{kernels[0]}")
             self._kernels = slice(first, first + len(kernels))
         # The accelerator and CPU terms join the kernel prior only (no kernels: the generic 7-term prior, as
-        # asked); both are costs of the hardware, fitted unshrunk, unlike the per-kernel-shape terms.
+        # asked); both are costs of the hardware, fitted unshrunk, unlike the per-kernel-shape terms. The CPU
+        # terms only where a unit is a CPU (`cpu_prior_columns`).
         version = featurizer.version
-        accelerator = accelerator_prior_columns(version) + cpu_prior_columns(version) if kernels else ()
+        cpu = cpu_prior_columns(version, featurizer.clusters)
+        accelerator = accelerator_prior_columns(version) + cpu if kernels else ()
         self._accelerator = [names.index(c) for c in accelerator]
         self.has_pairs = bool(kernels)
         accelerator_terms = [name for c in accelerator for name in (f"{c}/MHz", c)]

@@ -140,6 +140,12 @@ def test_version_6_adds_the_cpu_columns_and_prior_terms_and_version_5_keeps_its_
         n for c in CPU_PRIOR_COLUMNS for n in (f"{c}/MHz", c)
     ]
     assert PhysicsPrior(v6).shrunk_from == PhysicsPrior(v5).shrunk_from + 2 * len(CPU_PRIOR_COLUMNS)
+    # An accelerator-only predictor keeps the version-5 terms (the trees still see the columns); one with a
+    # CPU unit beside the GPU has them.
+    gpu_only = Featurizer("conv", ["gpu"], kernels, version=6)
+    assert set(CPU_COLUMNS) <= set(gpu_only.names)
+    assert PhysicsPrior(gpu_only).terms == PhysicsPrior(Featurizer("conv", ["gpu"], kernels, version=5)).terms
+    assert PhysicsPrior(Featurizer("conv", ["big", "gpu"], kernels, version=6)).terms == v6_terms
     # The generic prior (no kernels) stays the 7 generic terms.
     assert (
         PhysicsPrior(Featurizer("conv", ["big"], version=6)).terms

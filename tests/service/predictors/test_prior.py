@@ -143,8 +143,9 @@ def test_kernel_prior_keeps_the_generic_terms_first_and_fits_the_known_law(
     assert terms == PhysicsPrior(model.featurizer).terms and terms[: len(PRIOR_TERMS)] == list(PRIOR_TERMS)
     # Then the accelerator terms (features version 3, then 5), the CPU terms (6), then each kernel's pair.
     version = model.featurizer.version
-    accelerator = accelerator_prior_columns(version) + cpu_prior_columns(version)
-    assert cpu_prior_columns(version) == CPU_PRIOR_COLUMNS
+    cpu = cpu_prior_columns(version, model.featurizer.clusters)
+    accelerator = accelerator_prior_columns(version) + cpu
+    assert cpu == CPU_PRIOR_COLUMNS
     assert accelerator[: len(ACCELERATOR_PRIOR_COLUMNS)] == ACCELERATOR_PRIOR_COLUMNS
     n_acc = 2 * len(accelerator)
     assert terms[len(PRIOR_TERMS) : len(PRIOR_TERMS) + n_acc : 2] == [f"{c}/MHz" for c in accelerator]
