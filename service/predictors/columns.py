@@ -43,12 +43,13 @@ CPU_ELEMENT_BYTES = 4
 #: 6): `cpu:roofline/<β>` sums max(MACs, β·W) over the layers — a layer's time when it is bound either by
 #: its MACs or by moving its working set W once, on a machine whose balance (MACs per second its kernels
 #: sustain over bytes per second its memory streams) is β. Which β binds is the device's and moves with
-#: the clock (MACs per second scale with f, the bandwidth does not), so the prior holds one rung per β over
-#: f and as it is and its fit picks the mix. Phones span this range: an in-order core with 64-bit NEON on
-#: one LPDDR3 channel sustains ~0.5–2 GMAC/s against 3.2 GB/s (β ≈ 0.2–0.6), a wide out-of-order core
-#: ~10–30 GMAC/s against ~30 GB/s (β ≈ 0.3–1), and weak kernels (depthwise, ~1 MAC per byte; element-wise
-#: layers have none and always count β·W) need the higher rungs. Steps of ×4 leave any β within ×2 of a
-#: rung. β × 4 bytes is a whole number, so the sums are exact integers.
+#: the clock (MACs per second scale with f, the bandwidth does not), so the prior holds rungs over f and
+#: as they are and its fit picks the mix (two of them, `features.PRIOR_ROOFLINE_INTENSITIES`; the trees
+#: see all). Phones span this range: an in-order core with 64-bit NEON on one LPDDR3 channel sustains
+#: ~0.5–2 GMAC/s against 3.2 GB/s (β ≈ 0.2–0.6), a wide out-of-order core ~10–30 GMAC/s against ~30 GB/s
+#: (β ≈ 0.3–1), and weak kernels (depthwise, ~1 MAC per byte; element-wise layers have none and always
+#: count β·W) need the higher rungs. Steps of ×4 leave any β within ×2 of a rung. β × 4 bytes is a whole
+#: number, so the sums are exact integers.
 ROOFLINE_INTENSITIES = (0.25, 1.0, 4.0, 16.0, 64.0)
 #: Cache sizes (bytes) of the spill ladder (features version 6): `cpu:spill/<C>` sums each layer's work
 #: times the share of its working set beyond a cache of C, max(0, 1 − C/W) — the law of a working set

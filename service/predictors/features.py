@@ -226,8 +226,19 @@ CPU_COLUMNS = (
     *(f"cpu:bytes/{k}" for k in CPU_KINDS),
 )
 
-#: Version-6 columns that join the physics prior (each over f and as it is): all of them, additive costs.
-CPU_PRIOR_COLUMNS = CPU_COLUMNS
+#: Roofline rungs of the physics prior (the trees see all five). Measured on the virtual phones' scratch
+#: trainings (bench_transfer's data, 5 phones × 3 seeds, mean within ±10 % at 10 / 20 / 50 / 200 configs
+#: per clock): all five rungs 67.5 / 80.6 / 87.8 / 93.5 %, none 70.1 / 82.0 / 87.8 / 93.7 %, β = 1 and 16
+#: 72.1 / 81.0 / 88.0 / 93.9 % — the floor binds on few layers of these CPUs (element-wise ones), and
+#: five pairs of nearly collinear terms cost the smallest trainings more than they explain.
+PRIOR_ROOFLINE_INTENSITIES = (1.0, 16.0)
+
+#: Version-6 columns that join the physics prior (each over f and as it is): additive costs — two roofline
+#: rungs, the spill ladder and the per-kind work.
+CPU_PRIOR_COLUMNS = (
+    *(f"cpu:roofline/{b:g}" for b in PRIOR_ROOFLINE_INTENSITIES),
+    *(c for c in CPU_COLUMNS if not c.startswith("cpu:roofline/")),
+)
 
 
 def cpu_prior_columns(version: int, units: Sequence[str]) -> tuple[str, ...]:
