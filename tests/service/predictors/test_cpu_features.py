@@ -20,7 +20,7 @@ from service.predictors.features import (
     discover_kernels,
 )
 from service.predictors.inference import LatencyModel
-from service.predictors.prior import PhysicsPrior
+from service.predictors.prior import CPU_KERNEL_SHRINKAGE, KERNEL_SHRINKAGE, PhysicsPrior
 from service.predictors.snapshot import Snapshot, build_snapshot
 from service.predictors.training import fit_predictor
 from tests.service.predictors.synthetic import FAST_PARAMS, FREQUENCIES, sample_configs, synthetic_rows
@@ -146,6 +146,9 @@ def test_version_6_adds_the_cpu_columns_and_prior_terms_and_version_5_keeps_its_
     assert set(CPU_COLUMNS) <= set(gpu_only.names)
     assert PhysicsPrior(gpu_only).terms == PhysicsPrior(Featurizer("conv", ["gpu"], kernels, version=5)).terms
     assert PhysicsPrior(Featurizer("conv", ["big", "gpu"], kernels, version=6)).terms == v6_terms
+    # The kernel terms are pulled harder toward 0 beside the CPU terms only.
+    assert PhysicsPrior(v6).shrinkage == CPU_KERNEL_SHRINKAGE > KERNEL_SHRINKAGE
+    assert PhysicsPrior(v5).shrinkage == PhysicsPrior(gpu_only).shrinkage == KERNEL_SHRINKAGE
     # The generic prior (no kernels) stays the 7 generic terms.
     assert (
         PhysicsPrior(Featurizer("conv", ["big"], version=6)).terms
