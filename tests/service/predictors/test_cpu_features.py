@@ -181,3 +181,15 @@ def test_a_version_6_snapshot_round_trips_bit_for_bit() -> None:
     )
     for field in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
         np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+
+
+def test_an_accelerator_only_matrix_holds_the_cpu_columns_at_zero() -> None:
+    configs = [{"kernel": 3, "cin": 16, "cout": 32, "height": 28, "width": 28}]
+    columns = slice(len(Featurizer("conv", ["gpu"], version=5).config_names), None)
+    for units, blank in ((["gpu"], True), (["big", "gpu"], False), (["big"], False)):
+        featurizer = Featurizer("conv", units)
+        rows = featurizer.config_rows(configs)
+        assert (rows[:, columns] != 0).any()  # the config rows keep them
+        n_config = len(featurizer.config_names)
+        x = featurizer.matrix(rows, np.array([600_000]), 1, units[-1], broadcast=True)
+        assert ((x[:, columns.start : n_config] == 0).all()) == blank
