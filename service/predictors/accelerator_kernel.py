@@ -119,42 +119,31 @@ def _cpu_columns_py(
 ) -> None:
     n = starts.shape[0]
     n_roof, n_spill = _ROOFLINE.shape[0], _SPILL.shape[0]
+    roofline = np.zeros(n_roof, dtype=np.int64)
+    spill = np.zeros(n_spill, dtype=np.float64)
     kind_macs = np.zeros(_N_CPU_CONV, dtype=np.int64)
     kind_bytes = np.zeros(_N_CPU_CONV + 1, dtype=np.int64)
     for i in range(n):
         begin = starts[i]
         end = starts[i + 1] if i + 1 < n else n_layers
-        for r in range(n_roof):
-            total = 0
-            for j in range(begin, end):
-                elements = in_elements[j] + params[j] + out_elements[j]
-                if op[j] == _ADD:
-                    elements += in_elements[j]
-                elif op[j] == _MUL:
-                    elements += in_channels[j]
-                total += max(macs[j], _ROOFLINE[r] * elements)
-            out[i, r] = float(total)
-        for c in range(n_spill):
-            spill = 0.0
-            for j in range(begin, end):
-                elements = in_elements[j] + params[j] + out_elements[j]
-                if op[j] == _ADD:
-                    elements += in_elements[j]
-                elif op[j] == _MUL:
-                    elements += in_channels[j]
-                size = elements * f.CPU_ELEMENT_BYTES
-                if size > _SPILL[c]:
-                    work = macs[j] if op[j] == CONV else elements
-                    spill += float(work) * (float(size - _SPILL[c]) / float(size))
-            out[i, n_roof + c] = spill
+        roofline[:] = 0
+        spill[:] = 0.0
         kind_macs[:] = 0
         kind_bytes[:] = 0
+        # Layer by layer, as `features.cpu_values`: each spill sum gets its terms in layer order.
         for j in range(begin, end):
             elements = in_elements[j] + params[j] + out_elements[j]
             if op[j] == _ADD:
                 elements += in_elements[j]
             elif op[j] == _MUL:
                 elements += in_channels[j]
+            work = macs[j] if op[j] == CONV else elements
+            for r in range(n_roof):
+                roofline[r] += max(macs[j], _ROOFLINE[r] * elements)
+            size = elements * f.CPU_ELEMENT_BYTES
+            for c in range(n_spill):
+                if size > _SPILL[c]:
+                    spill[c] += float(work) * (float(size - _SPILL[c]) / float(size))
             groups = max(groups_in[j], 1)
             if op[j] != CONV:
                 kind = _N_CPU_CONV
@@ -164,7 +153,11 @@ def _cpu_columns_py(
                 kind = 1 if groups == in_channels[j] and groups == c_out[j] else 2
             if kind < _N_CPU_CONV:
                 kind_macs[kind] += macs[j]
-            kind_bytes[kind] += elements * f.CPU_ELEMENT_BYTES
+            kind_bytes[kind] += size
+        for r in range(n_roof):
+            out[i, r] = float(roofline[r])
+        for c in range(n_spill):
+            out[i, n_roof + c] = spill[c]
         at = n_roof + n_spill
         for k in range(_N_CPU_CONV):
             out[i, at + k] = float(kind_macs[k])
