@@ -14,6 +14,10 @@ each ratio is one float64 division of two such sums, as Python divides two ints.
 
 The kernel columns' sums (`kernel_sums`: MACs, bytes and counts per listed kernel shape, whose lookups
 `batch_features` makes in numpy) are compiled here too, for the same reason and with the same exactness.
+So are the CPU roofline and spill columns of features version 6 (`cpu_columns`, equal to
+`features.cpu_values`): the roofline sums are int64 (exact); each spill term is one float64 division of two
+integers and one product, as Python computes it, added in layer order as the per-config loop adds them (no
+fast-math: LLVM neither reorders nor fuses them).
 
 The kernels compile on first use (about a second) and is cached on disk next to this module by numba, so
 later processes load them in milliseconds; `warm_up` compiles them ahead of the first request.
@@ -26,7 +30,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from profilers.blocks.batch import CONV, LayerTable
+from profilers.blocks.batch import CONV, OPS, LayerTable
 from service.predictors import columns as f
 
 _SLICE = f.CHANNEL_SLICE
@@ -41,6 +45,9 @@ _SLOT = {name: i for i, name in enumerate(f.VARIANTS)}
 _POINTWISE, _GENERAL, _GROUPED = _SLOT["pointwise"], _SLOT["general"], _SLOT["grouped"]
 _DEPTHWISE, _DEPTHWISE_3, _DEPTHWISE_5 = _SLOT["depthwise"], _SLOT["depthwise_3x3"], _SLOT["depthwise_5x5"]
 _ELEMENTWISE = _SLOT["elementwise"]
+_ROOFLINE = np.asarray([round(b * f.CPU_ELEMENT_BYTES) for b in f.ROOFLINE_INTENSITIES], dtype=np.int64)
+_SPILL = np.asarray(f.SPILL_CACHE_BYTES, dtype=np.int64)
+_ADD, _MUL = OPS.index("Add"), OPS.index("Mul")
 
 #: Width of the version-3 block: per conv variant a count and padded MACs; 5 totals; the padding ratio;
 #: invocations, workgroups and their fill; 5 byte counts and the arithmetic intensity; pixels and depth;
@@ -49,6 +56,10 @@ V3_WIDTH = 2 * _N_CONV + 5 + 1 + 2 + 1 + 5 + 1 + 2 + _N_VARIANTS * len(f.CONCURR
 #: Width of the version-5 block: strided MACs, per channel block its MACs and fill, per SIMD width its
 #: fill, and the pixel-tile fill.
 V5_WIDTH = 1 + 2 * len(f.CHANNEL_BLOCKS) + len(f.SIMD_WIDTHS) + 1
+#: Width of the version-6 block: a roofline sum per intensity, a spill sum per cache size, MACs per conv
+#: kind and bytes per kind.
+V6_WIDTH = len(f.ROOFLINE_INTENSITIES) + len(f.SPILL_CACHE_BYTES) + len(f.CPU_CONV_KINDS) + len(f.CPU_KINDS)
+_N_CPU_CONV = len(f.CPU_CONV_KINDS)
 
 
 def accelerator_columns(table: LayerTable, out: np.ndarray, v3_at: int, v5_at: int) -> None:
@@ -72,6 +83,89 @@ def accelerator_columns(table: LayerTable, out: np.ndarray, v3_at: int, v5_at: i
         v3_at,
         v5_at,
     )
+
+
+def cpu_columns(table: LayerTable, out: np.ndarray) -> None:
+    """Into `out` (n × `V6_WIDTH`): the CPU columns (`features.cpu_values`) of each config (N is 1 here)."""
+    _cpu_columns(
+        table.starts,
+        len(table),
+        table.op,
+        table.channels * table.height * table.width,
+        table.in_channels,
+        table.in_channels * table.in_height * table.in_width,
+        table.params,
+        table.macs,
+        table.channels,
+        table.kernel,
+        table.groups,
+        out,
+    )
+
+
+def _cpu_columns_py(
+    starts: np.ndarray,
+    n_layers: int,
+    op: np.ndarray,
+    out_elements: np.ndarray,
+    in_channels: np.ndarray,
+    in_elements: np.ndarray,
+    params: np.ndarray,
+    macs: np.ndarray,
+    c_out: np.ndarray,
+    kernel: np.ndarray,
+    groups_in: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    n = starts.shape[0]
+    n_roof, n_spill = _ROOFLINE.shape[0], _SPILL.shape[0]
+    roofline = np.zeros(n_roof, dtype=np.int64)
+    spill = np.zeros(n_spill, dtype=np.float64)
+    kind_macs = np.zeros(_N_CPU_CONV, dtype=np.int64)
+    kind_bytes = np.zeros(_N_CPU_CONV + 1, dtype=np.int64)
+    for i in range(n):
+        begin = starts[i]
+        end = starts[i + 1] if i + 1 < n else n_layers
+        roofline[:] = 0
+        spill[:] = 0.0
+        kind_macs[:] = 0
+        kind_bytes[:] = 0
+        # Layer by layer, as `features.cpu_values`: each spill sum gets its terms in layer order.
+        for j in range(begin, end):
+            elements = in_elements[j] + params[j] + out_elements[j]
+            if op[j] == _ADD:
+                elements += in_elements[j]
+            elif op[j] == _MUL:
+                elements += in_channels[j]
+            work = macs[j] if op[j] == CONV else elements
+            for r in range(n_roof):
+                roofline[r] += max(macs[j], _ROOFLINE[r] * elements)
+            size = elements * f.CPU_ELEMENT_BYTES
+            for c in range(n_spill):
+                if size > _SPILL[c]:
+                    spill[c] += float(work) * (float(size - _SPILL[c]) / float(size))
+            groups = max(groups_in[j], 1)
+            if op[j] != CONV:
+                kind = _N_CPU_CONV
+            elif groups == 1:
+                kind = 0 if kernel[j] == 1 else 2
+            else:
+                kind = 1 if groups == in_channels[j] and groups == c_out[j] else 2
+            if kind < _N_CPU_CONV:
+                kind_macs[kind] += macs[j]
+            kind_bytes[kind] += size
+        for r in range(n_roof):
+            out[i, r] = float(roofline[r])
+        for c in range(n_spill):
+            out[i, n_roof + c] = spill[c]
+        at = n_roof + n_spill
+        for k in range(_N_CPU_CONV):
+            out[i, at + k] = float(kind_macs[k])
+        for k in range(_N_CPU_CONV + 1):
+            out[i, at + _N_CPU_CONV + k] = float(kind_bytes[k])
+
+
+_cpu_columns: Any = njit(cache=True)(_cpu_columns_py)
 
 
 def _kernel_sums_py(
@@ -109,6 +203,20 @@ def warm_up() -> None:
         V3_WIDTH,
     )  # fmt: skip
     kernel_sums(one * 0, one * 0, one * 0, np.zeros(1, dtype=bool), np.ones(1), out)
+    _cpu_columns(
+        np.zeros(1, dtype=np.int64),
+        1,
+        one * CONV,
+        one,
+        one,
+        one,
+        one,
+        one,
+        one,
+        one,
+        one,
+        np.zeros((1, V6_WIDTH)),
+    )
 
 
 def _ceil(a: int, b: int) -> int:

@@ -35,7 +35,14 @@ from profilers.blocks.batch import (
     config_struct,
     layer_table,
 )
-from service.predictors.accelerator_kernel import V3_WIDTH, V5_WIDTH, accelerator_columns, kernel_sums
+from service.predictors.accelerator_kernel import (
+    V3_WIDTH,
+    V5_WIDTH,
+    V6_WIDTH,
+    accelerator_columns,
+    cpu_columns,
+    kernel_sums,
+)
 from service.predictors.columns import FieldSpec
 
 
@@ -160,13 +167,14 @@ def batch_config_rows(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
     """
     table = layer_table(batch)
     fields = _field_columns(featurizer, batch)
-    with_v3, with_v5 = featurizer.accelerator, featurizer.version >= 5
+    with_v3, with_v5, with_v6 = featurizer.accelerator, featurizer.version >= 5, featurizer.version >= 6
     widths = [
         fields.shape[1],
         5 + 2 * featurizer.slots,
         len(featurizer.kernels) + 1 if featurizer.kernels else 0,
         V3_WIDTH if with_v3 else 0,
         V5_WIDTH if with_v5 else 0,
+        V6_WIDTH if with_v6 else 0,
     ]
     if sum(widths) != len(featurizer.config_names):
         raise RuntimeError(
@@ -182,6 +190,8 @@ def batch_config_rows(featurizer: Featurizer, batch: ConfigBatch) -> np.ndarray:
         _kernel_columns(featurizer, table, rows[:, at[2] : at[3]])
     if with_v3 or with_v5:
         accelerator_columns(table, rows, int(at[3]) if with_v3 else -1, int(at[4]) if with_v5 else -1)
+    if with_v6:
+        cpu_columns(table, rows[:, at[5] : at[6]])
     return rows
 
 

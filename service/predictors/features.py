@@ -32,6 +32,17 @@ the family's pydantic config model (`feature_layout`), never hand-listed per fam
   of 8 / 16 / 32 (kernels computing 8 or 16 output channels a thread, SIMD-groups of 16 / 32 lanes), and
   for the trees the fill of those blocks, of SIMD-groups of 16 / 32 / 64 invocations per dispatch and of
   8×8-pixel threadgroup tiles. A schema of an older version computes exactly its old columns and terms.
+- CPU roofline and cache spill (features version 6, `cpu_values`): what a CPU core's latency depends on
+  beyond its MACs — a layer bound by moving its working set (input, weights and output, fp32) rather than
+  by its MACs (`cpu:roofline/<β>`, Σ max(MACs, β·W) at a ladder of machine balances β), and a working set
+  spilling the cache (`cpu:spill/<C>`, Σ work · max(0, 1 − C/W) at a ladder of cache sizes C), and the
+  conv MACs and working-set bytes of each CPU kernel kind (`cpu:macs/<kind>`, `cpu:bytes/<kind>`: pointwise,
+  depthwise, other convs, element-wise). All join the physics prior over f and as they are (of a
+  predictor with a CPU unit; an accelerator-only one keeps its version-5 terms): a per-layer
+  max() or threshold is what a linear prior over block totals cannot express, which β binds moves with the
+  clock, and one rate for every MAC cannot price a GEMM and an im2col conv at once (on the virtual phones'
+  50-config trainings the kinds moved the prior alone from 79–84 % to 84–94 % of held-out configs within
+  ±10 %, the spill ladder 4–7 more points on the three small-cache phones).
 
 Per-config features are computed once per distinct config (parsing + cost counts take ~30 µs a config)
 and cached by the config's marshal bytes (its repr when marshal cannot encode it), or by its JSON text
@@ -64,6 +75,7 @@ import numpy as np
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
+from profilers.adb.units import ACCELERATOR_UNITS
 from profilers.blocks import BlockConfigError, get_family
 from profilers.blocks.batch import batch_supported
 from profilers.blocks.graph import Costs
@@ -74,9 +86,14 @@ from service.predictors.columns import (
     CHANNEL_SLICE,
     CONCURRENT_WORKGROUPS,
     CONV_VARIANTS,
+    CPU_CONV_KINDS,
+    CPU_ELEMENT_BYTES,
+    CPU_KINDS,
     PIXEL_TILE,
     POINTWISE_TILE,
+    ROOFLINE_INTENSITIES,
     SIMD_WIDTHS,
+    SPILL_CACHE_BYTES,
     VARIANTS,
     WORKGROUP,
     FieldSpec,
@@ -89,8 +106,10 @@ from service.predictors.columns import (
 #: an older version has no `precisions` and computes exactly its old columns (its data was all fp32).
 #: Version 5 added the quantisation columns of accelerators (`ACCELERATOR_V5_COLUMNS`) and their prior terms;
 #: a schema of an older version computes exactly its old columns and terms.
-FEATURES_VERSION = 5
-READABLE_FEATURE_VERSIONS = (1, 2, 3, 4, 5)
+#: Version 6 added the CPU roofline, cache-spill and per-kind columns (`CPU_COLUMNS`) and their prior terms;
+#: a schema of an older version computes exactly its old columns and terms.
+FEATURES_VERSION = 6
+READABLE_FEATURE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 #: Bits per value of each precision: the numeric column beside the precision one-hot.
 PRECISION_BITS = {"fp32": 32.0, "fp16": 16.0, "int8": 8.0}
@@ -196,6 +215,99 @@ def accelerator_prior_columns(version: int) -> tuple[str, ...]:
     if version < 3:
         return ()
     return ACCELERATOR_PRIOR_COLUMNS + (ACCELERATOR_V5_PRIOR_COLUMNS if version >= 5 else ())
+
+
+#: Columns of `cpu_values`, in order (features version 6): the roofline ladder, the spill ladder, then the
+#: MACs of each conv kind and the working-set bytes of each kind (`CPU_KINDS`).
+CPU_COLUMNS = (
+    *(f"cpu:roofline/{b:g}" for b in ROOFLINE_INTENSITIES),
+    *(f"cpu:spill/{c // 1024}KiB" for c in SPILL_CACHE_BYTES),
+    *(f"cpu:macs/{k}" for k in CPU_CONV_KINDS),
+    *(f"cpu:bytes/{k}" for k in CPU_KINDS),
+)
+
+#: Roofline rungs of the physics prior (the trees see all five). Measured on the virtual phones' scratch
+#: trainings (bench_transfer's data, 5 phones × 3 seeds, mean within ±10 % at 10 / 20 / 50 / 200 configs
+#: per clock): all five rungs 67.5 / 80.6 / 87.8 / 93.5 %, none 70.1 / 82.0 / 87.8 / 93.7 %, β = 1 and 16
+#: 72.1 / 81.0 / 88.0 / 93.9 % — the floor binds on few layers of these CPUs (element-wise ones), and
+#: five pairs of nearly collinear terms cost the smallest trainings more than they explain.
+PRIOR_ROOFLINE_INTENSITIES = (1.0, 16.0)
+
+#: Version-6 columns that join the physics prior (each over f and as it is): additive costs — two roofline
+#: rungs, the spill ladder and the per-kind work.
+CPU_PRIOR_COLUMNS = (
+    *(f"cpu:roofline/{b:g}" for b in PRIOR_ROOFLINE_INTENSITIES),
+    *(c for c in CPU_COLUMNS if not c.startswith("cpu:roofline/")),
+)
+
+
+def cpu_prior_columns(version: int, units: Sequence[str]) -> tuple[str, ...]:
+    """The CPU columns of the physics prior in a layout of features `version` over compute `units`: none
+    before 6, and none when every unit is an accelerator — CPU physics; on the real GPU data they cost the
+    iPhone's Metal prior 1.7 points within ±10 % (one seed 8), while the trees still see the columns."""
+    if version < 6 or all(unit in ACCELERATOR_UNITS for unit in units):
+        return ()
+    return CPU_PRIOR_COLUMNS
+
+
+def working_set_elements(
+    op: str, input_elements: int, params: int, output_elements: int, channels: int
+) -> int:
+    """Elements a layer touches once: its input, weights and output, plus an Add's second operand (the
+    first's shape) or a Mul's broadcast one (one per input channel: squeeze-excite scaling)."""
+    second = input_elements if op == "Add" else channels if op == "Mul" else 0
+    return input_elements + second + params + output_elements
+
+
+def cpu_kind(op: str, kernel: int, groups: int, c_in: int, c_out: int) -> int:
+    """The index in `CPU_KINDS` of a layer's CPU kernel kind."""
+    if op != "Conv":
+        return len(CPU_CONV_KINDS)  # elementwise: every MAC-free op
+    if groups == 1:
+        return 0 if kernel == 1 else 2
+    return 1 if groups == c_in == c_out else 2
+
+
+def cpu_values(costs: Costs) -> list[float]:
+    """`CPU_COLUMNS` of a block, in order.
+
+    W is a layer's working set in fp32 bytes (`working_set_elements` × 4). Roofline: Σ max(MACs, β·W), an
+    integer sum (exact); an element-wise layer has no MACs and counts β·W. Spill: Σ work · (W − C) / W over
+    the layers whose W exceeds C, with work a conv's MACs and an element-wise layer's working-set elements
+    (so its traffic spills too), summed in layer order in float64 — the batch kernel sums the same terms in
+    the same order. Then per kind (`cpu_kind`) the conv MACs and the working-set bytes (integer sums): a
+    kind's MACs and bytes each cost it at a rate of its own (its kernels' throughput, its im2col or
+    element-wise traffic), which one rate over all MACs cannot price.
+    """
+    multipliers = [round(b * CPU_ELEMENT_BYTES) for b in ROOFLINE_INTENSITIES]
+    roofline = [0] * len(multipliers)
+    spill = [0.0] * len(SPILL_CACHE_BYTES)
+    kind_macs = [0] * len(CPU_CONV_KINDS)
+    kind_bytes = [0] * len(CPU_KINDS)
+    for layer in costs.layers:
+        out = layer.output_shape
+        inp = layer.input_shape or out
+        c_in = inp[1] if len(inp) == 4 else 1
+        c_out = out[1] if len(out) == 4 else 1
+        channels = (inp[0] if inp else 1) * c_in
+        elements = working_set_elements(layer.op, math.prod(inp), layer.params, math.prod(out), channels)
+        work = layer.macs if layer.op == "Conv" else elements
+        for i, m in enumerate(multipliers):
+            roofline[i] += max(layer.macs, m * elements)
+        size = elements * CPU_ELEMENT_BYTES
+        for i, c in enumerate(SPILL_CACHE_BYTES):
+            if size > c:
+                spill[i] += work * ((size - c) / size)
+        kind = cpu_kind(layer.op, layer.kernel, max(layer.groups, 1), c_in, c_out)
+        if kind < len(CPU_CONV_KINDS):
+            kind_macs[kind] += layer.macs
+        kind_bytes[kind] += size
+    return [
+        *(float(r) for r in roofline),
+        *spill,
+        *(float(m) for m in kind_macs),
+        *(float(b) for b in kind_bytes),
+    ]
 
 
 def accelerator_v5_values(costs: Costs) -> list[float]:
@@ -673,6 +785,14 @@ class Featurizer:
             self.config_names += list(ACCELERATOR_COLUMNS)
         if self.version >= 5:
             self.config_names += list(ACCELERATOR_V5_COLUMNS)
+        if self.version >= 6:
+            self.config_names += list(CPU_COLUMNS)
+        # An accelerator-only predictor's matrix holds its CPU columns at 0 (see `matrix`).
+        accelerators_only = all(c in ACCELERATOR_UNITS for c in self.clusters)
+        first_cpu = len(self.config_names) - len(CPU_COLUMNS)
+        self._cpu_blank = (
+            slice(first_cpu, len(self.config_names)) if self.version >= 6 and accelerators_only else None
+        )
         self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
         self._conv_shapes = {k: shape for k in self.kernels if (shape := _conv_shape(k)) is not None}
         self._family = get_family(self.family)
@@ -767,6 +887,8 @@ class Featurizer:
         accelerator = accelerator_values(costs) if self.accelerator else []
         if self.version >= 5:
             accelerator += accelerator_v5_values(costs)
+        if self.version >= 6:
+            accelerator += cpu_values(costs)
         return np.asarray(values + flops + acts + self._kernel_values(costs) + accelerator, dtype=np.float64)
 
     def _kernel_values(self, costs: Costs) -> list[float]:
@@ -875,6 +997,11 @@ class Featurizer:
         else:
             x[:, :n_config] = config_rows
             flops, acts = config_rows[:, self._flops_col], config_rows[:, self._act_col]
+        if self._cpu_blank is not None:
+            # CPU physics, left out of an accelerator-only model altogether: in its prior they cost the
+            # iPhone's Metal predictor 1.7 points within ±10 % (bench_gpu_real), seen by its trees alone 0.7
+            # points over the four phones. The config rows keep them (their cache is shared by all units).
+            x[:, self._cpu_blank] = 0.0
         mhz = freqs / 1000.0
         cluster_idx = self._cluster_index(cluster, n)
         x[:, n_config] = mhz

@@ -2,8 +2,9 @@
 
 Latency ≈ compute (FLOPs / f) + memory traffic (bytes / f, or bytes at a fixed bandwidth) + per-layer and
 per-call overheads (cycles / f, or fixed): the prior is a non-negative mix of exactly these `PRIOR_TERMS`,
-followed, when the featuriser has kernels, by each accelerator cost (version 3) and each kernel shape's
-work, over f and as it is (the extra cost of that shape beyond the generic rates). Training fits the
+followed, when the featuriser has kernels, by each accelerator cost (version 3), each CPU roofline and
+cache-spill sum (version 6) and each kernel shape's work, over f and as it is (the extra cost of that shape
+beyond the generic rates). Training fits the
 coefficients (`fit_prior`, `fit_prior_choosing_kernel_terms`) and stores them with the terms in the
 feature schema (`prior_entry`); serving reads them back (`read_prior`) and takes log(prior) as the trees'
 base margin (`PhysicsPrior.log_ms`). Everything is computed from the featurised matrix `x`, whose columns
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from service.predictors.features import Featurizer, accelerator_prior_columns
+from service.predictors.features import Featurizer, accelerator_prior_columns, cpu_prior_columns
 
 #: The generic terms (`PhysicsPrior.design` without kernels), in column order.
 PRIOR_TERMS = (
@@ -49,6 +50,14 @@ STACKING_FOLDS = 5
 #: Ridge strength on the per-kernel prior terms, per row, in the unit-scaled relative space of `fit_prior`.
 KERNEL_SHRINKAGE = 1e-3
 
+#: The same, in a prior that has the CPU terms (features version 6, a CPU unit): the per-kind MACs and bytes
+#: and the spill ladder then price most of what the kernel shapes did, the kernel terms are a smaller
+#: correction, and a stronger pull toward 0 keeps small trainings from scattering it. bench_accuracy (333
+#: configs headline) at 1e-3: 85.6 / 95.2 / 98.6 / 98.8 / 99.6 / 99.7 % at 50 / 100 / 200 / 333 / 500 /
+#: 1,000 configs; 3e-3: 87.4 / 95.6 / 98.4 / 99.1 / 99.6 / 99.7 %; 1e-2: 90.8 / 95.1 / 98.3 / 99.0 / 99.6 /
+#: 99.8 % (the virtual phones of bench_transfer, which mostly drop the kernel terms, within ±1 point).
+CPU_KERNEL_SHRINKAGE = 1e-2
+
 #: Fewest fitted rows a (unit, precision) group needs for coefficients of its own.
 MIN_GROUP_ROWS = 30
 
@@ -71,10 +80,16 @@ class PhysicsPrior:
         if kernels:
             first = names.index(f"kernel:{kernels[0]}")
             self._kernels = slice(first, first + len(kernels))
-        # The accelerator terms join the kernel prior only (no kernels: the generic 7-term prior, as asked).
-        accelerator = accelerator_prior_columns(featurizer.version) if kernels else ()
+        # The accelerator and CPU terms join the kernel prior only (no kernels: the generic 7-term prior, as
+        # asked); both are costs of the hardware, fitted unshrunk, unlike the per-kernel-shape terms. The CPU
+        # terms only where a unit is a CPU (`cpu_prior_columns`).
+        version = featurizer.version
+        cpu = cpu_prior_columns(version, featurizer.clusters)
+        accelerator = accelerator_prior_columns(version) + cpu if kernels else ()
         self._accelerator = [names.index(c) for c in accelerator]
         self.has_pairs = bool(kernels)
+        #: The ridge strength `fit_prior` puts on the per-kernel-shape terms.
+        self.shrinkage = CPU_KERNEL_SHRINKAGE if cpu else KERNEL_SHRINKAGE
         accelerator_terms = [name for c in accelerator for name in (f"{c}/MHz", c)]
         #: Names of the `design` columns, in order (stored with a predictor's coefficients).
         self.terms = [*PRIOR_TERMS, *accelerator_terms, *(n for k in kernels for n in (f"{k}/MHz", k))]
@@ -125,7 +140,7 @@ class PhysicsPrior:
         return log_ms
 
     def _paired(self, x: np.ndarray) -> np.ndarray:
-        """The accelerator then the kernel columns of `x` (float64): the terms over f and as they are."""
+        """The accelerator and CPU, then the kernel columns of `x` (float64): terms over f and as they are."""
         accelerator = (
             x[:, self._accelerator].astype(np.float64)
             if self._accelerator
@@ -182,16 +197,23 @@ def prior_entry(
     return entry
 
 
-def fit_prior(design: np.ndarray, measured_ms: np.ndarray, *, shrunk_from: int | None = None) -> np.ndarray:
+def fit_prior(
+    design: np.ndarray,
+    measured_ms: np.ndarray,
+    *,
+    shrunk_from: int | None = None,
+    shrinkage: float = KERNEL_SHRINKAGE,
+) -> np.ndarray:
     """Non-negative coefficients of the physics prior minimising its *relative absolute* error.
 
     Each row is divided by its measured latency so a 0.1 ms block counts as much as a 20 ms one (the trees
     then correct a log residual); columns are scaled to unit maximum for a well-conditioned NNLS. Absolute,
     not squared, error (iteratively reweighted least squares): slow outliers of a busy host must not lift
     the prior any more than the median trees above it. Columns from `shrunk_from` on (the per-kernel terms)
-    carry a small ridge penalty: with few configs and dozens of kernel shapes the plain fit has many exact
-    solutions and scatters them, while the penalty keeps what the generic rates explain with them (on
-    virtual-phone data, 50 configs: 67 % within ±10 % instead of 64 %; 1,000 configs: unchanged).
+    carry a small ridge penalty (`shrinkage`, see `PhysicsPrior.shrinkage`): with few configs and dozens of
+    kernel shapes the plain fit has many exact solutions and scatters them, while the penalty keeps what the
+    generic rates explain with them (on virtual-phone data, 50 configs: 67 % within ±10 % instead of 64 %;
+    1,000 configs: unchanged).
     """
     relative = design / measured_ms[:, None]
     scale = np.abs(relative).max(axis=0)
@@ -201,7 +223,7 @@ def fit_prior(design: np.ndarray, measured_ms: np.ndarray, *, shrunk_from: int |
     if shrunk_from is not None and shrunk_from < design.shape[1]:
         shrunk = np.arange(shrunk_from, design.shape[1])
         penalty = np.zeros((len(shrunk), design.shape[1]))
-        penalty[np.arange(len(shrunk)), shrunk] = np.sqrt(KERNEL_SHRINKAGE * len(measured_ms))
+        penalty[np.arange(len(shrunk)), shrunk] = np.sqrt(shrinkage * len(measured_ms))
     row_weight = np.ones(len(measured_ms))
     for _ in range(PRIOR_L1_ROUNDS):
         matrix = np.vstack([scaled * row_weight[:, None], penalty])
@@ -238,7 +260,7 @@ def fit_prior_choosing_kernel_terms(
     fitted: dict[bool, np.ndarray] = {}
     for keep in options:
         if keep:
-            fitted[keep] = fit_prior(design, measured[fit], shrunk_from=start)
+            fitted[keep] = fit_prior(design, measured[fit], shrunk_from=start, shrinkage=prior.shrinkage)
         else:
             coefficients = np.zeros(design.shape[1])
             coefficients[:start] = fit_prior(design[:, :start], measured[fit])

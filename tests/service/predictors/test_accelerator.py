@@ -101,7 +101,7 @@ def test_version_3_adds_the_accelerator_columns_and_version_2_keeps_its_layout()
     v4 = Featurizer("conv", ["gpu"], ("Conv#",), version=4)
     assert [n for n in v4.names if n not in v3.names] == ["precision=fp32", "precision_bits"]
     # Version 5 adds the quantisation columns after the accelerator ones, and their prior terms.
-    v5 = Featurizer("conv", ["gpu"], ("Conv#",))
+    v5 = Featurizer("conv", ["gpu"], ("Conv#",), version=5)
     assert [n for n in v5.names if n not in v4.names] == list(ACCELERATOR_V5_COLUMNS)
     v2_terms, v3_terms = PhysicsPrior(v2).terms, PhysicsPrior(v3).terms
     assert v2_terms == [t for t in v3_terms if not t.startswith("gpu:")]

@@ -1,12 +1,12 @@
-"""Snapshots of features versions 1 to 4 still load and answer bit for bit what their build answered
+"""Snapshots of features versions 1 to 5 still load and answer bit for bit what their build answered
 (the models' float32 log latencies; the milliseconds to the last bit of exp, see `_assert_answers`).
 
 The archives and their answers in tests/fixtures/predictor_snapshots were written by the last build of
-features version 2 (`*_v2_*`), of version 3 (`*_v3_*`) and of version 4 (`*_v4_*`; `make_fixtures.py` says
-how); a version-1 schema is the generic one relabelled, as predictors trained before kernel columns stored
-it. None before version 4 has precision columns: they knew fp32 only, and refuse another precision by name.
-None before version 5 has the accelerator quantisation columns (`ACCELERATOR_V5_COLUMNS`) or their prior
-terms.
+features version 2 (`*_v2_*`), of version 3 (`*_v3_*`), of version 4 (`*_v4_*`) and of version 5
+(`*_v5_*`; `make_fixtures.py` says how); a version-1 schema is the generic one relabelled, as predictors
+trained before kernel columns stored it. None before version 4 has precision columns: they knew fp32 only,
+and refuse another precision by name. None before version 5 has the accelerator quantisation columns
+(`ACCELERATOR_V5_COLUMNS`) or their prior terms; none before version 6 the CPU columns (`CPU_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.predictors.features import ACCELERATOR_V5_COLUMNS, UnseenConditionError
+from service.predictors.features import ACCELERATOR_V5_COLUMNS, CPU_COLUMNS, UnseenConditionError
 from service.predictors.inference import PRIOR_MODEL
 from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
 
@@ -27,6 +27,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "predictor_snapsho
 CASES = ("sr_block_v2_kernels", "sr_block_v2_generic", "conv_v2_kernels")
 V3_CASES = ("sr_block_v3_kernels", "sr_block_v3_generic", "conv_v3_kernels")
 V4_CASES = ("sr_block_v4_kernels", "sr_block_v4_generic", "conv_v4_kernels")
+V5_CASES = ("sr_block_v5_kernels", "sr_block_v5_generic", "conv_v5_kernels")
 
 
 def _expected(name: str) -> dict:
@@ -93,6 +94,18 @@ def test_a_version_4_snapshot_predicts_bit_for_bit_as_its_build_did(name: str) -
     assert not [n for n in featurizer.names if n in ACCELERATOR_V5_COLUMNS]
     assert not [t for t in snapshot.model.schema["prior"]["terms"] if t.startswith("gpu:strided_macs")]
     assert snapshot.model.schema["precisions"] == ["fp32"]
+    _assert_answers(snapshot, _expected(name))
+
+
+@pytest.mark.parametrize("name", V5_CASES)
+def test_a_version_5_snapshot_predicts_bit_for_bit_as_its_build_did(name: str) -> None:
+    snapshot = Snapshot.load(FIXTURES / f"{name}.tar")
+    assert snapshot.manifest["features_version"] == 5
+    featurizer = snapshot.model.featurizer
+    assert featurizer.version == 5 and featurizer.accelerator
+    assert set(ACCELERATOR_V5_COLUMNS) <= set(featurizer.names)
+    assert not [n for n in featurizer.names if n in CPU_COLUMNS]
+    assert not [t for t in snapshot.model.schema["prior"]["terms"] if t.startswith("cpu:")]
     _assert_answers(snapshot, _expected(name))
 
 

@@ -60,7 +60,7 @@ def mixed_rows(n_configs: int, seed: int = 0) -> TrainingRows:
 
 def test_precision_columns_are_one_hot_and_bits() -> None:
     featurizer = Featurizer("sr_block", ["big", "gpu"], precisions=("fp16", "fp32"))
-    assert featurizer.version == FEATURES_VERSION == 5
+    assert featurizer.version == FEATURES_VERSION == 6
     assert featurizer.precisions == ("fp32", "fp16")  # in the fixed order, whatever order they came in
     names = featurizer.names
     assert names[-3:] == ["precision=fp32", "precision=fp16", "precision_bits"]
@@ -102,7 +102,7 @@ def test_one_predictor_learns_units_and_precisions() -> None:
     rows = mixed_rows(40)
     trained = fit_predictor(rows, FAST_PARAMS)
     schema = trained.feature_schema
-    assert schema["features_version"] == 5 and schema["precisions"] == ["fp32", "fp16"]
+    assert schema["features_version"] == 6 and schema["precisions"] == ["fp32", "fp16"]
     assert schema["clusters"] == ["big", "gpu"]
     assert schema["default_precision"] == "fp32" and schema["default_cluster"] == "gpu"
     model = LatencyModel(schema, trained.model, trained.model_p10, trained.model_p90)

@@ -13,9 +13,11 @@ import xgboost as xgb
 from profilers.blocks import config_hash, get_family
 from service.predictors.features import (
     ACCELERATOR_PRIOR_COLUMNS,
+    CPU_PRIOR_COLUMNS,
     UNSEEN_KERNEL_COLUMN,
     Featurizer,
     accelerator_prior_columns,
+    cpu_prior_columns,
 )
 from service.predictors.inference import LatencyModel
 from service.predictors.prior import (
@@ -145,8 +147,11 @@ def test_kernel_prior_keeps_the_generic_terms_first_and_fits_the_known_law(
     assert any(k.startswith("Conv/") for k in kernels) and "Conv#" in kernels and "DepthToSpace" in kernels
     terms = schema["prior"]["terms"]
     assert terms == PhysicsPrior(model.featurizer).terms and terms[: len(PRIOR_TERMS)] == list(PRIOR_TERMS)
-    # Then the accelerator terms (features version 3, then 5), then each kernel's pair.
-    accelerator = accelerator_prior_columns(model.featurizer.version)
+    # Then the accelerator terms (features version 3, then 5), the CPU terms (6), then each kernel's pair.
+    version = model.featurizer.version
+    cpu = cpu_prior_columns(version, model.featurizer.clusters)
+    accelerator = accelerator_prior_columns(version) + cpu
+    assert cpu == CPU_PRIOR_COLUMNS
     assert accelerator[: len(ACCELERATOR_PRIOR_COLUMNS)] == ACCELERATOR_PRIOR_COLUMNS
     n_acc = 2 * len(accelerator)
     assert terms[len(PRIOR_TERMS) : len(PRIOR_TERMS) + n_acc : 2] == [f"{c}/MHz" for c in accelerator]
@@ -208,8 +213,8 @@ def test_a_version_1_schema_reads_and_predicts_as_the_generic_prior(result: Trai
     for name in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
     latest = dict(result.feature_schema)
-    with pytest.raises(ValueError, match="version 6"):
-        LatencyModel(latest | {"features_version": 6}, result.model, result.model_p10, result.model_p90)
+    with pytest.raises(ValueError, match="version 7"):
+        LatencyModel(latest | {"features_version": 7}, result.model, result.model_p10, result.model_p90)
 
 
 def test_a_kernel_shape_never_trained_on_is_flagged_extrapolated(kernel_result: TrainingResult) -> None:

@@ -343,4 +343,4 @@ def test_a_predictor_says_which_model_serves_and_both_holdout_figures(
     other = metrics["candidates"][({"prior_xgboost", "plain_xgboost"} - {metrics["serving"]}).pop()]
     assert (served["within_10"], -served["mape"]) >= (other["within_10"], -other["mape"])
     assert got["feature_schema"]["model"]["kind"] == metrics["serving"]
-    assert got["feature_schema"]["features_version"] == 5
+    assert got["feature_schema"]["features_version"] == 6
