@@ -260,12 +260,12 @@ def working_set_elements(
 
 
 def cpu_kind(op: str, kernel: int, groups: int, c_in: int, c_out: int) -> int:
-    """The index in `CPU_KINDS` of a layer's CPU kernel kind."""
+    """The index in `CPU_KINDS` of a layer's CPU kernel kind: a conv's runtime variant (`conv_variant`)
+    with every depthwise one together and general and grouped convs as one "conv"."""
     if op != "Conv":
         return len(CPU_CONV_KINDS)  # elementwise: every MAC-free op
-    if groups == 1:
-        return 0 if kernel == 1 else 2
-    return 1 if groups == c_in == c_out else 2
+    variant = conv_variant(kernel, groups, c_in, c_out)
+    return 0 if variant == "pointwise" else 1 if variant.startswith("depthwise") else 2
 
 
 def cpu_values(costs: Costs) -> list[float]:
@@ -787,12 +787,11 @@ class Featurizer:
             self.config_names += list(ACCELERATOR_V5_COLUMNS)
         if self.version >= 6:
             self.config_names += list(CPU_COLUMNS)
-        # An accelerator-only predictor's matrix holds its CPU columns at 0 (see `matrix`).
-        accelerators_only = all(c in ACCELERATOR_UNITS for c in self.clusters)
+        # Where the prior leaves the CPU columns out (an accelerator-only predictor), its matrix holds them
+        # at 0 too (see `matrix`): one rule, `cpu_prior_columns`.
         first_cpu = len(self.config_names) - len(CPU_COLUMNS)
-        self._cpu_blank = (
-            slice(first_cpu, len(self.config_names)) if self.version >= 6 and accelerators_only else None
-        )
+        blank = self.version >= 6 and not cpu_prior_columns(self.version, self.clusters)
+        self._cpu_blank = slice(first_cpu, len(self.config_names)) if blank else None
         self._kernel_index = {k: i for i, k in enumerate(self.kernels)}
         self._conv_shapes = {k: shape for k in self.kernels if (shape := _conv_shape(k)) is not None}
         self._family = get_family(self.family)

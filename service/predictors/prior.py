@@ -357,16 +357,14 @@ def out_of_fold_log_ms(
     configs = np.unique(config_of[fit])
     out = np.zeros(len(x))
     k = min(folds, len(configs))
-    if k < 2:
-        coefficients, _ = fit_prior_choosing_kernel_terms(prior, x, measured, fit, None, kernel_terms)
-        groups, _ = fit_group_priors(prior, x, measured, fit, None, coefficients, group_kernels)
-        out[fit] = prior.log_ms(x[fit], coefficients, groups)
-        return out
-    fold_of = dict(zip(configs.tolist(), (np.arange(len(configs)) % k).tolist(), strict=True))
-    row_fold = np.array([fold_of.get(int(c), -1) for c in config_of])
-    for fold in range(k):
-        held = fit & (row_fold == fold)
-        rest = fit & (row_fold != fold)
+    # The fitted configs in sorted order go round the folds (rows outside `fit` are masked out below).
+    row_fold = np.searchsorted(configs, config_of) % max(k, 1)
+    splits = (
+        [(fit & (row_fold == fold), fit & (row_fold != fold)) for fold in range(k)]
+        if k >= 2
+        else [(fit, fit)]
+    )
+    for held, rest in splits:
         coefficients, _ = fit_prior_choosing_kernel_terms(prior, x, measured, rest, None, kernel_terms)
         groups, _ = fit_group_priors(prior, x, measured, rest, None, coefficients, group_kernels)
         out[held] = prior.log_ms(x[held], coefficients, groups)
