@@ -21,10 +21,17 @@ layer by itself, the two agree; where its timer charges a layer with work of the
 same-neighbour figure is the higher, and the other-neighbour figure is about what a predictor of the shape
 alone can reach against medians over mixed neighbours (it knows nothing of the neighbours).
 
-The last lines do the arithmetic of `bench_gpu_real.py`'s target (a mean of 90 % within ±10 % over the
+The next lines do the arithmetic of `bench_gpu_real.py`'s target (a mean of 90 % within ±10 % over the
 four phones): the mean of the other-neighbour figures, the most a shape-only predictor could average.
 
-    .venv/bin/python bench/bench_gpu_context.py [--data PATH]
+Then each network as the sum of its layers: every shape of a phone gets the service's prediction out of fold
+(`fit_predictor` on the other folds' shape medians, as `bench_gpu_real.py` imports them; 5 folds by shape),
+and a network's measured total (its convs with "same" padding) is compared with the sum of its layers'
+predictions, as it is and times one remainder factor (the median measured / predicted ratio of the *other*
+networks). Where a layer's time is its own, the sums hold the networks' totals; where it depends on the
+network around the layer, they do not.
+
+    .venv/bin/python bench/bench_gpu_context.py [--data PATH] [--seeds 0]    (~1 minute a seed)
 """
 
 from __future__ import annotations
@@ -37,11 +44,21 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "mobile-gpu-conv" / "torch_vulkan_conv2d.csv"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_gpu_real import DATA, NOMINAL_KHZ, _config  # noqa: E402
+from bench_transfer import Phone, real_phones, served  # noqa: E402
+
+from service.predictors.training import fit_predictor  # noqa: E402
+
 FIELDS = ("kernel", "stride", "padding", "groups", "in_channels", "out_channels", "in_hw")
 BAND = 0.10
 TARGET = 0.90
+FOLDS = 5
 
 Shape = tuple[int, ...]
 
@@ -114,9 +131,43 @@ def agreement(occurrences: list[Occurrence], neighbour: str) -> Agreement:
     return Agreement(counted, same / counted, other / counted, any_ / counted)
 
 
+def _fields_key(shape: Shape) -> tuple[int, ...]:
+    """The `conv` config of a (kernel, stride, padding, groups, c_in, c_out, side) shape as a hashable key."""
+    kernel, stride, _padding, groups, cin, cout, side = shape
+    return tuple(_config((kernel, stride, groups, cin, cout, side)).values())
+
+
+def network_sums(phone: Phone, occurrences: list[Occurrence], seed: int) -> tuple[int, float, float]:
+    """(networks, share whose measured total the sum of their layers' out-of-fold predictions holds within
+    the band, the same share after one remainder factor from the other networks)."""
+    n = len(phone.configs)
+    predicted = np.empty(n)
+    order = np.random.default_rng(seed).permutation(n)
+    for k in range(FOLDS):
+        test = order[k::FOLDS]
+        model = served(fit_predictor(phone.rows(np.setdiff1d(order, test).tolist())))
+        predicted[test] = model.predict([phone.configs[i] for i in test], [NOMINAL_KHZ]).latency_ms
+    position = {tuple(config.values()): i for i, config in enumerate(phone.configs)}
+    measured: dict[str, float] = defaultdict(float)
+    summed: dict[str, float] = defaultdict(float)
+    for o in occurrences:
+        kernel, _, padding = o.shape[:3]
+        if padding != kernel // 2:  # not a `conv` config: left out on both sides
+            continue
+        measured[o.network] += o.latency_us / 1000.0
+        summed[o.network] += float(predicted[position[_fields_key(o.shape)]])
+    networks = sorted(measured)
+    ratio = np.array([measured[w] / summed[w] for w in networks])
+    as_is = float(np.mean(np.abs(ratio - 1.0) <= BAND))
+    others = np.array([np.median(np.delete(ratio, i)) for i in range(len(ratio))])
+    remainder = float(np.mean(np.abs(ratio / others - 1.0) <= BAND))
+    return len(networks), as_is, remainder
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the shape folds")
     args = parser.parse_args()
     if not args.data.exists():
         print(f"skipped: the real mobile-GPU data is not at {args.data} (see its README in the shared data)")
@@ -149,6 +200,19 @@ def main() -> int:
         f"average): {reach:.1%}; bench_gpu_real's target {TARGET:.0%} leaves "
         f"{(reach - TARGET) * 100 * len(ceilings):.1f} points in all under those ceilings"
     )
+    print()
+    print(
+        f"Each network as the sum of its layers' out-of-fold predictions ({FOLDS} folds by shape, seeds "
+        f"{args.seeds}): share of networks whose measured total is held within ±{BAND:.0%}"
+    )
+    head = f"{'phone':<10} | {'networks':>8} {'seed':>4} | {'sum':>6} {'sum × remainder':>15}"
+    print(head)
+    print("-" * len(head))
+    for real in real_phones(args.data):
+        for seed in args.seeds:
+            networks, as_is, remainder = network_sums(real, by_phone[real.name], seed)
+            row = f"{real.name:<10} | {networks:>8} {seed:>4} | {as_is:>6.1%} {remainder:>15.1%}"
+            print(row, flush=True)
     return 0
 
 
