@@ -45,7 +45,7 @@ _SLOT = {name: i for i, name in enumerate(f.VARIANTS)}
 _POINTWISE, _GENERAL, _GROUPED = _SLOT["pointwise"], _SLOT["general"], _SLOT["grouped"]
 _DEPTHWISE, _DEPTHWISE_3, _DEPTHWISE_5 = _SLOT["depthwise"], _SLOT["depthwise_3x3"], _SLOT["depthwise_5x5"]
 _ELEMENTWISE = _SLOT["elementwise"]
-_ROOFLINE = np.asarray([round(b * f.CPU_ELEMENT_BYTES) for b in f.ROOFLINE_INTENSITIES], dtype=np.int64)
+_ROOFLINE = np.asarray(f.ROOFLINE_MULTIPLIERS, dtype=np.int64)
 _SPILL = np.asarray(f.SPILL_CACHE_BYTES, dtype=np.int64)
 _ADD, _MUL = OPS.index("Add"), OPS.index("Mul")
 

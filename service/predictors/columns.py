@@ -51,6 +51,9 @@ CPU_ELEMENT_BYTES = 4
 #: count β·W) need the higher rungs. Steps of ×4 leave any β within ×2 of a rung. β × 4 bytes is a whole
 #: number, so the sums are exact integers.
 ROOFLINE_INTENSITIES = (0.25, 1.0, 4.0, 16.0, 64.0)
+#: β · `CPU_ELEMENT_BYTES` per rung: what a layer's working-set *elements* are multiplied by in its roofline
+#: term (whole numbers, so both featurisers sum integers).
+ROOFLINE_MULTIPLIERS = tuple(round(b * CPU_ELEMENT_BYTES) for b in ROOFLINE_INTENSITIES)
 #: Cache sizes (bytes) of the spill ladder (features version 6): `cpu:spill/<C>` sums each layer's work
 #: times the share of its working set beyond a cache of C, max(0, 1 − C/W) — the law of a working set
 #: streaming from DRAM once it outgrows the cache. 32 KiB (an L1) to 2 MiB (a big core's L2 + L3 share) in

@@ -92,6 +92,7 @@ from service.predictors.columns import (
     PIXEL_TILE,
     POINTWISE_TILE,
     ROOFLINE_INTENSITIES,
+    ROOFLINE_MULTIPLIERS,
     SIMD_WIDTHS,
     SPILL_CACHE_BYTES,
     VARIANTS,
@@ -279,8 +280,7 @@ def cpu_values(costs: Costs) -> list[float]:
     kind's MACs and bytes each cost it at a rate of its own (its kernels' throughput, its im2col or
     element-wise traffic), which one rate over all MACs cannot price.
     """
-    multipliers = [round(b * CPU_ELEMENT_BYTES) for b in ROOFLINE_INTENSITIES]
-    roofline = [0] * len(multipliers)
+    roofline = [0] * len(ROOFLINE_MULTIPLIERS)
     spill = [0.0] * len(SPILL_CACHE_BYTES)
     kind_macs = [0] * len(CPU_CONV_KINDS)
     kind_bytes = [0] * len(CPU_KINDS)
@@ -292,7 +292,7 @@ def cpu_values(costs: Costs) -> list[float]:
         channels = (inp[0] if inp else 1) * c_in
         elements = working_set_elements(layer.op, math.prod(inp), layer.params, math.prod(out), channels)
         work = layer.macs if layer.op == "Conv" else elements
-        for i, m in enumerate(multipliers):
+        for i, m in enumerate(ROOFLINE_MULTIPLIERS):
             roofline[i] += max(layer.macs, m * elements)
         size = elements * CPU_ELEMENT_BYTES
         for i, c in enumerate(SPILL_CACHE_BYTES):
