@@ -27,8 +27,9 @@ from service.predictors.features import (
 )
 from service.predictors.inference import PLAIN_MODEL, PRIOR_MODEL, LatencyModel
 from service.predictors.prior import PhysicsPrior, fit_prior_choosing_kernel_terms
-from service.predictors.snapshot import Snapshot, build_snapshot
-from service.predictors.training import TrainingResult, TrainingRows, fit_predictor, library_versions
+from service.predictors.snapshot import Snapshot
+from service.predictors.training import TrainingResult, TrainingRows, fit_predictor
+from tests.service.predictors.archives import archive_of, assert_predicts_as_served
 from tests.service.predictors.synthetic import FAST_PARAMS
 
 CONV = get_family("conv")
@@ -178,26 +179,13 @@ def test_a_predictor_never_serves_a_model_that_lost_to_the_plain_baseline(
 
 def test_a_plain_served_snapshot_predicts_bit_for_bit_offline(fitted: tuple[str, TrainingResult]) -> None:
     law, result = fitted
-    archive = build_snapshot(
-        manifest={"family": "conv", "library_versions": library_versions()},
-        model=result.model,
-        model_p10=result.model_p10,
-        model_p90=result.model_p90,
-        feature_schema=result.feature_schema,
-        metrics=result.metrics,
-        holdout=result.holdout,
-    )
-    snapshot = Snapshot.from_bytes(archive)
+    snapshot = Snapshot.from_bytes(archive_of(result, "conv"))
     served = LatencyModel(result.feature_schema, result.model, result.model_p10, result.model_p90)
     assert snapshot.model.kind == served.kind == result.metrics["serving"]
     if law == "odd":
         assert snapshot.model.kind == PLAIN_MODEL
         assert result.feature_schema["model"]["columns"][:5] == ["kernel", "cin", "cout", "height", "width"]
-    configs = _conv_rows(law, n=20, seed=77).configs
-    got = snapshot.predict("conv", configs, frequencies_khz=[KHZ])
-    want = served.predict(configs, [KHZ])
-    for name in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
-        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    want = assert_predicts_as_served(snapshot, served, _conv_rows(law, n=20, seed=77).configs, [KHZ])
     assert np.all(want.p10_ms <= want.latency_ms) and np.all(want.latency_ms <= want.p90_ms)
 
 

@@ -21,8 +21,9 @@ from service.predictors.features import (
 )
 from service.predictors.inference import LatencyModel
 from service.predictors.prior import CPU_KERNEL_SHRINKAGE, KERNEL_SHRINKAGE, PhysicsPrior
-from service.predictors.snapshot import Snapshot, build_snapshot
+from service.predictors.snapshot import Snapshot
 from service.predictors.training import fit_predictor
+from tests.service.predictors.archives import archive_of, assert_predicts_as_served
 from tests.service.predictors.synthetic import FAST_PARAMS, FREQUENCIES, sample_configs, synthetic_rows
 
 KIB = 1024
@@ -163,24 +164,10 @@ def test_a_version_6_snapshot_round_trips_bit_for_bit() -> None:
     assert schema["features_version"] == 6
     assert set(CPU_COLUMNS) <= set(schema["names"])
     assert [t for t in schema["prior"]["terms"] if t.startswith("cpu:")]
-    archive = build_snapshot(
-        manifest={"family": rows.family, "library_versions": result.library_versions},
-        model=result.model,
-        model_p10=result.model_p10,
-        model_p90=result.model_p90,
-        feature_schema=schema,
-        metrics=result.metrics,
-        holdout=result.holdout,
-    )
-    snapshot = Snapshot.from_bytes(archive)
+    snapshot = Snapshot.from_bytes(archive_of(result, rows.family))
     assert snapshot.manifest["features_version"] == 6
-    configs = sample_configs(12, seed=12)
-    got = snapshot.predict(rows.family, configs, frequencies_khz=FREQUENCIES)
-    want = LatencyModel(schema, result.model, result.model_p10, result.model_p90).predict(
-        configs, FREQUENCIES
-    )
-    for field in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
-        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    served = LatencyModel(schema, result.model, result.model_p10, result.model_p90)
+    assert_predicts_as_served(snapshot, served, sample_configs(12, seed=12), FREQUENCIES)
 
 
 def test_an_accelerator_only_matrix_holds_the_cpu_columns_at_zero() -> None:

@@ -27,13 +27,13 @@ from service.predictors.prior import (
     fit_prior_choosing_kernel_terms,
     out_of_fold_log_ms,
 )
-from service.predictors.snapshot import Snapshot, build_snapshot, read_snapshot
+from service.predictors.snapshot import Snapshot, read_snapshot
 from service.predictors.training import (
     TrainingResult,
     TrainingRows,
     fit_predictor,
-    library_versions,
 )
+from tests.service.predictors.archives import archive_of, assert_predicts_as_served
 from tests.service.predictors.synthetic import (
     FAST_PARAMS,
     FREQUENCIES,
@@ -113,22 +113,9 @@ def test_snapshot_reproduces_the_prior_bit_for_bit(result: TrainingResult, with_
     schema = dict(result.feature_schema)
     if not with_prior:
         del schema["prior"]
-    archive = build_snapshot(
-        manifest={"family": "sr_block", "library_versions": library_versions()},
-        model=result.model,
-        model_p10=result.model_p10,
-        model_p90=result.model_p90,
-        feature_schema=schema,
-        metrics=result.metrics,
-        holdout=result.holdout,
-    )
-    offline = Snapshot.from_bytes(archive)
+    offline = Snapshot.from_bytes(archive_of(result, "sr_block", schema))
     served = LatencyModel(schema, result.model, result.model_p10, result.model_p90)
-    configs = sample_configs(25, seed=5)
-    got = offline.predict("sr_block", configs, frequencies_khz=FREQUENCIES)
-    want = served.predict(configs, FREQUENCIES)
-    for name in ("latency_ms", "p10_ms", "p90_ms", "extrapolated"):
-        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    assert_predicts_as_served(offline, served, sample_configs(25, seed=5), FREQUENCIES)
 
 
 def test_schema_with_other_prior_terms_is_refused(result: TrainingResult) -> None:
